@@ -1,0 +1,259 @@
+"""Capture: one thread per source, reading frames into a shared mailbox with one slot per source.
+
+Live sources (cameras, streams, and files played at their own rate) overwrite their slot, so a
+slow consumer always gets the newest frame and never builds a backlog; every overwritten frame is
+counted as dropped. In `lossless` mode (``--once``) the reader waits for its slot instead, so every
+frame of a file is analysed. Cameras and streams that fail or stall are reopened with back-off.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import cv2
+import numpy as np
+
+from edgeemo.config import SourceConfig
+from edgeemo.metrics import Metrics
+from edgeemo.resources import sample_video
+from edgeemo.types import Frame
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class SourceError(Exception):
+    """A source that cannot be opened at all (missing file, unreadable video, bad URL)."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str                  # camera | stream | video | image | folder
+    target: str | int          # what cv2 opens (or the image path / folder)
+
+    @property
+    def live(self) -> bool:
+        return self.kind in ("camera", "stream")
+
+
+def parse_source(url: str) -> SourceSpec:
+    """Tell what a source string means: `sample`, camera index, /dev/videoN, URL, file or folder."""
+    if url == "sample":
+        return SourceSpec("video", str(sample_video()))
+    if url.isdigit():
+        return SourceSpec("camera", int(url))
+    if url.startswith("/dev/video"):
+        return SourceSpec("camera", url)
+    if urlparse(url).scheme in ("rtsp", "rtsps", "http", "https", "rtmp", "udp", "tcp"):
+        return SourceSpec("stream", url)
+    path = Path(url).expanduser()
+    if path.is_dir():
+        return SourceSpec("folder", str(path))
+    if not path.is_file():
+        raise SourceError(f"source {url!r}: no such file, folder, camera or URL")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return SourceSpec("image", str(path))
+    return SourceSpec("video", str(path))
+
+
+class FrameReader:
+    """Frames of one source with their pts; `read()` returns None at the end or on failure."""
+
+    def __init__(self, spec: SourceSpec) -> None:
+        self.spec = spec
+        self.fps = 0.0
+        self.index = 0
+        self._opened_at = time.monotonic()
+        self._images: deque[Path] = deque()
+        self._cap: cv2.VideoCapture | None = None
+        if spec.kind in ("image", "folder"):
+            self._images = deque(list_images(Path(str(spec.target))))
+            if not self._images:
+                raise SourceError(f"source {spec.target}: no images found")
+            return
+        self._cap = cv2.VideoCapture(spec.target)
+        if not self._cap.isOpened():
+            raise SourceError(f"source {spec.target}: cannot open (not a video, or camera/stream not available)")
+        self.fps = self._cap.get(cv2.CAP_PROP_FPS) or 0.0
+        if self.fps > 1000:  # some webcams report nonsense
+            self.fps = 0.0
+
+    def read(self) -> tuple[np.ndarray, float] | None:
+        if self._cap is None:
+            return self._read_image()
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            return None
+        if self.spec.live:
+            pts = time.monotonic() - self._opened_at
+        else:
+            msec = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+            pts = msec / 1000 if msec > 0 or self.index == 0 else self.index / (self.fps or 30.0)
+        self.index += 1
+        return image, pts
+
+    def _read_image(self) -> tuple[np.ndarray, float] | None:
+        while self._images:
+            path = self._images.popleft()
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None:
+                self.index += 1
+                return image, 0.0
+            log.warning("skipping %s: not a readable image", path)
+        return None
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+
+
+def list_images(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+class Mailbox:
+    """One slot per source; the analysis side takes frames round-robin across sources."""
+
+    def __init__(self, sources: list[str], metrics: Metrics | None = None) -> None:
+        self._slots: dict[str, Frame | None] = {name: None for name in sources}
+        self._open = set(sources)
+        self._cond = threading.Condition()
+        self._metrics = metrics
+        self._turn = 0
+
+    def put(self, frame: Frame, lossless: bool, stop: threading.Event) -> None:
+        with self._cond:
+            if lossless:
+                while self._slots[frame.source] is not None and not stop.is_set():
+                    self._cond.wait(0.1)
+            elif self._slots[frame.source] is not None and self._metrics:
+                self._metrics.frames_dropped.labels(source=frame.source, reason="backlog").inc()
+            self._slots[frame.source] = frame
+            self._cond.notify_all()
+
+    def close(self, source: str) -> None:
+        with self._cond:
+            self._open.discard(source)
+            self._cond.notify_all()
+
+    def get(self, timeout: float = 0.5) -> Frame | None | bool:
+        """The next frame; None when every source has ended and been drained; False on timeout."""
+        names = list(self._slots)
+        with self._cond:
+            deadline = time.monotonic() + timeout
+            while True:
+                for k in range(len(names)):
+                    name = names[(self._turn + k) % len(names)]
+                    frame = self._slots[name]
+                    if frame is not None:
+                        self._slots[name] = None
+                        self._turn = (self._turn + k + 1) % len(names)
+                        self._cond.notify_all()
+                        return frame
+                if not self._open:
+                    return None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+
+
+class Capture(threading.Thread):
+    """Reads one source into the mailbox until it ends (files) or the daemon stops (live sources)."""
+
+    def __init__(self, cfg: SourceConfig, mailbox: Mailbox, stop: threading.Event, metrics: Metrics | None,
+                 lossless: bool = False) -> None:
+        super().__init__(name=f"capture-{cfg.name}", daemon=True)
+        self.cfg, self.mailbox, self.stop, self.metrics = cfg, mailbox, stop, metrics
+        self.spec = parse_source(cfg.url)
+        self.lossless = lossless and not self.spec.live
+        self.paced = not lossless and self.spec.kind == "video"
+        self.frames_read = 0
+
+    def run(self) -> None:
+        try:
+            if self.spec.live:
+                self._run_live()
+            else:
+                self._run_file()
+        except Exception:
+            log.exception("capture of source %s failed", self.cfg.name)
+            if self.metrics:
+                self.metrics.errors.labels(where="capture").inc()
+        finally:
+            self.mailbox.close(self.cfg.name)
+
+    def _run_file(self) -> None:
+        reader = FrameReader(self.spec)
+        started = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                item = reader.read()
+                if item is None:
+                    break
+                image, pts = item
+                if self.paced:
+                    delay = started + pts - time.monotonic()
+                    if delay > 0 and self.stop.wait(delay):
+                        break
+                self._deliver(image, pts)
+        finally:
+            reader.close()
+        log.info("source %s ended after %d frames", self.cfg.name, self.frames_read)
+
+    def _run_live(self) -> None:
+        """Read until stopped; reopen with exponential back-off when the device or stream fails."""
+        backoff = self.cfg.reconnect_initial_s
+        while not self.stop.is_set():
+            try:
+                reader = FrameReader(self.spec)
+            except SourceError as exc:
+                log.warning("%s; retrying in %.1f s", exc, backoff)
+                self._count_reconnect()
+                if self.stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+                continue
+            log.info("source %s opened (%s)", self.cfg.name, self.spec.target)
+            self._read_live(reader)
+            reader.close()
+            if not self.stop.is_set():
+                log.warning("source %s stopped delivering frames; reopening", self.cfg.name)
+                self._count_reconnect()
+                self.stop.wait(min(backoff, self.cfg.reconnect_max_s))
+            else:
+                return
+            backoff = self.cfg.reconnect_initial_s
+
+    def _read_live(self, reader: FrameReader) -> None:
+        min_interval = 1.0 / self.cfg.max_fps if self.cfg.max_fps else 0.0
+        last = 0.0
+        while not self.stop.is_set():
+            item = reader.read()  # cv2 gives up on its own after its read timeout on a dead stream
+            if item is None:
+                return
+            now = time.monotonic()
+            if now - last < min_interval:
+                continue
+            last = now
+            self._deliver(*item)
+
+    def _deliver(self, image: np.ndarray, pts: float) -> None:
+        frame = Frame(image, self.cfg.name, self.frames_read, pts, time.monotonic())
+        self.frames_read += 1
+        if self.metrics:
+            self.metrics.frames.labels(source=self.cfg.name).inc()
+            self.metrics.last_frame.labels(source=self.cfg.name).set(time.time())
+        self.mailbox.put(frame, self.lossless, self.stop)
+
+    def _count_reconnect(self) -> None:
+        if self.metrics:
+            self.metrics.reconnects.labels(source=self.cfg.name).inc()

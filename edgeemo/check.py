@@ -1,0 +1,80 @@
+"""`edgeemo check`: try every part the daemon needs and say in plain words what is wrong."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from collections.abc import Callable
+from urllib.parse import urlparse
+
+from edgeemo.capture import FrameReader, parse_source
+from edgeemo.classifier import ExpressionClassifier
+from edgeemo.config import Config
+from edgeemo.detector import FaceDetector
+from edgeemo.modelcard import load_card
+from edgeemo.pipeline import model_paths
+
+log = logging.getLogger(__name__)
+
+
+def check_models(cfg: Config) -> str:
+    detector_path, card_path = model_paths(cfg)
+    FaceDetector(cfg.detector, detector_path)
+    card = load_card(card_path)
+    ExpressionClassifier(cfg.classifier, card)
+    accuracy = card.metrics.get("fer2013_privatetest_acc")
+    quoted = f", FER-2013 PrivateTest {accuracy * 100:.1f} %" if accuracy else ""
+    return f"detector {detector_path.name}, classifier {card.name}{quoted}"
+
+
+def check_source(url: str) -> str:
+    spec = parse_source(url)
+    reader = FrameReader(spec)
+    try:
+        item = reader.read()
+    finally:
+        reader.close()
+    if item is None:
+        raise RuntimeError(f"source {url!r} opened but gave no frame")
+    h, w = item[0].shape[:2]
+    return f"{spec.kind} {spec.target}: {w}x{h}" + (f" at {reader.fps:.2f} fps" if reader.fps else "")
+
+
+def check_broker(cfg: Config) -> str:
+    if cfg.mqtt.url is None:
+        return "no broker configured: events go to the event log and stdout"
+    parsed = urlparse(cfg.mqtt.url)
+    port = parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=5):
+            pass
+    except OSError as exc:
+        raise RuntimeError(f"broker {parsed.hostname}:{port} not reachable: {exc.strerror or exc}") from None
+    return f"broker {parsed.hostname}:{port} accepts connections"
+
+
+def check_metrics_port(cfg: Config) -> str:
+    if not cfg.metrics.enabled:
+        return "metrics disabled"
+    with socket.socket() as sock:
+        try:
+            sock.bind((cfg.metrics.host, cfg.metrics.port))
+        except OSError as exc:
+            raise RuntimeError(f"cannot bind {cfg.metrics.host}:{cfg.metrics.port}: {exc.strerror}") from None
+    return f"http://{cfg.metrics.host}:{cfg.metrics.port}/metrics is free"
+
+
+def check_main(cfg: Config) -> int:
+    checks: list[tuple[str, Callable[[], str]]] = [("config", lambda: "valid"), ("models", lambda: check_models(cfg))]
+    checks += [(f"source {s.name}", lambda url=s.url: check_source(url)) for s in cfg.sources]
+    checks += [("mqtt", lambda: check_broker(cfg)), ("metrics", lambda: check_metrics_port(cfg))]
+    failed = 0
+    for name, run in checks:
+        try:
+            sys.stdout.write(f"OK    {name}: {run()}\n")
+        except Exception as exc:  # every failure is reported, none stops the other checks
+            failed += 1
+            sys.stdout.write(f"FAIL  {name}: {exc}\n")
+    sys.stdout.write("all checks passed\n" if not failed else f"{failed} check(s) failed\n")
+    return 1 if failed else 0

@@ -1,0 +1,97 @@
+"""`edgeemo run | detect | check`: the command line a user types."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from edgeemo import __version__
+from edgeemo.capture import SourceError
+from edgeemo.config import Config, ConfigError, load_config
+from edgeemo.modelcard import ModelCardError
+from edgeemo.runtime import ModelError
+
+log = logging.getLogger("edgeemo")
+USER_ERRORS = (ConfigError, ModelError, ModelCardError, SourceError)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgeemo", description="Real-time face emotion recognition to MQTT.")
+    p.add_argument("--version", action="version", version=f"edgeemo {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon")
+    add_config_args(run)
+    run.add_argument("--once", action="store_true",
+                     help="analyse every frame of a file source as fast as possible, flush, exit 0")
+
+    detect = sub.add_parser("detect", help="analyse images or videos once and print the faces found")
+    detect.add_argument("paths", nargs="+", type=Path, help="image files, folders of images, or videos")
+    detect.add_argument("--config", type=Path, help="YAML config (default: built-in defaults)")
+    detect.add_argument("--json", action="store_true", help="one JSON object per image / video frame")
+    detect.add_argument("--annotate", type=Path, metavar="OUT",
+                        help="write the image/video with boxes and labels (a folder when several inputs)")
+    detect.add_argument("--every", type=int, default=1, metavar="N", help="analyse every Nth video frame")
+
+    check = sub.add_parser("check", help="validate config, models, sources and broker, then exit")
+    add_config_args(check)
+    return p
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML config (default: built-in defaults, see config/edgeemo.yaml)")
+    p.add_argument("--source", help="camera index, /dev/videoN, rtsp/http URL, video, image, folder or 'sample'")
+    p.add_argument("--mqtt-url", help="mqtt://[user@]host[:port] (password: $EDGEEMO_MQTT_PASSWORD)")
+    p.add_argument("--device-id", help="device id used in topics and client id")
+    p.add_argument("--metrics-port", type=int, help="Prometheus port (0: any free port)")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    overrides = {key: value for key, value in (
+        ("mqtt.url", getattr(args, "mqtt_url", None)),
+        ("device_id", getattr(args, "device_id", None)),
+        ("metrics.port", getattr(args, "metrics_port", None)),
+        ("log_level", getattr(args, "log_level", None)),
+    ) if value is not None}
+    cfg = load_config(args.config, overrides)
+    source = getattr(args, "source", None)
+    if source is not None:
+        cfg.sources = [cfg.sources[0].model_copy(update={"url": source})]
+    return cfg
+
+
+def setup_logging(level: str) -> None:
+    under_systemd = "JOURNAL_STREAM" in os.environ  # journald stamps the time itself
+    fmt = "%(levelname)s %(name)s: %(message)s" if under_systemd else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setup_logging("INFO")
+    try:
+        cfg = config_from(args)
+        setup_logging(cfg.log_level)
+        if args.command == "run":
+            from edgeemo.capture import parse_source
+            from edgeemo.daemon import Daemon
+            live = [s.url for s in cfg.sources if parse_source(s.url).live]
+            if args.once and live:
+                raise ConfigError(f"--once reads files to their end; {', '.join(live)} is a live source")
+            return Daemon(cfg, lossless=args.once).run()
+        if args.command == "detect":
+            from edgeemo.detect import detect_main
+            return detect_main(cfg, args)
+        from edgeemo.check import check_main
+        return check_main(cfg)
+    except USER_ERRORS as exc:
+        log.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

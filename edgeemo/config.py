@@ -1,0 +1,238 @@
+"""The daemon's one YAML file, parsed into typed, validated settings at start-up.
+
+Unknown keys, wrong types and impossible values stop start-up with a message naming the key path
+(``mqtt.qos``) and what is allowed, so a typo never silently falls back to a default.
+Every key is documented in ``config/edgeemo.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ID_PATTERN = r"^[a-zA-Z0-9_-]+$"
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the person who wrote the file."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(Section):
+    name: str = Field("default", pattern=ID_PATTERN)
+    url: str = "sample"
+    max_fps: float | None = Field(None, gt=0)
+    reconnect_initial_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    stall_timeout_s: float = Field(10.0, gt=0)
+
+
+class DetectorConfig(Section):
+    model: str = "yunet_s_dynamic.onnx"
+    backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
+    threads: int = Field(1, ge=1, le=64)
+    input_width: int = Field(320, ge=64, le=3840, multiple_of=32)
+    score_threshold: float = Field(0.75, gt=0, lt=1)
+    nms_threshold: float = Field(0.3, gt=0, lt=1)
+    min_face_px: int = Field(24, ge=8)
+    max_faces: int = Field(16, ge=1, le=256)
+
+
+class ClassifierConfig(Section):
+    model: str = "edgeemo-face.json"
+    backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
+    threads: int = Field(1, ge=1, le=64)
+    flip_average: bool = True
+
+
+class TrackerConfig(Section):
+    iou_threshold: float = Field(0.3, gt=0, lt=1)
+    min_hits: int = Field(3, ge=1)
+    max_missed_s: float = Field(1.0, gt=0)
+    smoothing_s: float = Field(0.5, ge=0)
+    heartbeat_s: float = Field(2.0, gt=0)
+
+
+class TlsConfig(Section):
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+
+
+class MqttConfig(Section):
+    url: str | None = None
+    client_id: str | None = Field(None, pattern=ID_PATTERN)
+    topic_prefix: str = Field("edgeemo", pattern=r"^[^#+\s]+$")
+    qos: Literal[0, 1, 2] = 1
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    password_file: Path | None = None
+    password_env: str = "EDGEEMO_MQTT_PASSWORD"
+    state_min_interval_s: float = Field(1.0, ge=0)
+    tls: TlsConfig = TlsConfig()
+
+    @field_validator("url")
+    @classmethod
+    def _mqtt_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return url
+        parsed = urlparse(url)
+        if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
+            raise ValueError("must look like mqtt://[user@]host[:port] or mqtts://...")
+        try:
+            port = parsed.port
+        except ValueError:  # not a number, or above 65535
+            port = 0
+        if port is not None and not 1 <= port <= 65535:
+            raise ValueError("port must be a number from 1 to 65535")
+        if parsed.password:
+            raise ValueError("must not contain a password: use mqtt.password_file or $EDGEEMO_MQTT_PASSWORD")
+        return url
+
+
+class EventLogConfig(Section):
+    path: Path | None = None
+    max_bytes: int = Field(10_000_000, ge=10_000)
+    backups: int = Field(5, ge=0)
+    stdout: bool = True
+
+
+class MetricsConfig(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9595, ge=0, le=65535)
+
+
+class Config(Section):
+    device_id: str = Field("edgeemo", pattern=ID_PATTERN)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    models_dir: Path | None = None
+    sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig()], min_length=1)
+    detector: DetectorConfig = DetectorConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+    tracker: TrackerConfig = TrackerConfig()
+    mqtt: MqttConfig = MqttConfig()
+    event_log: EventLogConfig = EventLogConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, sources: list[SourceConfig]) -> list[SourceConfig]:
+        names = [s.name for s in sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        return sources
+
+
+def describe(error: ValidationError, origin: str) -> str:
+    """One line per problem: `origin: key.path: what is wrong (got value)`."""
+    lines = []
+    for problem in error.errors():
+        path = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            parent = problem["loc"][:-1]
+            message = f"unknown key; allowed here: {', '.join(sorted(allowed_keys(parent)))}"
+        elif "input" in problem and not isinstance(problem["input"], (dict, list)):
+            message += f" (got {redact(problem['input'])!r})"
+        lines.append(f"{origin}: {path}: {message}")
+    return "\n".join(lines)
+
+
+def redact(value: object) -> object:
+    """Mask the password of a `scheme://user:password@host` URL: error messages end up in the journal."""
+    if isinstance(value, str):
+        return re.sub(r"(://[^/@:\s]*):[^/@\s]*@", r"\1:***@", value)
+    return value
+
+
+def allowed_keys(path: tuple) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in path:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[str(part)].annotation
+        model = getattr(annotation, "__args__", [annotation])[0] if not isinstance(annotation, type) else annotation
+    return list(model.model_fields)
+
+
+def load_config(path: Path | None, overrides: dict | None = None) -> Config:
+    """Read YAML (or nothing: the defaults), apply command-line overrides, validate."""
+    origin = str(path) if path else "defaults"
+    raw: dict = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        set_dotted(raw, dotted, value)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, origin)) from None
+
+
+def set_dotted(raw: dict, dotted: str, value: object) -> None:
+    """Set `a.b.c` (or `sources.0.url`) in a nested dict/list, creating sections as needed.
+
+    A section left empty in the YAML (`mqtt:` is null) is filled like a missing one. A path that
+    cannot exist (a list index past the end, a key under a plain value) is a ConfigError, not a crash.
+    """
+    parts = dotted.split(".")
+    node: object = raw
+    try:
+        for part, nxt in zip(parts, parts[1:]):
+            node = _child(node, part, [{}] if nxt.isdigit() else {})
+        if isinstance(node, list):
+            node[int(parts[-1])] = value
+        elif isinstance(node, dict):
+            node[parts[-1]] = value
+        else:
+            raise TypeError
+    except (IndexError, ValueError, TypeError):
+        raise ConfigError(f"override {dotted}: no such key or list item in the config") from None
+
+
+def _child(node: object, part: str, default: object) -> object:
+    """The item `part` of a list or dict, created from `default` when a dict lacks it or holds null."""
+    if isinstance(node, list):
+        return node[int(part)]
+    if not isinstance(node, dict):
+        raise TypeError(part)
+    if node.get(part) is None:
+        node[part] = default
+    return node[part]
+
+
+def mqtt_password(cfg: MqttConfig) -> str | None:
+    """The broker password from a file, systemd credentials, or the environment: never from the YAML."""
+    if cfg.password_file is not None:
+        try:
+            return cfg.password_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"mqtt.password_file: cannot read {cfg.password_file}: {exc.strerror}") from None
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds and (Path(creds) / "mqtt_password").is_file():
+        return (Path(creds) / "mqtt_password").read_text().strip()
+    return os.environ.get(cfg.password_env)
+
+
+def sanitize_id(text: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", text)

@@ -1,0 +1,87 @@
+"""Face detection with YuNet: frame in, `Faces` (boxes, 5 landmarks, scores) out, in frame pixels.
+
+The frame is scaled so its width is `input_width` (faces in webcam frames are big; YuNet is best
+at 10-300 px and 4x cheaper at half size), padded to multiples of 32, and the 12 output tensors
+are decoded with numpy as described in models/README.md.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgeemo.config import DetectorConfig
+from edgeemo.runtime import InferenceModel
+from edgeemo.types import Faces
+
+STRIDES = (8, 16, 32)
+
+
+class FaceDetector:
+    def __init__(self, cfg: DetectorConfig, model_path: Path) -> None:
+        self.cfg = cfg
+        self.model = InferenceModel(model_path, cfg.backend, cfg.threads)
+        names = self.model.output_names
+        self._order = [[names.index(f"{kind}_{s}") for kind in ("cls", "obj", "bbox", "kps")] for s in STRIDES]
+        self._blob = np.zeros(0, np.float32)
+        self._grids: dict[tuple[int, int], list[np.ndarray]] = {}
+
+    def detect(self, frame: np.ndarray) -> Faces:
+        h, w = frame.shape[:2]
+        scale = self.cfg.input_width / w
+        dw, dh = self.cfg.input_width, max(32, round(h * scale))
+        blob = self._input_blob(dh, dw)
+        resized = cv2.resize(frame, (dw, dh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        blob[0, :, :dh, :dw] = resized.transpose(2, 0, 1)
+        outputs = self.model.run(blob)
+        boxes, landmarks, scores = self._decode(outputs, blob.shape[2], blob.shape[3])
+        return self._select(boxes / scale, landmarks / scale, scores)
+
+    def _input_blob(self, dh: int, dw: int) -> np.ndarray:
+        """A zero-padded NCHW buffer, reused while the frame size stays the same."""
+        shape = (1, 3, math.ceil(dh / 32) * 32, math.ceil(dw / 32) * 32)
+        if self._blob.shape != shape:
+            self._blob = np.zeros(shape, np.float32)
+        return self._blob
+
+    def _grid(self, ph: int, pw: int) -> list[np.ndarray]:
+        """Cell (column, row) of every prediction for each stride, cached per input size."""
+        if (ph, pw) not in self._grids:
+            grids = []
+            for s in STRIDES:
+                rows, cols = np.mgrid[0:ph // s, 0:pw // s]
+                grids.append(np.stack([cols.ravel(), rows.ravel()], 1).astype(np.float32))
+            self._grids[(ph, pw)] = grids
+        return self._grids[(ph, pw)]
+
+    def _decode(self, outputs: list[np.ndarray], ph: int, pw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        boxes, landmarks, scores = [], [], []
+        for s, cells, (i_cls, i_obj, i_box, i_kps) in zip(STRIDES, self._grid(ph, pw), self._order):
+            score = np.sqrt(np.clip(outputs[i_cls][0, :, 0], 0, 1) * np.clip(outputs[i_obj][0, :, 0], 0, 1))
+            keep = np.flatnonzero(score >= self.cfg.score_threshold)
+            if keep.size == 0:
+                continue
+            cell = cells[keep]
+            bbox = outputs[i_box][0, keep]
+            centre = (cell + bbox[:, :2]) * s
+            size = np.exp(bbox[:, 2:]) * s
+            boxes.append(np.hstack([centre - size / 2, size]))
+            landmarks.append((cell[:, None, :] + outputs[i_kps][0, keep].reshape(-1, 5, 2)) * s)
+            scores.append(score[keep])
+        if not scores:
+            return np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), np.zeros(0, np.float32)
+        return np.concatenate(boxes), np.concatenate(landmarks), np.concatenate(scores)
+
+    def _select(self, boxes: np.ndarray, landmarks: np.ndarray, scores: np.ndarray) -> Faces:
+        """Non-maximum suppression, minimum size, at most max_faces (best first)."""
+        if len(scores) == 0:
+            return Faces.empty()
+        keep = cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), self.cfg.score_threshold,
+                                self.cfg.nms_threshold, top_k=self.cfg.max_faces)
+        keep = np.asarray(keep, np.int64).reshape(-1)
+        keep = keep[np.minimum(boxes[keep, 2], boxes[keep, 3]) >= self.cfg.min_face_px]
+        return Faces(boxes[keep].astype(np.float32), landmarks[keep].astype(np.float32),
+                     scores[keep].astype(np.float32))

@@ -1,0 +1,122 @@
+"""Model cards: the JSON beside each shipped model that says how to feed it.
+
+The daemon and every tool take input size, colour, normalisation, labels and the face crop from
+the card, so a retrained model with other preprocessing needs no code change.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeemo import LABELS
+
+
+class ModelCardError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Crop:
+    """Eye-aligned square crop: where the eye midpoint lands and how far apart the eyes are.
+
+    Both as fractions of the output width/height, measured on the training faces
+    (tools/measure_crop.py), so that daemon crops look like the training images.
+    """
+
+    eye_center: tuple[float, float] = (0.5, 0.4)
+    eye_distance: float = 0.42
+    rotate: bool = True
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    name: str
+    task: str
+    path: Path                     # the ONNX file, resolved next to the card
+    labels: tuple[str, ...]
+    output: str                    # "logits" | "probs"
+    input_name: str
+    size: tuple[int, int]          # H, W
+    channels: int
+    color: str                     # gray | bgr | rgb
+    scale: float
+    mean: np.ndarray
+    std: np.ndarray
+    crop: Crop
+    metrics: dict = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def label_order(self) -> np.ndarray:
+        """Index array that reorders model outputs into edgeemo.LABELS order."""
+        return np.array([self.labels.index(label) for label in LABELS])
+
+
+def load_card(path: Path) -> ModelCard:
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except OSError as exc:
+        raise ModelCardError(f"cannot read model card {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ModelCardError(f"model card {path} is not valid JSON: {exc}") from None
+    try:
+        return parse_card(raw, path.parent)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelCardError(f"model card {path}: {exc}") from None
+
+
+def parse_card(raw: dict, folder: Path) -> ModelCard:
+    inp = raw["input"]
+    labels = tuple(raw["labels"])
+    if raw.get("task") == "face-expression" and sorted(labels) != sorted(LABELS):
+        raise ValueError(f"labels must be a permutation of {list(LABELS)}, got {list(labels)}")
+    if raw.get("output", "logits") not in ("logits", "probs"):
+        raise ValueError(f"output must be 'logits' or 'probs', got {raw['output']!r}")
+    if inp.get("layout", "NCHW") != "NCHW":
+        raise ValueError(f"input.layout must be NCHW, got {inp['layout']!r}")
+    channels = int(inp["channels"])
+    color = inp["color"]
+    if (channels, color) not in ((1, "gray"), (3, "bgr"), (3, "rgb")):
+        raise ValueError(f"input.channels={channels} does not fit input.color={color!r}")
+    mean = np.asarray(inp.get("mean", [0.0] * channels), np.float32)
+    std = np.asarray(inp.get("std", [1.0] * channels), np.float32)
+    if mean.shape != (channels,) or std.shape != (channels,) or np.any(std <= 0):
+        raise ValueError("input.mean and input.std need one value per channel, std > 0")
+    crop = raw.get("crop", {})
+    return ModelCard(
+        name=raw["name"], task=raw["task"], path=folder / raw["file"], labels=labels,
+        output=raw.get("output", "logits"), input_name=inp["name"],
+        size=(int(inp["size"][0]), int(inp["size"][1])), channels=channels, color=color,
+        scale=float(inp.get("scale", 1.0)), mean=mean, std=std,
+        crop=Crop(eye_center=tuple(crop.get("eye_center", (0.5, 0.4))),
+                  eye_distance=float(crop.get("eye_distance", 0.42)), rotate=bool(crop.get("rotate", True))),
+        metrics=raw.get("metrics", {}), raw=raw,
+    )
+
+
+def to_tensor(card: ModelCard, crops: np.ndarray) -> np.ndarray:
+    """Crops in the card's colour ([N,H,W] gray or [N,H,W,3] BGR/RGB uint8) -> [N,C,H,W] float32.
+
+    Computes `(pixels * scale - mean) / std` per channel, as the card contract says.
+    """
+    pixels = crops.astype(np.float32)
+    pixels = pixels[:, None] if pixels.ndim == 3 else pixels.transpose(0, 3, 1, 2)
+    gain = (card.scale / card.std).reshape(1, -1, 1, 1)
+    offset = (-card.mean / card.std).reshape(1, -1, 1, 1)
+    return pixels * gain + offset
+
+
+def colour_of(card: ModelCard, frame_bgr: np.ndarray) -> np.ndarray:
+    """The frame converted once to the colour the model wants, before crops are cut from it."""
+    import cv2
+
+    if card.color == "gray":
+        return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
+    if card.color == "rgb":
+        return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+    return frame_bgr

@@ -1,0 +1,148 @@
+"""The analysis pipeline: capture -> detect -> classify -> track -> publish, one thread per stage.
+
+Stages are joined by small bounded queues. The capture side never blocks (see capture.Mailbox);
+behind it each stage blocks when the next one is busy, so memory stays bounded whatever the load,
+and onnxruntime, which releases the GIL, runs detection of frame N+1 while frame N is classified.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from edgeemo.capture import Capture, FrameReader, Mailbox
+from edgeemo.classifier import ExpressionClassifier
+from edgeemo.config import Config
+from edgeemo.detector import FaceDetector
+from edgeemo.metrics import Metrics
+from edgeemo.modelcard import load_card
+from edgeemo.publish import Publisher
+from edgeemo.resources import models_dir, resolve_model
+from edgeemo.tracker import FaceTracker
+from edgeemo.types import Work
+
+log = logging.getLogger(__name__)
+END = object()      # flows down the queues when every source has ended
+QUEUE_SIZE = 4
+
+
+class Stage(threading.Thread):
+    """Applies `step` to each item of `inbox` and hands the result to `outbox`, timing each call."""
+
+    def __init__(self, name: str, step: Callable[[Work], Work], inbox: queue.Queue, outbox: queue.Queue | None,
+                 metrics: Metrics) -> None:
+        super().__init__(name=name, daemon=True)
+        self.step, self.inbox, self.outbox, self.metrics = step, inbox, outbox, metrics
+        self._seconds = metrics.stage_seconds.labels(stage=name)
+
+    def run(self) -> None:
+        while True:
+            work = self.inbox.get()
+            if work is END:
+                break
+            started = time.perf_counter()
+            try:
+                work = self.step(work)
+            except Exception:
+                log.exception("stage %s failed on frame %d of %s", self.name, work.frame.index, work.frame.source)
+                self.metrics.errors.labels(where="pipeline").inc()
+            self._seconds.observe(time.perf_counter() - started)
+            if self.outbox is not None:
+                self.outbox.put(work)
+        if self.outbox is not None:
+            self.outbox.put(END)
+
+
+def model_paths(cfg: Config) -> tuple[Path, Path]:
+    folder = cfg.models_dir or models_dir()
+    return resolve_model(cfg.detector.model, folder), resolve_model(cfg.classifier.model, folder)
+
+
+class Pipeline:
+    """Builds every stage from the config; `start()`, then `join()` or `stop()`."""
+
+    def __init__(self, cfg: Config, metrics: Metrics, publisher: Publisher, lossless: bool = False) -> None:
+        self.cfg, self.metrics, self.publisher = cfg, metrics, publisher
+        detector_path, card_path = model_paths(cfg)
+        self.detector = FaceDetector(cfg.detector, detector_path)
+        self.classifier = ExpressionClassifier(cfg.classifier, load_card(card_path))
+        ids = itertools.count(1)
+        self.trackers = {s.name: FaceTracker(cfg.tracker, s.name, ids) for s in cfg.sources}
+        self.stop_event = threading.Event()
+        self.mailbox = Mailbox([s.name for s in cfg.sources], metrics)
+        self.captures = [Capture(s, self.mailbox, self.stop_event, metrics, lossless) for s in cfg.sources]
+        for capture in self.captures:
+            if not capture.spec.live:
+                FrameReader(capture.spec).close()  # a file that cannot be opened stops start-up
+        self.queues = [queue.Queue(QUEUE_SIZE) for _ in range(4)]
+        steps = [("detect", self.detect), ("classify", self.classify), ("track", self.track),
+                 ("publish", self.publish)]
+        self.stages = [Stage(name, step, self.queues[i], self.queues[i + 1] if i < 3 else None, metrics)
+                       for i, (name, step) in enumerate(steps)]
+        self.feeder = threading.Thread(target=self._feed, name="feeder", daemon=True)
+        self.frames_done = 0
+        self.finished = threading.Event()
+
+    def start(self) -> None:
+        for thread in [*self.stages, self.feeder, *self.captures]:
+            thread.start()
+
+    def _feed(self) -> None:
+        """Moves frames from the capture mailbox into the first stage queue."""
+        while True:
+            frame = self.mailbox.get(timeout=0.5)
+            if frame is None:
+                break
+            if frame is False:
+                continue
+            self.queues[0].put(Work(frame))
+        self.queues[0].put(END)
+
+    def detect(self, work: Work) -> Work:
+        work.faces = self.detector.detect(work.frame.image)
+        return work
+
+    def classify(self, work: Work) -> Work:
+        work.faces.probs = self.classifier.classify(work.frame.image, work.faces)
+        return work
+
+    def track(self, work: Work) -> Work:
+        frame = work.frame
+        tracker = self.trackers[frame.source]
+        work.events = tracker.update(work.faces, frame.pts, frame.captured_at)
+        work.present = [face for t in self.trackers.values() for face in t.present()]
+        self.metrics.faces.labels(source=frame.source).inc(len(work.faces))
+        self.metrics.tracks_active.labels(source=frame.source).set(len(tracker.present()))
+        return work
+
+    def publish(self, work: Work) -> Work:
+        self.publisher.handle(work.events, work.present)
+        frame = work.frame
+        self.metrics.latency.observe(time.monotonic() - frame.captured_at)
+        self.metrics.frames_processed.labels(source=frame.source).inc()
+        self.frames_done += 1
+        return work
+
+    def stop(self) -> None:
+        """Stop reading; the frames already read still flow through to the publisher."""
+        self.stop_event.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for every stage to drain; then end the remaining tracks. True when fully drained."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in [*self.captures, self.feeder, *self.stages]:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        drained = not any(t.is_alive() for t in self.stages)
+        if drained:
+            ended = [e for tracker in self.trackers.values() for e in tracker.finish()]
+            self.publisher.handle(ended, [])
+        self.finished.set()
+        return drained
+
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self.stages)

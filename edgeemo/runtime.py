@@ -1,0 +1,74 @@
+"""One small interface over the two inference back-ends (onnxruntime and OpenVINO)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class ModelError(Exception):
+    """A model file that is missing, corrupt or does not fit its card."""
+
+
+class InferenceModel:
+    """Runs one ONNX model on the CPU with a fixed number of threads, outputs in a fixed order."""
+
+    def __init__(self, path: Path, backend: str = "onnxruntime", threads: int = 1) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"model file {path} not found")
+        self.path, self.backend = path, backend
+        try:
+            if backend == "openvino":
+                self._init_openvino(threads)
+            else:
+                self._init_onnxruntime(threads)
+        except ModelError:
+            raise
+        except Exception as exc:  # the runtimes raise their own, varied types for a bad file
+            raise ModelError(f"cannot load model {path} with {backend}: {str(exc).strip()[:300]}") from None
+
+    def _init_onnxruntime(self, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads == 1:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self._session.get_inputs()[0].name
+        self.output_names = [o.name for o in self._session.get_outputs()]
+        self._run = lambda x: self._session.run(self.output_names, {self.input_name: x})
+
+    def _init_openvino(self, threads: int) -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(self.path))
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                     "PERFORMANCE_HINT": "LATENCY"})
+        self.input_name = readable_name(compiled.inputs[0].get_names())
+        self.output_names = [readable_name(o.get_names()) for o in compiled.outputs]
+        request = compiled.create_infer_request()
+        outputs = list(compiled.outputs)
+
+        def run(x: np.ndarray) -> list[np.ndarray]:
+            result = request.infer({0: x})
+            return [result[o] for o in outputs]
+
+        self._run = run
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        return self._run(x)
+
+
+def readable_name(names: set[str]) -> str:
+    """OpenVINO keeps every alias of a tensor (`{'291', 'cls_8'}`); the ONNX output name is the readable one."""
+    return sorted(names, key=lambda n: (n.isdigit(), n))[0]

@@ -1,0 +1,59 @@
+"""Plain data that flows between the pipeline stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class Frame:
+    """One decoded image as it left the capture stage."""
+
+    image: np.ndarray          # HxWx3 uint8 BGR
+    source: str                # source name from the config
+    index: int                 # frame number within the source, from 0
+    pts: float                 # seconds into the media (monotonic clock offset for cameras)
+    captured_at: float         # time.monotonic() when the frame was read
+
+
+@dataclass(slots=True)
+class Faces:
+    """All faces of one frame, as arrays (one row per face), in frame pixels."""
+
+    boxes: np.ndarray          # [N,4] float32 x, y, w, h
+    landmarks: np.ndarray      # [N,5,2] float32: right eye, left eye, nose, right/left mouth corner
+    scores: np.ndarray         # [N] float32 detector confidence
+    probs: np.ndarray | None = None  # [N,7] float32 emotion probabilities in LABELS order
+
+    @classmethod
+    def empty(cls) -> "Faces":
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), np.zeros(0, np.float32))
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+@dataclass(slots=True)
+class TrackEvent:
+    """A change in a face track worth telling subscribers about."""
+
+    type: str                  # start | change | update | end
+    track: int
+    source: str
+    pts: float
+    probs: np.ndarray          # [7] smoothed probabilities in LABELS order
+    box: tuple[int, int, int, int]
+    modality: str = "face"
+    captured_at: float = 0.0   # monotonic time of the frame this event came from
+
+
+@dataclass(slots=True)
+class Work:
+    """What travels through the stage queues: a frame and what the stages found in it."""
+
+    frame: Frame
+    faces: Faces = field(default_factory=Faces.empty)
+    events: list[TrackEvent] = field(default_factory=list)
+    present: list[dict] = field(default_factory=list)  # reported tracks visible now (for the state topic)

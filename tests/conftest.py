@@ -1,0 +1,148 @@
+"""Shared fixtures: a real mosquitto broker on a loopback port, and an MQTT subscriber that records."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+Message = tuple[str, bytes, bool]  # topic, payload, retain flag
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if found is None:
+        pytest.fail("the MQTT tests need a real broker: install Debian's mosquitto package "
+                    "(apt-get install mosquitto); it does not need to run as a service", pytrace=False)
+    return found
+
+
+class Broker:
+    """A mosquitto process that tests can stop and start again on the same port (reconnect tests)."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n")
+        self.log = workdir / "mosquitto.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=out, stderr=out)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.process.returncode}:\n{self.log.read_text()}")
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"mosquitto did not listen on port {self.port} within {timeout} s")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    broker = Broker(mosquitto_binary(), tmp_path_factory.mktemp("mosquitto"))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+class Subscriber:
+    """Records every message on a topic filter; resubscribes after a broker restart."""
+
+    def __init__(self, broker: Broker, topic: str, timeout: float = 5.0) -> None:
+        self.topic = topic
+        self._messages: list[Message] = []
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=f"test-sub-{uuid.uuid4().hex[:8]}")
+        self.client.reconnect_delay_set(1, 2)
+        self.client.on_connect = lambda client, *_: client.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port, keepalive=10)
+        self.client.loop_start()
+        if not self._subscribed.wait(timeout):
+            self.close()
+            raise TimeoutError(f"could not subscribe to {topic} on {broker.url}")
+
+    def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        with self._cond:
+            self._messages.append((msg.topic, msg.payload, bool(msg.retain)))
+            self._cond.notify_all()
+
+    @property
+    def messages(self) -> list[Message]:
+        with self._cond:
+            return list(self._messages)
+
+    def payloads(self, topic: str | None = None) -> list[bytes]:
+        return [payload for t, payload, _ in self.messages if topic is None or t == topic]
+
+    def wait_for(self, predicate: Callable[[list[Message]], bool], timeout: float = 5.0) -> list[Message]:
+        """Wait until predicate(all messages so far) is true; returns them, or fails showing what came."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(list(self._messages)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"timed out after {timeout} s on {self.topic}; got {self._messages}")
+                self._cond.wait(remaining)
+            return list(self._messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def subscribe(mqtt_broker: Broker) -> Iterator[Callable[[str], Subscriber]]:
+    """Factory: `sub = subscribe("edgeemo/dev/#")`; every subscriber is closed after the test."""
+    subscribers: list[Subscriber] = []
+
+    def make(topic: str) -> Subscriber:
+        subscribers.append(Subscriber(mqtt_broker, topic))
+        return subscribers[-1]
+
+    yield make
+    for sub in subscribers:
+        sub.close()

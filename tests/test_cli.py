@@ -1,0 +1,102 @@
+"""The command line as a user meets it: `detect`, `check`, and the errors for bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from edgeemo import LABELS
+from edgeemo.resources import models_dir, sample_video
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def edgeemo(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeemo.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=240, cwd=cwd)
+
+
+def test_detect_json_on_images():
+    result = edgeemo("detect", FIXTURES / "two_faces.jpg", FIXTURES / "no_face.png", "--json")
+    assert result.returncode == 0, result.stderr
+    two, none = [json.loads(line) for line in result.stdout.splitlines()]
+    assert two["path"].endswith("two_faces.jpg") and two["pts"] == 0 and len(two["faces"]) == 2
+    assert none["faces"] == []
+    for face in two["faces"]:
+        assert list(face["probs"]) == list(LABELS)
+        assert sum(face["probs"].values()) == pytest.approx(1, abs=1e-3)
+        assert face["emotion"] == max(face["probs"], key=face["probs"].get)
+        x, y, w, h = face["box"]
+        assert 0 <= x < 1280 and 0 <= y < 360 and 60 < w < 400 and 60 < h < 400
+
+
+def test_detect_on_the_sample_video_every_10th_frame_with_annotation(tmp_path):
+    out = tmp_path / "annotated.mp4"
+    result = edgeemo("detect", sample_video(), "--json", "--every", "10", "--annotate", out)
+    assert result.returncode == 0, result.stderr
+    frames = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(frames) == 43
+    assert [f["pts"] for f in frames] == sorted(f["pts"] for f in frames) and frames[1]["pts"] == pytest.approx(0.334, abs=0.01)
+    assert all(len(f["faces"]) == 1 for f in frames)
+    written = cv2.VideoCapture(str(out))
+    assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 43
+
+
+def test_detect_human_output_and_annotated_image(tmp_path):
+    result = edgeemo("detect", FIXTURES / "angry_actor01.jpg", "--annotate", tmp_path / "out.jpg")
+    assert result.returncode == 0, result.stderr
+    assert "1 face(s)" in result.stdout and "%" in result.stdout
+    assert cv2.imread(str(tmp_path / "out.jpg")).shape == (360, 640, 3)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "edgeemo.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("yaml_text, expected", [
+    ("mqtt:\n  qso: 1\n", "mqtt.qso: unknown key; allowed here:"),
+    ("detector:\n  threads: many\n", "detector.threads"),
+    ("classifier:\n  model: /nonexistent/face.json\n", "cannot read model card /nonexistent/face.json"),
+    ("detector:\n  model: missing-detector.onnx\n", "missing-detector.onnx not found"),
+    ("sources:\n  - url: /nonexistent/video.mp4\n", "'/nonexistent/video.mp4': no such file"),
+    ("device_id: [oops\n", "not valid YAML"),
+])
+def test_run_with_bad_config_says_what_is_wrong(tmp_path, yaml_text, expected):
+    result = edgeemo("run", "--config", write(tmp_path, yaml_text), "--once", cwd=tmp_path)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_corrupt_model_file_is_named(tmp_path):
+    broken = tmp_path / "yunet.onnx"
+    broken.write_bytes((models_dir() / "yunet_s_dynamic.onnx").read_bytes()[:1000])
+    result = edgeemo("run", "--config", write(tmp_path, f"detector:\n  model: {broken}\n"), "--once", cwd=tmp_path)
+    assert result.returncode == 2 and f"cannot load model {broken}" in result.stderr
+
+
+def test_once_refuses_a_live_source(tmp_path):
+    result = edgeemo("run", "--source", "/dev/video7", "--once", cwd=tmp_path)
+    assert result.returncode == 2 and "live source" in result.stderr
+
+
+def test_check_reports_each_part(mqtt_broker, tmp_path):
+    ok = edgeemo("check", "--mqtt-url", mqtt_broker.url, "--metrics-port", "0")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "OK    models" in ok.stdout and "OK    mqtt: broker 127.0.0.1" in ok.stdout
+    assert "all checks passed" in ok.stdout
+
+    dead = edgeemo("check", "--mqtt-url", "mqtt://127.0.0.1:1", "--source", str(tmp_path / "none.mp4"))
+    assert dead.returncode in (1, 2)
+    assert "none.mp4" in dead.stdout + dead.stderr
+
+
+def test_check_fails_on_unreachable_broker():
+    result = edgeemo("check", "--mqtt-url", "mqtt://127.0.0.1:1", "--metrics-port", "0")
+    assert result.returncode == 1
+    assert "FAIL  mqtt: broker 127.0.0.1:1 not reachable" in result.stdout

@@ -1,0 +1,100 @@
+"""End to end: the real daemon on the bundled sample, a real Mosquitto broker, the metrics endpoint."""
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import jsonschema
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from edgeemo.config import load_config
+from edgeemo.daemon import Daemon
+from edgeemo.resources import event_schema
+
+SAMPLE_FRAMES = 427
+SEGMENTS = [(0.0, 3.336667), (3.336667, 7.474133), (7.474133, 10.877533), (10.877533, 14.247567)]
+
+
+def edgeemo(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeemo.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def validator() -> jsonschema.Draft202012Validator:
+    schema = json.loads(event_schema().read_text())
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+def events_of(subscriber, device: str) -> list[dict]:
+    return [json.loads(p) for p in subscriber.payloads(f"edgeemo/{device}/events")]
+
+
+def test_run_once_on_sample_publishes_valid_events(mqtt_broker, subscribe, tmp_path):
+    sub = subscribe("edgeemo/e2e/#")
+    result = edgeemo("run", "--source", "sample", "--once", "--mqtt-url", mqtt_broker.url,
+                     "--device-id", "e2e", "--metrics-port", "0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    sub.wait_for(lambda msgs: any(p == b"offline" for _, p, _ in msgs))
+
+    availability = sub.payloads("edgeemo/e2e/availability")
+    assert availability[0] == b"online" and availability[-1] == b"offline"
+
+    events = events_of(sub, "e2e")
+    check = validator()
+    for event in events:
+        check.validate(event)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert events[0]["type"] == "start" and events[-1]["type"] == "end"
+    assert {e["source"] for e in events} == {"default"}
+    for start, end in SEGMENTS:  # every face segment of the sample gets events
+        assert any(start <= e["pts"] < end for e in events), f"no event in segment {start}-{end} s"
+
+    state = [json.loads(p) for p in sub.payloads("edgeemo/e2e/state")]
+    assert any(s["faces"] for s in state) and state[-1]["faces"] == []
+
+    # The local record holds the same events; stdout carried them too.
+    logged = [json.loads(line) for line in (tmp_path / "edgeemo-events.jsonl").read_text().splitlines()]
+    assert [e["seq"] for e in logged] == [e["seq"] for e in events]
+    assert len(result.stdout.splitlines()) == len(events)
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_agree_with_the_events_seen(mqtt_broker, subscribe, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sub = subscribe("edgeemo/metrics/#")
+    cfg = load_config(None, {"device_id": "metrics", "mqtt.url": mqtt_broker.url, "metrics.port": 0,
+                             "event_log.stdout": False})
+    daemon = Daemon(cfg, lossless=True)
+    daemon.start()
+    daemon.supervise()  # returns when the sample has been read to its end and analysed
+    metrics = scrape(daemon.metrics_port)
+    assert daemon.shutdown() == 0
+
+    source = (("source", "default"),)
+    assert metrics[("edgeemo_frames_total", source)] == SAMPLE_FRAMES
+    assert metrics[("edgeemo_frames_processed_total", source)] == SAMPLE_FRAMES
+    assert metrics[("edgeemo_frames_dropped_total", (("reason", "backlog"), ("source", "default")))] == 0
+    assert metrics[("edgeemo_faces_total", source)] == SAMPLE_FRAMES  # one face in every frame
+    stage_counts = {dict(k[1])["stage"]: v for k, v in metrics.items() if k[0] == "edgeemo_stage_duration_seconds_count"}
+    assert stage_counts == {"capture": 0, "detect": SAMPLE_FRAMES, "classify": SAMPLE_FRAMES,
+                            "track": SAMPLE_FRAMES, "publish": SAMPLE_FRAMES}
+    assert metrics[("edgeemo_build_info", tuple(sorted({"version": __import__("edgeemo").__version__,
+                                                         "backend": "onnxruntime"}.items())))] == 1
+
+    sub.wait_for(lambda msgs: any(p == b"offline" for _, p, _ in msgs))
+    seen: dict[str, int] = {}
+    for event in events_of(sub, "metrics"):
+        seen[event["type"]] = seen.get(event["type"], 0) + 1
+    scraped = {kind: sum(v for k, v in metrics.items() if k[0] == "edgeemo_events_total" and dict(k[1])["type"] == kind)
+               for kind in ("start", "change", "update", "end")}
+    # `end` events go out at shutdown, after the scrape; everything before matches one for one.
+    assert {k: v for k, v in scraped.items() if k != "end"} == {k: seen.get(k, 0) for k in ("start", "change", "update")}
+    assert scraped["start"] >= 1 and seen["end"] == seen["start"]

@@ -1,0 +1,336 @@
+"""edgeemo.publish against a real mosquitto (see conftest.py): no mocks of paho or the broker."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from jsonschema import Draft202012Validator, FormatChecker
+
+from edgeemo import LABELS
+from edgeemo.config import Config, EventLogConfig, MqttConfig
+from edgeemo.metrics import Metrics
+from edgeemo.publish import EventLog, MqttPublisher, Publisher, event_payload, parse_broker_url
+from edgeemo.resources import event_schema
+from edgeemo.types import TrackEvent
+
+from conftest import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def device() -> str:
+    """A device id of its own per test, so retained messages of other tests never interfere."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics(["cam"], "onnxruntime")
+
+
+@pytest.fixture
+def validator() -> Draft202012Validator:
+    schema = json.loads(event_schema().read_text())
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=FormatChecker())
+
+
+def make_event(kind: str = "start", track: int = 1, top: int = 3) -> TrackEvent:
+    probs = np.full(7, 0.05, np.float32)
+    probs[top] = 0.7
+    return TrackEvent(type=kind, track=track, source="cam", pts=1.25, probs=probs,
+                      box=(np.int64(-3), np.int32(20), 64, 70))
+
+
+def make_config(device: str, tmp_path: Path, url: str | None = None, **mqtt: object) -> Config:
+    return Config(device_id=device, mqtt=MqttConfig(url=url, keepalive_s=5, **mqtt),
+                  event_log=EventLogConfig(path=tmp_path / "events.jsonl", stdout=False))
+
+
+def connected(metrics: Metrics) -> float:
+    return metrics.registry.get_sample_value("edgeemo_mqtt_connected")
+
+
+def wait_until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def seqs(payloads: list[bytes]) -> list[int]:
+    return [json.loads(p)["seq"] for p in payloads]
+
+
+# ----------------------------------------------------------------------------------------- (a) payload
+
+def test_payload_matches_schema(validator: Draft202012Validator) -> None:
+    payload = event_payload(make_event(), seq=1, device="dev-1", now=1795794037.1234)
+    validator.validate(payload)
+    assert payload["ts"] == "2026-11-27T15:40:37.123Z"
+    assert payload["emotion"] == "happy" and payload["confidence"] == payload["probs"]["happy"]
+    assert list(payload["probs"]) == list(LABELS)
+    assert abs(sum(payload["probs"].values()) - 1) < 1e-3
+    assert payload["box"] == [-3, 20, 64, 70] and all(type(v) is int for v in payload["box"])
+    json.dumps(payload)  # plain Python types only
+
+
+def test_probs_are_rounded_and_still_sum_to_one() -> None:
+    event = make_event()
+    event.probs = np.array([1, 1, 1, 1, 1, 1, 1], np.float32) / 7 * 0.9  # not normalised, 1/7 does not round
+    probs = event_payload(event, 1, "d")["probs"]
+    assert all(round(v, 4) == v for v in probs.values())
+    assert abs(sum(probs.values()) - 1) < 1e-3
+
+
+@pytest.mark.parametrize("change", [
+    {"emotion": "bored"},
+    {"seq": 0},
+    {"ts": "2026-11-27 15:40:37"},
+    {"ts": "2026-11-27T15:40:37.123+01:00"},
+    {"device": "dev 1"},
+    {"confidence": 1.5},
+    {"box": [1, 2, -3, 4]},
+    {"box": [1, 2, 3]},
+    {"extra": True},
+    {"probs": {label: 1 / 7 for label in LABELS[:-1]}},
+])
+def test_schema_rejects_a_wrong_field(validator: Draft202012Validator, change: dict) -> None:
+    payload = event_payload(make_event(), 1, "dev-1") | change
+    assert list(validator.iter_errors(payload)), f"accepted {change}"
+
+
+def test_schema_labels_are_the_package_labels() -> None:
+    schema = json.loads(event_schema().read_text())
+    assert schema["$defs"]["label"]["enum"] == list(LABELS)
+    assert list(schema["properties"]["probs"]["properties"]) == list(LABELS)
+
+
+def test_broker_url_parsing() -> None:
+    assert parse_broker_url("mqtt://broker") == ("broker", 1883, None, False)
+    assert parse_broker_url("mqtts://ed%40ge@broker") == ("broker", 8883, "ed@ge", True)
+    assert parse_broker_url("mqtt://u@broker:1884", tls_enabled=True) == ("broker", 1884, "u", True)
+
+
+# ------------------------------------------------------------------------------------------- (b) seq
+
+def test_seq_increases_by_one_across_calls(mqtt_broker, subscribe, device, metrics, tmp_path,
+                                           validator) -> None:
+    sub = subscribe(f"edgeemo/{device}/events")
+    publisher = Publisher(make_config(device, tmp_path, mqtt_broker.url), metrics)
+    publisher.start()
+    publisher.handle([make_event("start", 1), make_event("start", 2)], [])
+    publisher.handle([], [])
+    publisher.handle([make_event("change", 1, top=4)], [])
+    sub.wait_for(lambda msgs: len(msgs) == 3)
+    publisher.close()
+
+    received = [json.loads(p) for p in sub.payloads()]
+    assert [p["seq"] for p in received] == [1, 2, 3]
+    assert all(not retain for _, _, retain in sub.messages)
+    for payload in received:
+        validator.validate(payload)
+    logged = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert logged == received
+    assert metrics.registry.get_sample_value(
+        "edgeemo_events_total", {"modality": "face", "type": "start", "emotion": "happy"}) == 2
+    assert metrics.registry.get_sample_value(
+        "edgeemo_events_total", {"modality": "face", "type": "change", "emotion": "sad"}) == 1
+
+
+# ----------------------------------------------------------------------------------- (c) availability
+
+def test_online_after_start_and_retained_offline_after_close(mqtt_broker, subscribe, device, metrics,
+                                                             tmp_path) -> None:
+    topic = f"edgeemo/{device}/availability"
+    publisher = MqttPublisher(make_config(device, tmp_path, mqtt_broker.url).mqtt, device, metrics)
+    publisher.start()
+    wait_until(lambda: connected(metrics) == 1)
+    subscribe(topic).wait_for(lambda msgs: (topic, b"online", False) in msgs or (topic, b"online", True) in msgs)
+    subscribe(topic).wait_for(lambda msgs: msgs == [(topic, b"online", True)])  # retained
+
+    publisher.close()
+    assert connected(metrics) == 0
+    subscribe(topic).wait_for(lambda msgs: msgs == [(topic, b"offline", True)])
+
+
+def test_password_is_never_logged(mqtt_broker, device, tmp_path, monkeypatch, caplog) -> None:
+    monkeypatch.setenv("EDGEEMO_MQTT_PASSWORD", "s3cret-pw")
+    caplog.set_level(logging.DEBUG)
+    url = mqtt_broker.url.replace("mqtt://", "mqtt://edge@")
+    metrics = Metrics(["cam"], "onnxruntime")
+    publisher = MqttPublisher(make_config(device, tmp_path, url).mqtt, device, metrics)
+    publisher.start()
+    wait_until(lambda: connected(metrics) == 1)  # anonymous broker accepts any credentials
+    publisher.close()
+    assert "s3cret-pw" not in caplog.text
+    assert "connected to" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------ (d) will
+
+PUBLISHER_SCRIPT = """
+import sys, time
+from edgeemo.config import MqttConfig
+from edgeemo.publish import MqttPublisher
+MqttPublisher(MqttConfig(url=sys.argv[1], keepalive_s=5), sys.argv[2], None).start()
+time.sleep(60)
+"""
+
+
+def test_last_will_offline_when_the_process_dies(mqtt_broker, subscribe, device) -> None:
+    topic = f"edgeemo/{device}/availability"
+    sub = subscribe(topic)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen([sys.executable, "-c", PUBLISHER_SCRIPT, mqtt_broker.url, device], env=env)
+    try:
+        sub.wait_for(lambda msgs: (topic, b"online", False) in msgs, timeout=15)  # imports are slow here
+    finally:
+        child.send_signal(signal.SIGKILL)  # no DISCONNECT, no explicit offline: only the will can say it
+        child.wait()
+    sub.wait_for(lambda msgs: msgs[-1][1] == b"offline", timeout=3)
+    subscribe(topic).wait_for(lambda msgs: msgs == [(topic, b"offline", True)])
+
+
+# ---------------------------------------------------------------------------------- (e) broker restart
+
+def test_events_published_while_the_broker_is_down_arrive_after_restart(mqtt_broker, subscribe, device,
+                                                                         metrics, tmp_path) -> None:
+    publisher = Publisher(make_config(device, tmp_path, mqtt_broker.url), metrics)
+    publisher.start()
+    wait_until(lambda: connected(metrics) == 1)
+    try:
+        mqtt_broker.stop()
+        wait_until(lambda: connected(metrics) == 0)
+        for track in (1, 2, 3):
+            publisher.handle([make_event("start", track)], [])
+    finally:
+        mqtt_broker.start()
+    # paho's first retry comes 1 s after the loss, long after this subscription is in place
+    sub = subscribe(f"edgeemo/{device}/events")
+    sub.wait_for(lambda msgs: len(msgs) >= 3, timeout=10)
+    wait_until(lambda: connected(metrics) == 1)
+    publisher.close()
+    assert seqs(sub.payloads()) == [1, 2, 3]
+
+
+# ------------------------------------------------------------------------------------------- (f) state
+
+def test_state_is_retained_rate_limited_and_the_last_change_is_kept(mqtt_broker, subscribe, device,
+                                                                    metrics, tmp_path) -> None:
+    topic = f"edgeemo/{device}/state"
+    cfg = make_config(device, tmp_path, mqtt_broker.url, state_min_interval_s=0.3)
+    publisher = MqttPublisher(cfg.mqtt, device, metrics)
+    sub = subscribe(topic)
+    publisher.start()
+    a, b, c = [{"track": 1, "emotion": "happy"}], [{"track": 1, "emotion": "sad", "confidence": np.float32(0.5)}], []
+
+    def faces() -> list:
+        return [json.loads(p)["faces"] for p in sub.payloads()]
+
+    publisher.publish_state(a)       # first: goes out at once
+    publisher.publish_state(b)       # inside the interval: held back
+    publisher.publish_state(b)
+    sub.wait_for(lambda msgs: len(msgs) >= 1)
+    time.sleep(0.15)
+    assert faces() == [a]
+
+    time.sleep(0.2)
+    publisher.publish_state(b)       # interval over: the held change goes out
+    sub.wait_for(lambda msgs: len(msgs) >= 2)
+    time.sleep(0.35)
+    publisher.publish_state(b)       # unchanged: nothing
+    publisher.publish_state(c)       # new change, published: interval over since b
+    sub.wait_for(lambda msgs: len(msgs) >= 3)
+    publisher.publish_state(a)       # inside the interval and then the process stops...
+    publisher.close()                # ...close() still publishes it
+    sub.wait_for(lambda msgs: len(msgs) >= 4)
+    assert faces() == [a, [{"track": 1, "emotion": "sad", "confidence": 0.5}], c, a]
+
+    retained = subscribe(topic).wait_for(lambda msgs: len(msgs) >= 1)
+    assert len(retained) == 1 and retained[0][2] is True
+    state = json.loads(retained[0][1])
+    assert set(state) == {"v", "ts", "device", "faces"}
+    assert (state["v"], state["device"], state["faces"]) == (1, device, a)
+
+
+# --------------------------------------------------------------------------------------- (g) event log
+
+def test_event_log_one_line_per_event_and_rotation(tmp_path) -> None:
+    cfg = EventLogConfig(path=tmp_path / "logs" / "events.jsonl", max_bytes=10_000, backups=3, stdout=False)
+    event_log = EventLog(cfg)
+    line_bytes = len(json.dumps(event_payload(make_event(), 100, "dev"), separators=(",", ":"))) + 1
+    count = 2 * cfg.max_bytes // line_bytes + 5  # fills a bit over two files
+    for seq in range(1, count + 1):
+        event_log.write(event_payload(make_event(), seq, "dev"))
+    event_log.close()
+
+    files = [cfg.path.with_name(f"events.jsonl.{n}") for n in (2, 1)] + [cfg.path]
+    assert all(f.exists() for f in files) and not cfg.path.with_name("events.jsonl.3").exists()
+    assert all(f.stat().st_size <= cfg.max_bytes for f in files)
+    lines = [line for f in files for line in f.read_text().splitlines()]
+    assert [json.loads(line)["seq"] for line in lines] == list(range(1, count + 1))
+
+
+def test_event_log_stdout_and_default_path(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("LOGS_DIRECTORY", str(tmp_path / "systemd-logs"))
+    event_log = EventLog(EventLogConfig(stdout=True))
+    event_log.write(event_payload(make_event(), 7, "dev"))
+    event_log.close()
+    assert event_log.path == tmp_path / "systemd-logs" / "events.jsonl"
+    assert json.loads(capsys.readouterr().out)["seq"] == 7
+    assert json.loads(event_log.path.read_text())["seq"] == 7
+
+    monkeypatch.delenv("LOGS_DIRECTORY")
+    monkeypatch.chdir(tmp_path)
+    assert EventLog(EventLogConfig(stdout=False)).path.resolve() == tmp_path / "edgeemo-events.jsonl"
+
+
+# ----------------------------------------------------------------------------------------- (h) no broker
+
+def test_dead_broker_neither_blocks_nor_raises(device, metrics, tmp_path) -> None:
+    publisher = Publisher(make_config(device, tmp_path, f"mqtt://127.0.0.1:{free_port()}"), metrics)
+    started = time.monotonic()
+    publisher.start()
+    publisher.handle([make_event()], [{"track": 1}])
+    assert time.monotonic() - started < 0.5
+    time.sleep(0.3)
+    assert connected(metrics) == 0
+    started = time.monotonic()
+    publisher.close(timeout=0.2)
+    assert time.monotonic() - started < 3
+    assert connected(metrics) == 0
+    assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 1
+
+
+def test_without_a_broker_only_the_event_log_is_used(device, metrics, tmp_path, capsys) -> None:
+    cfg = make_config(device, tmp_path)
+    cfg.event_log.stdout = True
+    publisher = Publisher(cfg, metrics)
+    publisher.start()
+    publisher.handle([make_event(), make_event("end")], [])
+    publisher.close()
+    assert publisher.mqtt is None
+    assert seqs(capsys.readouterr().out.encode().splitlines()) == [1, 2]
+    assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_bad_event_is_counted_and_leaves_a_seq_gap(device, metrics, tmp_path) -> None:
+    publisher = Publisher(make_config(device, tmp_path), metrics)
+    bad = make_event()
+    bad.probs = np.ones(3, np.float32)  # wrong length
+    publisher.handle([make_event(), bad, make_event("end")], [])
+    publisher.close()
+    assert metrics.registry.get_sample_value("edgeemo_errors_total", {"where": "publish"}) == 1
+    assert seqs((tmp_path / "events.jsonl").read_bytes().splitlines()) == [1, 3]

@@ -1,0 +1,111 @@
+"""Detection, face alignment and classification on real frames of the bundled sample."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeemo import LABELS
+from edgeemo.classifier import ExpressionClassifier, align_matrix, crop_faces
+from edgeemo.config import ClassifierConfig, Config, DetectorConfig
+from edgeemo.detector import FaceDetector
+from edgeemo.modelcard import load_card
+from edgeemo.pipeline import model_paths
+from edgeemo.resources import models_dir, sample_video
+from edgeemo.runtime import InferenceModel, ModelError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+YUNET = models_dir() / "yunet_s_dynamic.onnx"
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    return FaceDetector(DetectorConfig(), YUNET)
+
+
+@pytest.fixture(scope="module")
+def card():
+    return load_card(model_paths(Config())[1])
+
+
+def sample_frames(step: int = 7) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(sample_video()))
+    frames, index = [], 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return frames
+        if index % step == 0:
+            frames.append(frame)
+        index += 1
+
+
+def test_exactly_one_face_in_every_sampled_frame(detector):
+    frames = sample_frames()
+    counts = [len(detector.detect(frame)) for frame in frames]
+    assert len(frames) == 61 and set(counts) == {1}
+
+
+def test_decoding_matches_opencv_reference(detector):
+    frame = cv2.imread(str(FIXTURES / "two_faces.jpg"))
+    ours = detector.detect(frame)
+    assert len(ours) == 2
+    # OpenCV's own YuNet decoder on the same downscaled, padded input.
+    scale = 320 / frame.shape[1]
+    small = cv2.resize(frame, (320, round(frame.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    small = cv2.copyMakeBorder(small, 0, (-small.shape[0]) % 32, 0, 0, cv2.BORDER_CONSTANT)
+    reference = cv2.FaceDetectorYN.create(str(YUNET), "", (small.shape[1], small.shape[0]), 0.75, 0.3, 16)
+    _, rows = reference.detect(small)
+    rows = rows[np.argsort(rows[:, 0])] / scale
+    order = np.argsort(ours.boxes[:, 0])
+    np.testing.assert_allclose(ours.boxes[order], rows[:, :4], atol=0.5)
+    np.testing.assert_allclose(ours.landmarks[order].reshape(-1, 10), rows[:, 4:14], atol=0.5)
+
+
+def test_no_face_in_a_blank_image_and_min_size_filter(detector):
+    assert len(detector.detect(cv2.imread(str(FIXTURES / "no_face.png")))) == 0
+    big_only = FaceDetector(DetectorConfig(min_face_px=400), YUNET)
+    assert len(big_only.detect(cv2.imread(str(FIXTURES / "angry_actor01.jpg")))) == 0
+
+
+def test_alignment_puts_the_eyes_where_the_card_says(card):
+    landmarks = np.array([[100, 120], [160, 110], [130, 150], [110, 180], [150, 175]], np.float32)
+    matrix = align_matrix(landmarks, card)
+    eyes = cv2.transform(landmarks[None, :2], matrix)[0]
+    h, w = card.size
+    np.testing.assert_allclose(eyes.mean(0), np.multiply(card.crop.eye_center, (w, h)), atol=1e-3)
+    assert np.linalg.norm(eyes[1] - eyes[0]) == pytest.approx(card.crop.eye_distance * w, rel=1e-4)
+    assert eyes[0, 1] == pytest.approx(eyes[1, 1], abs=1e-3)  # levelled
+
+
+def test_classifier_gives_distributions_for_every_face(detector, card):
+    frame = cv2.imread(str(FIXTURES / "two_faces.jpg"))
+    faces = detector.detect(frame)
+    crops = crop_faces(frame if card.channels == 3 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), faces, card)
+    assert crops.shape == (2, *card.size) + ((3,) if card.channels == 3 else ())
+    classifier = ExpressionClassifier(ClassifierConfig(), card)
+    probs = classifier.classify(frame, faces)
+    assert probs.shape == (2, len(LABELS))
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    # Flip averaging: a mirrored face gets the same answer.
+    mirrored = classifier.classify_crops(crops[:, :, ::-1].copy())
+    np.testing.assert_allclose(mirrored, classifier.classify_crops(crops), atol=1e-5)
+
+
+def test_corrupt_and_missing_model_files_give_clear_errors(tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(YUNET.read_bytes()[:5000])
+    for backend in ("onnxruntime", "openvino"):
+        with pytest.raises(ModelError, match="cannot load model .*broken.onnx"):
+            InferenceModel(broken, backend)
+    with pytest.raises(ModelError, match="not found"):
+        InferenceModel(tmp_path / "missing.onnx")
+
+
+def test_openvino_backend_finds_the_same_faces():
+    frame = cv2.imread(str(FIXTURES / "two_faces.jpg"))
+    ort_faces = FaceDetector(DetectorConfig(), YUNET).detect(frame)
+    ov_faces = FaceDetector(DetectorConfig(backend="openvino"), YUNET).detect(frame)
+    order_a, order_b = np.argsort(ort_faces.boxes[:, 0]), np.argsort(ov_faces.boxes[:, 0])
+    np.testing.assert_allclose(ort_faces.boxes[order_a], ov_faces.boxes[order_b], atol=1.5)

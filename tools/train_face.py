@@ -1,0 +1,218 @@
+"""Train a face-expression net on FER-2013 Training, selecting on PublicTest.
+
+    python tools/train_face.py --arch edge --epochs 60 --out runs/edge
+
+Resumable: every epoch writes ``<out>/last.pt``; running the same command again continues from it.
+The best PublicTest epoch is kept as ``<out>/best.pt``. Curves go to ``history.csv`` and ``curves.png``.
+CPU by default, CUDA when present. PrivateTest is never looked at here (tools/eval_face.py reports it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from datasets import LABELS, data_root, load_fer  # noqa: E402
+from face_nets import build, count_macs  # noqa: E402
+
+# The model card records these; tensor = (pixels / 255 - MEAN) / STD.
+MEAN, STD = 0.5, 0.25
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="edge")
+    p.add_argument("--data", help="data directory (default: $EDGEEMO_DATA or ../shared/data)")
+    p.add_argument("--out", type=Path, help="run directory (default: runs/<arch>)")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--wd", type=float, default=5e-4)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    return p.parse_args()
+
+
+def augment(batch_u8: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random flip, rotation, scale, shift, brightness/contrast and erasing, on a whole batch at once."""
+    n = batch_u8.shape[0]
+    x = batch_u8.float().unsqueeze(1) / 255.0
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(n, generator=gen) * (hi - lo) + lo
+
+    angle = uniform(-15, 15) * math.pi / 180
+    scale = uniform(0.85, 1.15)
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([
+        torch.stack([cos * flip, -sin, uniform(-0.12, 0.12)], 1),
+        torch.stack([sin * flip, cos, uniform(-0.12, 0.12)], 1),
+    ], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    contrast = uniform(0.7, 1.3).view(n, 1, 1, 1)
+    brightness = uniform(-0.15, 0.15).view(n, 1, 1, 1)
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    x = ((x - mean) * contrast + mean + brightness).clamp(0, 1)
+
+    # Random erasing (p=0.5): one rectangle of 2-20 % of the area, filled with noise.
+    h = w = x.shape[-1]
+    area = uniform(0.02, 0.2) * h * w
+    aspect = torch.exp(uniform(math.log(0.3), math.log(3.3)))
+    eh = (area * aspect).sqrt().clamp(1, h - 1).long()
+    ew = (area / aspect).sqrt().clamp(1, w - 1).long()
+    top = (torch.rand(n, generator=gen) * (h - eh)).long()
+    left = (torch.rand(n, generator=gen) * (w - ew)).long()
+    rows = torch.arange(h).view(1, h, 1)
+    cols = torch.arange(w).view(1, 1, w)
+    box = ((rows >= top.view(n, 1, 1)) & (rows < (top + eh).view(n, 1, 1))
+           & (cols >= left.view(n, 1, 1)) & (cols < (left + ew).view(n, 1, 1)))
+    box &= (torch.rand(n, generator=gen) < 0.5).view(n, 1, 1)
+    x = torch.where(box.unsqueeze(1), torch.rand(x.shape, generator=gen), x)
+    return (x - MEAN) / STD
+
+
+def normalise(batch_u8: torch.Tensor) -> torch.Tensor:
+    return (batch_u8.float().unsqueeze(1) / 255.0 - MEAN) / STD
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device: str) -> dict:
+    model.eval()
+    logits, logits_flip = [], []
+    for start in range(0, len(images), 512):
+        x = normalise(images[start:start + 512]).to(device)
+        logits.append(model(x).float().cpu())
+        logits_flip.append(model(torch.flip(x, dims=[3])).float().cpu())
+    z, zf = torch.cat(logits), torch.cat(logits_flip)
+    loss = F.cross_entropy(z, labels.long()).item()
+    acc = (z.argmax(1) == labels).float().mean().item()
+    acc_flip = ((z.softmax(1) + zf.softmax(1)).argmax(1) == labels).float().mean().item()
+    return {"val_loss": loss, "val_acc": acc, "val_acc_flip": acc_flip}
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def save_curves(out: Path, history: list[dict]) -> None:
+    with open(out / "history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], label="train")
+    ax_loss.plot(epochs, [h["val_loss"] for h in history], label="PublicTest")
+    ax_loss.set_xlabel("epoch"), ax_loss.set_ylabel("cross-entropy"), ax_loss.legend()
+    ax_acc.plot(epochs, [h["train_acc"] for h in history], label="train (augmented)")
+    ax_acc.plot(epochs, [h["val_acc"] for h in history], label="PublicTest")
+    ax_acc.plot(epochs, [h["val_acc_flip"] for h in history], label="PublicTest, flip-averaged")
+    ax_acc.set_xlabel("epoch"), ax_acc.set_ylabel("accuracy"), ax_acc.legend()
+    fig.suptitle(out.name)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    args = parse_args()
+    out = args.out or Path("runs") / args.arch
+    out.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    root = data_root(args.data)
+    train_x, train_y = (torch.from_numpy(a) for a in load_fer(root, "Training"))
+    val_x, val_y = (torch.from_numpy(a) for a in load_fer(root, "PublicTest"))
+
+    random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
+    model = build(args.arch).to(device)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{args.arch}: {params / 1e6:.3f} M parameters, {count_macs(model) / 1e6:.1f} M MACs per face, "
+          f"device {device}, {torch.get_num_threads()} threads", flush=True)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0}],
+                          lr=args.lr, momentum=0.9, nesterov=True)
+    gen = torch.Generator().manual_seed(args.seed)
+    steps_per_epoch = len(train_x) // args.batch
+    total_steps, warmup = args.epochs * steps_per_epoch, steps_per_epoch
+    history: list[dict] = []
+    start_epoch, best = 0, -1.0
+
+    last = out / "last.pt"
+    if last.exists():
+        ckpt = torch.load(last, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        gen.set_state(ckpt["gen"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        history, start_epoch, best = ckpt["history"], ckpt["epoch"], ckpt["best"]
+        print(f"resumed from {last} at epoch {start_epoch}, best PublicTest {best:.4f}", flush=True)
+
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        t0 = time.time()
+        order = torch.randperm(len(train_x), generator=gen)
+        loss_sum = correct = seen = 0
+        for i in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + i
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total_steps, warmup, args.lr)
+            idx = order[i * args.batch:(i + 1) * args.batch]
+            x = augment(train_x[idx], gen).to(device)
+            y = train_y[idx].long().to(device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            if (i + 1) % 50 == 0:
+                print(f"  epoch {epoch + 1} batch {i + 1}/{steps_per_epoch} loss {loss_sum / seen:.4f} "
+                      f"acc {correct / seen:.4f} {seen / (time.time() - t0):.0f} img/s", flush=True)
+        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": loss_sum / seen,
+               "train_acc": correct / seen, **evaluate(model, val_x, val_y, device), "seconds": time.time() - t0}
+        history.append(row)
+        state = {"arch": args.arch, "labels": LABELS, "mean": MEAN, "std": STD, "size": 48,
+                 "args": vars(args) | {"out": str(out)}}
+        if row["val_acc"] > best:
+            best = row["val_acc"]
+            torch.save({**state, "model": model.state_dict(), "epoch": epoch + 1, "val": row}, out / "best.pt")
+        torch.save({**state, "model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(), "history": history, "epoch": epoch + 1, "best": best},
+                   out / "last.pt.tmp")
+        (out / "last.pt.tmp").replace(last)
+        save_curves(out, history)
+        print(f"epoch {epoch + 1}/{args.epochs} train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
+              f"PublicTest loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} flip {row['val_acc_flip']:.4f} | "
+              f"best {best:.4f} | {row['seconds']:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
