@@ -242,6 +242,8 @@ class Capture(threading.Thread):
                 return
             now = time.monotonic()
             if now - last < min_interval:
+                if self.metrics:
+                    self.metrics.frames_dropped.labels(source=self.cfg.name, reason="max_fps").inc()
                 continue
             last = now
             self._deliver(*item)

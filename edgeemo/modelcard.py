@@ -27,8 +27,8 @@ class Crop:
     (tools/measure_crop.py), so that daemon crops look like the training images.
     """
 
-    eye_center: tuple[float, float] = (0.5, 0.4)
-    eye_distance: float = 0.42
+    eye_center: tuple[float, float]
+    eye_distance: float
     rotate: bool = True
 
 
@@ -66,13 +66,22 @@ def load_card(path: Path) -> ModelCard:
         raise ModelCardError(f"model card {path} is not valid JSON: {exc}") from None
     try:
         return parse_card(raw, path.parent)
-    except (KeyError, TypeError, ValueError) as exc:
+    except KeyError as exc:
+        raise ModelCardError(f"model card {path}: missing key '{exc.args[0]}'") from None
+    except (TypeError, ValueError, IndexError) as exc:
         raise ModelCardError(f"model card {path}: {exc}") from None
 
 
 def parse_card(raw: dict, folder: Path) -> ModelCard:
     inp = raw["input"]
     labels = tuple(raw["labels"])
+    if not isinstance(inp, dict):
+        raise ValueError("input must be a mapping")
+    for key in ("name", "channels", "color", "size"):
+        if key not in inp:
+            raise KeyError(f"input.{key}")
+    if len(inp.get("size", ())) != 2:
+        raise ValueError(f"input.size must be [H, W], got {inp.get('size')!r}")
     if raw.get("task") == "face-expression" and sorted(labels) != sorted(LABELS):
         raise ValueError(f"labels must be a permutation of {list(LABELS)}, got {list(labels)}")
     if raw.get("output", "logits") not in ("logits", "probs"):
@@ -87,14 +96,14 @@ def parse_card(raw: dict, folder: Path) -> ModelCard:
     std = np.asarray(inp.get("std", [1.0] * channels), np.float32)
     if mean.shape != (channels,) or std.shape != (channels,) or np.any(std <= 0):
         raise ValueError("input.mean and input.std need one value per channel, std > 0")
-    crop = raw.get("crop", {})
+    crop = raw["crop"]
     return ModelCard(
         name=raw["name"], task=raw["task"], path=folder / raw["file"], labels=labels,
         output=raw.get("output", "logits"), input_name=inp["name"],
         size=(int(inp["size"][0]), int(inp["size"][1])), channels=channels, color=color,
         scale=float(inp.get("scale", 1.0)), mean=mean, std=std,
-        crop=Crop(eye_center=tuple(crop.get("eye_center", (0.5, 0.4))),
-                  eye_distance=float(crop.get("eye_distance", 0.42)), rotate=bool(crop.get("rotate", True))),
+        crop=Crop(eye_center=(float(crop["eye_center"][0]), float(crop["eye_center"][1])),
+                  eye_distance=float(crop["eye_distance"]), rotate=bool(crop.get("rotate", True))),
         metrics=raw.get("metrics", {}), raw=raw,
     )
 
