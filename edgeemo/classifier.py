@@ -33,13 +33,20 @@ def align_matrix(landmarks: np.ndarray, card: ModelCard) -> np.ndarray:
 
 
 def crop_faces(image: np.ndarray, faces: Faces, card: ModelCard) -> np.ndarray:
-    """[N,H,W(,3)] uint8 crops, in the card's colour, one per face."""
+    """[N,H,W(,3)] uint8 crops, one per face, in the card's colour.
+
+    Cropping comes first and the colour conversion runs on the small crops only (stacked into one
+    image for a single cvtColor call), not on the whole frame.
+    """
     h, w = card.size
     crops = np.empty((len(faces), h, w) + image.shape[2:], np.uint8)
     for i, landmarks in enumerate(faces.landmarks):
         cv2.warpAffine(image, align_matrix(landmarks, card), (w, h), dst=crops[i],
                        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return crops
+    if crops.ndim == 3 or len(crops) == 0:
+        return crops
+    stacked = colour_of(card, crops.reshape(-1, w, 3))
+    return stacked.reshape((len(faces), h, w) + stacked.shape[2:])
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -59,7 +66,7 @@ class ExpressionClassifier:
         """[N,7] probabilities in edgeemo.LABELS order (flip-averaged when configured)."""
         if len(faces) == 0:
             return np.zeros((0, len(self._order)), np.float32)
-        crops = crop_faces(colour_of(self.card, frame), faces, self.card)
+        crops = crop_faces(frame, faces, self.card)
         return self.classify_crops(crops)
 
     def classify_crops(self, crops: np.ndarray) -> np.ndarray:

@@ -61,7 +61,7 @@ class Daemon:
             fps = (done - last_done) / max(now - last_tick, 1e-6)
             for source in self.cfg.sources:
                 self.metrics.fps.labels(source=source.name).set(fps / len(self.cfg.sources))
-            for name, q in zip(("detect", "classify", "track", "publish"), self.pipeline.queues):
+            for name, q in self.pipeline.queues.items():
                 self.metrics.queue_depth.labels(queue=name).set(q.qsize())
             if done != last_done:
                 last_progress = now

@@ -1,4 +1,4 @@
-"""The analysis pipeline: capture -> detect -> classify -> track -> publish, one thread per stage.
+"""The analysis pipeline: capture -> detect -> classify -> track + publish, a thread per stage.
 
 Stages are joined by small bounded queues. The capture side never blocks (see capture.Mailbox);
 behind it each stage blocks when the next one is busy, so memory stays bounded whatever the load,
@@ -31,27 +31,45 @@ END = object()      # flows down the queues when every source has ended
 QUEUE_SIZE = 4
 
 
-class Stage(threading.Thread):
-    """Applies `step` to each item of `inbox` and hands the result to `outbox`, timing each call."""
+class MailboxInbox:
+    """The first stage's inbox: frames straight from the capture mailbox, END when all sources ended."""
 
-    def __init__(self, name: str, step: Callable[[Work], Work], inbox: queue.Queue, outbox: queue.Queue | None,
-                 metrics: Metrics) -> None:
-        super().__init__(name=name, daemon=True)
-        self.step, self.inbox, self.outbox, self.metrics = step, inbox, outbox, metrics
-        self._seconds = metrics.stage_seconds.labels(stage=name)
+    def __init__(self, mailbox: Mailbox) -> None:
+        self.mailbox = mailbox
+
+    def get(self) -> Work | object:
+        while (frame := self.mailbox.get(timeout=0.5)) is False:
+            pass
+        return END if frame is None else Work(frame)
+
+    def qsize(self) -> int:
+        return 0
+
+
+class Stage(threading.Thread):
+    """Applies its steps in order to each item of `inbox`, hands the result to `outbox`, times each step.
+
+    Cheap steps (track, publish) share a thread: every hand-off between threads costs a wake-up.
+    """
+
+    def __init__(self, steps: list[tuple[str, Callable[[Work], Work]]], inbox: queue.Queue | MailboxInbox,
+                 outbox: queue.Queue | None, metrics: Metrics) -> None:
+        super().__init__(name="+".join(name for name, _ in steps), daemon=True)
+        self.steps = [(name, step, metrics.stage_seconds.labels(stage=name)) for name, step in steps]
+        self.inbox, self.outbox, self.metrics = inbox, outbox, metrics
 
     def run(self) -> None:
-        while True:
-            work = self.inbox.get()
-            if work is END:
-                break
-            started = time.perf_counter()
-            try:
-                work = self.step(work)
-            except Exception:
-                log.exception("stage %s failed on frame %d of %s", self.name, work.frame.index, work.frame.source)
-                self.metrics.errors.labels(where="pipeline").inc()
-            self._seconds.observe(time.perf_counter() - started)
+        while (work := self.inbox.get()) is not END:
+            for name, step, seconds in self.steps:
+                started = time.perf_counter()
+                try:
+                    work = step(work)
+                except Exception:
+                    log.exception("stage %s failed on frame %d of %s", name, work.frame.index, work.frame.source)
+                    self.metrics.errors.labels(where="pipeline").inc()
+                    break
+                finally:
+                    seconds.observe(time.perf_counter() - started)
             if self.outbox is not None:
                 self.outbox.put(work)
         if self.outbox is not None:
@@ -79,29 +97,18 @@ class Pipeline:
         for capture in self.captures:
             if not capture.spec.live:
                 FrameReader(capture.spec).close()  # a file that cannot be opened stops start-up
-        self.queues = [queue.Queue(QUEUE_SIZE) for _ in range(4)]
-        steps = [("detect", self.detect), ("classify", self.classify), ("track", self.track),
-                 ("publish", self.publish)]
-        self.stages = [Stage(name, step, self.queues[i], self.queues[i + 1] if i < 3 else None, metrics)
-                       for i, (name, step) in enumerate(steps)]
-        self.feeder = threading.Thread(target=self._feed, name="feeder", daemon=True)
+        self.queues = {"classify": queue.Queue(QUEUE_SIZE), "track": queue.Queue(QUEUE_SIZE)}
+        self.stages = [
+            Stage([("detect", self.detect)], MailboxInbox(self.mailbox), self.queues["classify"], metrics),
+            Stage([("classify", self.classify)], self.queues["classify"], self.queues["track"], metrics),
+            Stage([("track", self.track), ("publish", self.publish)], self.queues["track"], None, metrics),
+        ]
         self.frames_done = 0
         self.finished = threading.Event()
 
     def start(self) -> None:
-        for thread in [*self.stages, self.feeder, *self.captures]:
+        for thread in [*self.stages, *self.captures]:
             thread.start()
-
-    def _feed(self) -> None:
-        """Moves frames from the capture mailbox into the first stage queue."""
-        while True:
-            frame = self.mailbox.get(timeout=0.5)
-            if frame is None:
-                break
-            if frame is False:
-                continue
-            self.queues[0].put(Work(frame))
-        self.queues[0].put(END)
 
     def detect(self, work: Work) -> Work:
         work.faces = self.detector.detect(work.frame.image)
@@ -135,7 +142,7 @@ class Pipeline:
     def join(self, timeout: float | None = None) -> bool:
         """Wait for every stage to drain; then end the remaining tracks. True when fully drained."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in [*self.captures, self.feeder, *self.stages]:
+        for thread in [*self.captures, *self.stages]:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         drained = not any(t.is_alive() for t in self.stages)
         if drained:

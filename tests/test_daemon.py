@@ -98,3 +98,24 @@ def test_metrics_agree_with_the_events_seen(mqtt_broker, subscribe, tmp_path, mo
     # `end` events go out at shutdown, after the scrape; everything before matches one for one.
     assert {k: v for k, v in scraped.items() if k != "end"} == {k: seen.get(k, 0) for k in ("start", "change", "update")}
     assert scraped["start"] >= 1 and seen["end"] == seen["start"]
+
+
+def test_sigterm_stops_cleanly_ends_tracks_and_says_offline(mqtt_broker, subscribe, tmp_path):
+    import signal
+
+    sub = subscribe("edgeemo/term/#")
+    daemon = subprocess.Popen([sys.executable, "-m", "edgeemo.cli", "run", "--source", "sample", "--mqtt-url",
+                               mqtt_broker.url, "--device-id", "term", "--metrics-port", "0"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:  # a file without --once plays at its own rate, like a camera: stop it in the middle
+        sub.wait_for(lambda msgs: any(b'"type":"start"' in p.replace(b" ", b"") for _, p, _ in msgs), timeout=60)
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=60)
+    finally:
+        daemon.kill()
+    assert daemon.returncode == 0, stderr
+    assert "received SIGTERM" in stderr
+    sub.wait_for(lambda msgs: any(p == b"offline" for _, p, _ in msgs))
+    events = events_of(sub, "term")
+    assert events[-1]["type"] == "end" and events[-1]["pts"] < 14
+    assert sub.payloads("edgeemo/term/availability")[-1] == b"offline"

@@ -79,10 +79,20 @@ def test_alignment_puts_the_eyes_where_the_card_says(card):
     assert eyes[0, 1] == pytest.approx(eyes[1, 1], abs=1e-3)  # levelled
 
 
+def test_crops_match_the_frame_converted_first(detector, card):
+    frame = cv2.imread(str(FIXTURES / "two_faces.jpg"))
+    faces = detector.detect(frame)
+    from edgeemo.modelcard import colour_of
+    converted_first = np.stack([cv2.warpAffine(colour_of(card, frame), align_matrix(lm, card), card.size[::-1],
+                                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                                for lm in faces.landmarks])
+    assert np.abs(crop_faces(frame, faces, card).astype(int) - converted_first).max() <= 1
+
+
 def test_classifier_gives_distributions_for_every_face(detector, card):
     frame = cv2.imread(str(FIXTURES / "two_faces.jpg"))
     faces = detector.detect(frame)
-    crops = crop_faces(frame if card.channels == 3 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), faces, card)
+    crops = crop_faces(frame, faces, card)
     assert crops.shape == (2, *card.size) + ((3,) if card.channels == 3 else ())
     classifier = ExpressionClassifier(ClassifierConfig(), card)
     probs = classifier.classify(frame, faces)

@@ -49,3 +49,20 @@ def load_ferplus_majority(root: Path) -> tuple[np.ndarray, np.ndarray]:
     keep = is_private & (majority < 7) & (votes.max(1) > 0)
     labels = np.array(ferplus_to_ours)[majority[keep]]
     return fer["images"][index[keep]], labels.astype(np.uint8)
+
+
+def load_ravdess(root: Path) -> dict:
+    """RAVDESS speech (``ravdess/ravdess.npz``, see its README) as a dict of arrays.
+
+    Keys: ``audio`` (int16, all clips concatenated, 16 kHz mono), ``offsets`` (clip i is
+    ``audio[offsets[i]:offsets[i+1]]``), ``labels`` (0..7 = RAVDESS emotion code - 1), ``speakers``
+    (actor 1..24), ``names``, ``intensity``, ``statement``, ``repetition``, ``label_names``, ``sr``.
+    """
+    path = root / "ravdess" / "ravdess.npz"
+    if not path.is_file():
+        raise SystemExit(f"{path} not found (expected RAVDESS speech as ravdess/ravdess.npz under the data dir)")
+    with np.load(path) as npz:
+        data = {key: npz[key] for key in npz.files}
+    data["sr"] = int(data["sr"])
+    data["label_names"] = [str(name) for name in data["label_names"]]
+    return data
