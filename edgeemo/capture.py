@@ -198,7 +198,7 @@ class Capture(threading.Thread):
         started = time.monotonic()
         try:
             while not self.stop.is_set():
-                item = reader.read()
+                item = self._timed_read(reader)
                 if item is None:
                     break
                 image, pts = item
@@ -239,7 +239,7 @@ class Capture(threading.Thread):
         min_interval = 1.0 / self.cfg.max_fps if self.cfg.max_fps else 0.0
         last = 0.0
         while not self.stop.is_set():
-            item = reader.read()  # cv2 gives up on its own after its read timeout on a dead stream
+            item = self._timed_read(reader)  # cv2 gives up on its own after its read timeout on a dead stream
             if item is None:
                 return
             now = time.monotonic()
@@ -249,6 +249,14 @@ class Capture(threading.Thread):
                 continue
             last = now
             self._deliver(*item)
+
+    def _timed_read(self, reader: FrameReader) -> tuple[np.ndarray, float] | None:
+        """One frame, its decode time counted as the `capture` stage (waiting for a camera included)."""
+        started = time.perf_counter()
+        item = reader.read()
+        if item is not None and self.metrics:
+            self.metrics.stage_seconds.labels(stage="capture").observe(time.perf_counter() - started)
+        return item
 
     def _deliver(self, image: np.ndarray, pts: float) -> None:
         frame = Frame(image, self.cfg.name, self.frames_read, pts, time.monotonic())

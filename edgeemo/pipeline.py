@@ -42,9 +42,6 @@ class MailboxInbox:
             pass
         return END if frame is None else Work(frame)
 
-    def qsize(self) -> int:
-        return 0
-
 
 class Stage(threading.Thread):
     """Applies its steps in order to each item of `inbox`, hands the result to `outbox`, times each step.
@@ -104,7 +101,6 @@ class Pipeline:
             Stage([("track", self.track), ("publish", self.publish)], self.queues["track"], None, metrics),
         ]
         self.frames_done = 0
-        self.finished = threading.Event()
 
     def start(self) -> None:
         for thread in [*self.stages, *self.captures]:
@@ -124,7 +120,7 @@ class Pipeline:
         work.events = tracker.update(work.faces, frame.pts, frame.captured_at)
         work.present = [face for t in self.trackers.values() for face in t.present()]
         self.metrics.faces.labels(source=frame.source).inc(len(work.faces))
-        self.metrics.tracks_active.labels(source=frame.source).set(len(tracker.present()))
+        self.metrics.tracks_active.labels(source=frame.source).set(sum(t.reported for t in tracker.tracks))
         return work
 
     def publish(self, work: Work) -> Work:
@@ -148,7 +144,6 @@ class Pipeline:
         if drained:
             ended = [e for tracker in self.trackers.values() for e in tracker.finish()]
             self.publisher.handle(ended, [])
-        self.finished.set()
         return drained
 
     def alive(self) -> bool:

@@ -17,8 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnxruntime")
+import torch  # noqa: E402
 
 import eval_face  # noqa: E402
 import export_face  # noqa: E402
@@ -197,7 +196,6 @@ def test_int8_mostly_agrees_with_fp32(tiny_int8: tuple) -> None:
 
 
 def test_int8_runs_in_openvino(tiny_int8: tuple) -> None:
-    pytest.importorskip("openvino")
     card_path, int8, calib = tiny_int8
     card = load_card(card_path)
     ov = quantize_face.openvino_argmax(int8, calib[:16])

@@ -17,7 +17,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -30,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets import REPO, data_root, load_fer, load_ferplus_majority  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 from edgeemo import LABELS  # noqa: E402
 from edgeemo.modelcard import ModelCard, load_card, to_tensor  # noqa: E402
@@ -192,16 +192,6 @@ def latency_report(session, card: ModelCard, runs: int) -> dict:
         out[f"openvino_batch{batch}"] = ov_ms / batch
     print("  latency per face (ms, 1 thread): " + ", ".join(f"{k} {v:.3f}" for k, v in out.items()), flush=True)
     return out
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import sys
@@ -38,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets import REPO, data_root, load_ravdess  # noqa: E402
+from machine import cpu_name  # noqa: E402
 from train_voice import (FOLD_TO_FACE, LABELS8, SHIPPED_EXCLUDED, build_model, count_macs,  # noqa: E402
                          metrics)
 
@@ -228,16 +228,6 @@ def latency(front: AudioFrontEnd, engines: dict[str, Infer], audio: np.ndarray, 
         out[f"{name}_model_ms"] = median_ms(lambda run=infer: run(feats), runs)
         out[f"{name}_total_ms"] = median_ms(lambda run=infer: run(front.features(audio)[None]), runs)
     return {k: round(v, 3) for k, v in out.items()}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # --- cards and report -----------------------------------------------------------------------------------
