@@ -48,10 +48,10 @@ class DetectorConfig(Section):
 
 
 class ClassifierConfig(Section):
-    model: str = "edgeemo-face.json"
+    model: str = "edgeemo-face-int8.json"
     backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
     threads: int = Field(1, ge=1, le=64)
-    flip_average: bool = True
+    flip_average: bool = False
 
 
 class TrackerConfig(Section):

@@ -94,7 +94,7 @@ def test_classifier_gives_distributions_for_every_face(detector, card):
     faces = detector.detect(frame)
     crops = crop_faces(frame, faces, card)
     assert crops.shape == (2, *card.size) + ((3,) if card.channels == 3 else ())
-    classifier = ExpressionClassifier(ClassifierConfig(), card)
+    classifier = ExpressionClassifier(ClassifierConfig(flip_average=True), card)
     probs = classifier.classify(frame, faces)
     assert probs.shape == (2, len(LABELS))
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)

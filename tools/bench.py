@@ -1,7 +1,7 @@
 """Benchmark the real edgeemo pipeline on a video: throughput, CPU per frame, stage latency, memory.
 
     python tools/bench.py [--video samples/demo.mp4] [--mode file|live] [--threads 1] [--backend onnxruntime]
-                          [--classifier edgeemo-face.json] [--input-width 320] [--repeat 3] [--max-frames N]
+                          [--classifier CARD] [--input-width 320] [--repeat 3] [--max-frames N]
                           [--mqtt-url mqtt://host:port | local] [--pin-cpus N] [--json OUT]
     python tools/bench.py --matrix --repeat 3 --json data/bench/matrix.json
     python tools/bench.py --vs-fer --repeat 3 --json data/bench/vs_fer.json
@@ -68,6 +68,8 @@ from edgeemo.resources import models_dir, sample_video  # noqa: E402
 from edgeemo.types import Work  # noqa: E402
 from machine import cpu_name  # noqa: E402
 
+DEFAULTS = Config()  # the daemon's own defaults: what a user gets without a config file
+
 BUSY_CLIP = REPO / "data" / "busy_1280x720.mp4"
 FER_VENV = REPO / ".venv-fer"
 STAGES = ("capture", "detect", "classify", "track", "publish")
@@ -84,9 +86,9 @@ class RunSpec:
     mode: str = "file"                       # file | live
     threads: int = 1                         # detector and classifier intra-op threads, cv2 threads
     backend: str = "onnxruntime"             # onnxruntime | openvino (both models)
-    classifier: str = "edgeemo-face.json"    # model card: a name in models/ or a path
+    classifier: str = DEFAULTS.classifier.model  # model card: a name in models/ or a path
     input_width: int = 320
-    flip_average: bool = True                # classify the mirror image too (the daemon's default)
+    flip_average: bool = DEFAULTS.classifier.flip_average  # classify the mirror image too
     max_frames: int | None = None
     mqtt_url: str | None = None
     pin_cpus: int | None = None              # restrict the process to this many CPUs
@@ -353,9 +355,10 @@ def expand(args: argparse.Namespace, mqtt_url: str | None) -> list[RunSpec]:
         "mode": args.mode or ["file"],
         "threads": args.threads or ([1, 2] if args.matrix else [1]),
         "backend": args.backend or (["onnxruntime", "openvino"] if args.matrix else ["onnxruntime"]),
-        "classifier": args.classifier or (matrix_cards() if args.matrix else ["edgeemo-face.json"]),
+        "classifier": args.classifier or (matrix_cards() if args.matrix else [DEFAULTS.classifier.model]),
         "input_width": args.input_width or ([320, 640] if args.matrix else [320]),
-        "flip_average": [choice == "on" for choice in args.flip_average or ["on"]],
+        "flip_average": ([choice == "on" for choice in args.flip_average] if args.flip_average
+                         else [DEFAULTS.classifier.flip_average]),
     }
     return [RunSpec(**dict(zip(axes, combo, strict=True)), max_frames=args.max_frames, mqtt_url=mqtt_url,
                     pin_cpus=args.pin_cpus) for combo in itertools.product(*axes.values())]
@@ -387,7 +390,7 @@ TABLE_HEAD = ("| video | mode | thr | backend | model | width | frames/s | CPU m
 def table_row(r: dict) -> str:
     s, st, lat = r["spec"], r["stages_ms"], r["capture_to_publish_ms"]
     video = f"{Path(s['video']).name} ({r['video']['width']}x{r['video']['height']})"
-    model = Path(s["classifier"]).stem + ("" if s.get("flip_average", True) else " (no flip)")
+    model = Path(s["classifier"]).stem + (" (flip avg)" if s.get("flip_average") else "")
     cells = [video, s["mode"], str(s["threads"]), s["backend"], model, str(s["input_width"]),
              fmt(r["fps"]), fmt(r["cpu_s_per_frame"] * 1000, 2), fmt(r["cpu_cores"], 2),
              f"{r['frames_processed']}/{r['frames_captured']}", fmt(r["faces_per_frame"], 2),
@@ -419,7 +422,7 @@ def vs_fer(args: argparse.Namespace, mqtt_url: str | None) -> dict:
     """Ours and fer on the same frames, each process on one CPU with one inference thread."""
     spec = RunSpec(video=(args.video or [str(sample_video())])[0], mode="file", threads=1,
                    backend=(args.backend or ["onnxruntime"])[0],
-                   classifier=(args.classifier or ["edgeemo-face.json"])[0],
+                   classifier=(args.classifier or [DEFAULTS.classifier.model])[0],
                    input_width=(args.input_width or [320])[0], max_frames=args.max_frames,
                    mqtt_url=mqtt_url, pin_cpus=1)
     ours = run_isolated(spec, args.repeat)
@@ -452,7 +455,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend", nargs="+", choices=["onnxruntime", "openvino"])
     p.add_argument("--classifier", nargs="+", metavar="CARD.json", help="model card (name in models/ or path)")
     p.add_argument("--input-width", nargs="+", type=int, help="YuNet input width (multiple of 32)")
-    p.add_argument("--flip-average", nargs="+", choices=["on", "off"], help="classifier.flip_average (default: on)")
+    p.add_argument("--flip-average", nargs="+", choices=["on", "off"], help="classifier.flip_average (default: the daemon's)")
     p.add_argument("--max-frames", type=int, help="stop reading after N frames")
     p.add_argument("--repeat", type=int, default=1, help="runs per setting, each in a fresh process; medians")
     p.add_argument("--mqtt-url", help="publish to this broker; 'local' starts a throw-away mosquitto")

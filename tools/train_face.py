@@ -41,34 +41,45 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    p.add_argument("--aug", choices=sorted(AUGMENT), default="strong",
+                   help="augmentation strength: strong from scratch, light to fine-tune an underfit model")
+    p.add_argument("--init", type=Path, help="start from this checkpoint's weights (fine-tuning), not at random")
     return p.parse_args()
 
 
-def augment(batch_u8: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+# Ranges of the random transforms: rotation (deg), scale, shift (fraction), contrast, brightness, erasing p.
+AUGMENT = {
+    "strong": {"rotate": 15, "scale": 0.15, "shift": 0.12, "contrast": 0.3, "brightness": 0.15, "erase": 0.5},
+    "light": {"rotate": 10, "scale": 0.1, "shift": 0.08, "contrast": 0.2, "brightness": 0.1, "erase": 0.25},
+}
+
+
+def augment(batch_u8: torch.Tensor, gen: torch.Generator, strength: dict = AUGMENT["strong"]) -> torch.Tensor:
     """Random flip, rotation, scale, shift, brightness/contrast and erasing, on a whole batch at once."""
+    a = strength
     n = batch_u8.shape[0]
     x = batch_u8.float().unsqueeze(1) / 255.0
 
     def uniform(lo: float, hi: float) -> torch.Tensor:
         return torch.rand(n, generator=gen) * (hi - lo) + lo
 
-    angle = uniform(-15, 15) * math.pi / 180
-    scale = uniform(0.85, 1.15)
+    angle = uniform(-a["rotate"], a["rotate"]) * math.pi / 180
+    scale = uniform(1 - a["scale"], 1 + a["scale"])
     flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([
-        torch.stack([cos * flip, -sin, uniform(-0.12, 0.12)], 1),
-        torch.stack([sin * flip, cos, uniform(-0.12, 0.12)], 1),
+        torch.stack([cos * flip, -sin, uniform(-a["shift"], a["shift"])], 1),
+        torch.stack([sin * flip, cos, uniform(-a["shift"], a["shift"])], 1),
     ], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
-    contrast = uniform(0.7, 1.3).view(n, 1, 1, 1)
-    brightness = uniform(-0.15, 0.15).view(n, 1, 1, 1)
+    contrast = uniform(1 - a["contrast"], 1 + a["contrast"]).view(n, 1, 1, 1)
+    brightness = uniform(-a["brightness"], a["brightness"]).view(n, 1, 1, 1)
     mean = x.mean(dim=(2, 3), keepdim=True)
     x = ((x - mean) * contrast + mean + brightness).clamp(0, 1)
 
-    # Random erasing (p=0.5): one rectangle of 2-20 % of the area, filled with noise.
+    # Random erasing: one rectangle of 2-20 % of the area, filled with noise.
     h = w = x.shape[-1]
     area = uniform(0.02, 0.2) * h * w
     aspect = torch.exp(uniform(math.log(0.3), math.log(3.3)))
@@ -80,7 +91,7 @@ def augment(batch_u8: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     cols = torch.arange(w).view(1, 1, w)
     box = ((rows >= top.view(n, 1, 1)) & (rows < (top + eh).view(n, 1, 1))
            & (cols >= left.view(n, 1, 1)) & (cols < (left + ew).view(n, 1, 1)))
-    box &= (torch.rand(n, generator=gen) < 0.5).view(n, 1, 1)
+    box &= (torch.rand(n, generator=gen) < a["erase"]).view(n, 1, 1)
     x = torch.where(box.unsqueeze(1), torch.rand(x.shape, generator=gen), x)
     return (x - MEAN) / STD
 
@@ -150,6 +161,9 @@ def main() -> None:
 
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
     model = build(args.arch).to(device)
+    if args.init:
+        model.load_state_dict(torch.load(args.init, map_location=device, weights_only=False)["model"])
+        print(f"initialised from {args.init}", flush=True)
     params = sum(p.numel() for p in model.parameters())
     print(f"{args.arch}: {params / 1e6:.3f} M parameters, {count_macs(model) / 1e6:.1f} M MACs per face, "
           f"device {device}, {torch.get_num_threads()} threads", flush=True)
@@ -183,7 +197,7 @@ def main() -> None:
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup, args.lr)
             idx = order[i * args.batch:(i + 1) * args.batch]
-            x = augment(train_x[idx], gen).to(device)
+            x = augment(train_x[idx], gen, AUGMENT[args.aug]).to(device)
             y = train_y[idx].long().to(device)
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
@@ -200,7 +214,7 @@ def main() -> None:
                "train_acc": correct / seen, **evaluate(model, val_x, val_y, device), "seconds": time.time() - t0}
         history.append(row)
         state = {"arch": args.arch, "labels": LABELS, "mean": MEAN, "std": STD, "size": 48,
-                 "args": vars(args) | {"out": str(out)}}
+                 "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()} | {"out": str(out)}}
         if row["val_acc"] > best:
             best = row["val_acc"]
             torch.save({**state, "model": model.state_dict(), "epoch": epoch + 1, "val": row}, out / "best.pt")
