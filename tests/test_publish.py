@@ -1,4 +1,4 @@
-"""edgeemo.publish against a real mosquitto (see conftest.py): no mocks of paho or the broker."""
+"""edgeemo.publish against a real mosquitto and real paho clients (see conftest.py)."""
 
 from __future__ import annotations
 
