@@ -187,7 +187,7 @@ class MqttPublisher:
                        "state": f"{base}/state"}
         self._outstanding: deque[mqtt.MQTTMessageInfo] = deque()  # QoS>0 messages not yet acknowledged
         self._lock = threading.Lock()
-        self._state_sent: str | None = None      # JSON of the faces last published
+        self._state_sent: list[dict] | None = None  # the faces last published
         self._state_pending: list[dict] | None = None
         self._state_at = -float("inf")           # monotonic time of the last state publish
         self._started = False
@@ -286,7 +286,7 @@ class MqttPublisher:
         A change inside the interval is kept and goes out on a later call (or at close), so the
         retained state always ends up equal to the last list passed in.
         """
-        if to_json(faces) == self._state_sent:
+        if faces == self._state_sent:
             self._state_pending = None  # back to what subscribers already have
         else:
             self._state_pending = faces
@@ -299,7 +299,7 @@ class MqttPublisher:
         faces, self._state_pending = self._state_pending, None
         state = {"v": SCHEMA_VERSION, "ts": iso_utc(), "device": self.device, "faces": faces}
         self._send(self.topics["state"], to_json(state), qos=1, retain=True)
-        self._state_sent = to_json(faces)
+        self._state_sent = faces
         self._state_at = time.monotonic()
 
     def _send(self, topic: str, payload: str, qos: int, retain: bool) -> None:
