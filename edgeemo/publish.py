@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 paho_log = logging.getLogger(f"{__name__}.paho")
 
 SCHEMA_VERSION = 1
+FIRST_CONNECT_WAIT_S = 2.0
 
 
 # ---------------------------------------------------------------------------------------------- payload
@@ -191,6 +192,7 @@ class MqttPublisher:
         self._state_pending: list[dict] | None = None
         self._state_at = -float("inf")           # monotonic time of the last state publish
         self._started = False
+        self._first_attempt = threading.Event()  # set once the first connection attempt has an outcome
         self._down_logged = False
         self.client_id = cfg.client_id or f"edgeemo-{device_id}"
         self.client = self._make_client(self.client_id)
@@ -233,20 +235,26 @@ class MqttPublisher:
         self.client.connect_async(self.broker.host, self.broker.port, keepalive=self.cfg.keepalive_s)
         self.client.loop_start()
         self._started = True
+        # Wait (briefly) for the first attempt's outcome: events published while paho is still
+        # connecting are queued and could be overtaken by the first event published after it.
+        self._first_attempt.wait(FIRST_CONNECT_WAIT_S)
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
             log.error("MQTT: broker %s:%d refused the connection: %s", self.broker.host, self.broker.port, reason)
             self._set_connected(False)
+            self._first_attempt.set()
             return
         log.info("MQTT: connected to %s:%d", self.broker.host, self.broker.port)
         self._down_logged = False
         self._set_connected(True)
+        self._first_attempt.set()
         # After every (re)connect: the will may have fired, or the broker may have lost its retained state.
         client.publish(self.topics["availability"], "online", qos=1, retain=True)
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
         self._set_connected(False)
+        self._first_attempt.set()
         level = logging.DEBUG if self._down_logged else logging.WARNING
         log.log(level, "MQTT: cannot reach %s:%d; retrying (every 1 s up to 30 s), messages are queued",
                 self.broker.host, self.broker.port)
