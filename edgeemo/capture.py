@@ -26,6 +26,16 @@ from edgeemo.types import Frame
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac"}
+_LIVE_EPOCH = time.monotonic()
+
+
+def live_pts() -> float:
+    """The pts of live cameras and microphones: one monotonic clock for the whole process.
+
+    Shared so that a camera and a microphone of one source line up, and kept across reconnects.
+    """
+    return time.monotonic() - _LIVE_EPOCH
 
 
 class SourceError(Exception):
@@ -34,7 +44,7 @@ class SourceError(Exception):
 
 @dataclass(frozen=True)
 class SourceSpec:
-    kind: str                  # camera | stream | video | image | folder
+    kind: str                  # camera | stream | video | image | folder | audio (sound only)
     target: str | int          # what cv2 opens (or the image path / folder)
 
     @property
@@ -59,6 +69,8 @@ def parse_source(url: str) -> SourceSpec:
         raise SourceError(f"source {url!r}: no such file, folder, camera or URL")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return SourceSpec("image", str(path))
+    if path.suffix.lower() in AUDIO_SUFFIXES:
+        return SourceSpec("audio", str(path))
     return SourceSpec("video", str(path))
 
 
@@ -69,7 +81,6 @@ class FrameReader:
         self.spec = spec
         self.fps = 0.0
         self.index = 0
-        self._opened_at = time.monotonic()
         self._images: deque[Path] = deque()
         self._cap: cv2.VideoCapture | None = None
         if spec.kind in ("image", "folder"):
@@ -93,7 +104,7 @@ class FrameReader:
         if not ok or image is None:
             return None
         if self.spec.live:
-            pts = time.monotonic() - self._opened_at
+            pts = live_pts()
         else:
             msec = self._cap.get(cv2.CAP_PROP_POS_MSEC)
             pts = msec / 1000 if msec > 0 or self.index == 0 else self.index / (self.fps or 30.0)

@@ -28,10 +28,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true",
                      help="analyse every frame of a file source as fast as possible, flush, exit 0")
 
-    detect = sub.add_parser("detect", help="analyse images or videos once and print the faces found")
-    detect.add_argument("paths", nargs="+", type=Path, help="image files, folders of images, or videos")
+    detect = sub.add_parser("detect", help="analyse images, videos or sound files once and print faces, voice and fused results")
+    detect.add_argument("paths", nargs="+", type=Path,
+                        help="image files, folders of images, videos, or sound files (WAV, FLAC, ...)")
     detect.add_argument("--config", type=Path, help="YAML config (default: built-in defaults)")
-    detect.add_argument("--json", action="store_true", help="one JSON object per image / video frame")
+    detect.add_argument("--json", action="store_true", help="one JSON object per image / video frame / speech segment")
     detect.add_argument("--annotate", type=Path, metavar="OUT",
                         help="write the image/video with boxes and labels (a folder when several inputs)")
     detect.add_argument("--every", type=int, default=1, metavar="N", help="analyse every Nth video frame")

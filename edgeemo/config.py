@@ -14,7 +14,7 @@ from typing import Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ID_PATTERN = r"^[a-zA-Z0-9_-]+$"
 
@@ -34,6 +34,9 @@ class SourceConfig(Section):
     reconnect_initial_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
     stall_timeout_s: float = Field(10.0, gt=0)
+    # auto: the source's own sound (a video file's or stream's audio track, an audio file);
+    # off; mic: the microphone of the `microphone` section; or a WAV/FLAC file or stream URL.
+    audio: str = Field("auto", min_length=1)
 
 
 class DetectorConfig(Section):
@@ -60,6 +63,46 @@ class TrackerConfig(Section):
     max_missed_s: float = Field(1.0, gt=0)
     smoothing_s: float = Field(0.5, ge=0)
     heartbeat_s: float = Field(2.0, gt=0)
+
+
+class VoiceConfig(Section):
+    enabled: bool = True
+    model: str = "edgeemo-voice-int8.json"
+    backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
+    threads: int = Field(1, ge=1, le=64)
+    window_s: float = Field(3.0, ge=0.5, le=10)
+    hop_s: float = Field(1.0, ge=0.1, le=10)
+    min_window_s: float = Field(1.0, ge=0.3, le=10)
+    vad_threshold_db: float = Field(12.0, gt=0, le=60)
+    min_speech_s: float = Field(1.0, gt=0, le=10)
+    buffer_s: float = Field(10.0, ge=1, le=600)
+
+    @model_validator(mode="after")
+    def _windows_fit(self) -> VoiceConfig:
+        if not self.hop_s <= self.window_s or not self.min_window_s <= self.window_s:
+            raise ValueError(f"need hop_s ({self.hop_s}) and min_window_s ({self.min_window_s}) "
+                             f"<= window_s ({self.window_s})")
+        if self.buffer_s < self.window_s + self.hop_s:
+            raise ValueError(f"buffer_s ({self.buffer_s}) must hold window_s + hop_s ({self.window_s + self.hop_s})")
+        return self
+
+
+class MicrophoneConfig(Section):
+    device: str | int | None = None          # index, or part of the name; null: the system default
+    sample_rate: int = Field(16000, ge=8000, le=192000)
+    channels: int = Field(1, ge=1, le=32)
+    buffer_frames: int = Field(1600, ge=64, le=65536)
+
+
+class FusionConfig(Section):
+    face_weight: float = Field(1.0, ge=0)
+    voice_weight: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> FusionConfig:
+        if self.face_weight + self.voice_weight == 0:
+            raise ValueError("face_weight and voice_weight cannot both be 0")
+        return self
 
 
 class TlsConfig(Section):
@@ -121,6 +164,9 @@ class Config(Section):
     detector: DetectorConfig = DetectorConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     tracker: TrackerConfig = TrackerConfig()
+    voice: VoiceConfig = VoiceConfig()
+    microphone: MicrophoneConfig = MicrophoneConfig()
+    fusion: FusionConfig = FusionConfig()
     mqtt: MqttConfig = MqttConfig()
     event_log: EventLogConfig = EventLogConfig()
     metrics: MetricsConfig = MetricsConfig()

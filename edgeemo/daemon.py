@@ -53,19 +53,19 @@ class Daemon:
         """Keep metrics, systemd status and watchdog up to date until the sources end or a stop."""
         watchdog_every = self.notifier.watchdog_interval()
         last_ping = last_tick = time.monotonic()
-        last_done = 0
+        last_done = last_progress_count = 0
         last_progress = time.monotonic()
         while self.pipeline.alive() and not self.stop_requested.wait(TICK_S):
             now = time.monotonic()
-            done = self.pipeline.frames_done
+            done, progress = self.pipeline.frames_done, self.pipeline.progress
             fps = (done - last_done) / max(now - last_tick, 1e-6)
             for source in self.cfg.sources:
                 self.metrics.fps.labels(source=source.name).set(fps / len(self.cfg.sources))
             for name, q in self.pipeline.queues.items():
                 self.metrics.queue_depth.labels(queue=name).set(q.qsize())
-            if done != last_done:
+            if progress != last_progress_count:  # frames or audio windows analysed
                 last_progress = now
-            last_done, last_tick = done, now
+            last_done, last_progress_count, last_tick = done, progress, now
             stalled = now - last_progress > max(s.stall_timeout_s for s in self.cfg.sources)
             if watchdog_every and not stalled and now - last_ping >= watchdog_every:
                 self.notifier.watchdog()

@@ -1,9 +1,16 @@
-"""`edgeemo detect`: one-shot analysis of images and videos, printed for people or as JSON lines."""
+"""`edgeemo detect`: one-shot analysis of images, videos and sound files, for people or as JSON lines.
+
+Images and video frames give one record per frame (the faces). The sound of a video or a sound file
+gives one record per speech segment (found by the VAD over the whole file): the voice reading and,
+for a video, the mean face reading over the segment and the two fused, when exactly one face was in
+view. Where the daemon reads overlapping windows of a live stream, a file can be cut at its pauses.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,13 +19,20 @@ import cv2
 import numpy as np
 
 from edgeemo import LABELS
+from edgeemo.audio import AudioUnavailable, FileAudioReader
 from edgeemo.capture import FrameReader, list_images, parse_source
 from edgeemo.classifier import ExpressionClassifier
 from edgeemo.config import Config
 from edgeemo.detector import FaceDetector
+from edgeemo.fusion import fuse
 from edgeemo.modelcard import load_card
 from edgeemo.pipeline import model_paths
+from edgeemo.resources import models_dir, resolve_model
 from edgeemo.types import Faces
+from edgeemo.voice import VoiceClassifier, load_voice_card
+from edgeemo.voice_features import speech_segments
+
+log = logging.getLogger(__name__)
 
 
 class Analyzer:
@@ -35,13 +49,63 @@ class Analyzer:
         return faces
 
 
+def reading(probs: np.ndarray) -> dict:
+    best = int(np.argmax(probs))
+    return {"emotion": LABELS[best], "confidence": round(float(probs[best]), 4),
+            "probs": {label: round(float(p), 4) for label, p in zip(LABELS, probs)}}
+
+
 def face_records(faces: Faces) -> list[dict]:
+    return [{"box": [int(round(v)) for v in box]} | reading(probs) for box, probs in zip(faces.boxes, faces.probs)]
+
+
+class VoiceAnalyzer:
+    """Speech segments of a whole file, each read by the voice model."""
+
+    def __init__(self, cfg: Config) -> None:
+        card = load_voice_card(resolve_model(cfg.voice.model, cfg.models_dir or models_dir()))
+        self.classifier = VoiceClassifier(card, cfg.voice.backend, cfg.voice.threads)
+        self.sample_rate = card.front_end.sample_rate
+        self.threshold_db = cfg.voice.vad_threshold_db
+        self.min_speech_s = cfg.voice.min_speech_s
+
+    def segments(self, path: Path) -> list[tuple[float, float, np.ndarray]]:
+        """[(start_s, end_s, probs)] of every speech segment; [] for a file without sound."""
+        try:
+            reader = FileAudioReader(str(path))
+        except AudioUnavailable as exc:
+            log.warning("%s; faces only", exc)
+            return []
+        try:
+            chunks = list(reader.chunks())
+        finally:
+            reader.close()
+        if not chunks:
+            return []
+        samples = np.concatenate([c for c, _ in chunks])
+        origin = chunks[0][1]  # pts of the first sample, on the video clock
+        sr = self.sample_rate
+        out = []
+        for start, end in speech_segments(samples, sr, threshold_db=self.threshold_db):
+            if end - start >= self.min_speech_s:
+                probs = self.classifier.classify(samples[round(start * sr):round(end * sr)])
+                out.append((origin + start, origin + end, probs))
+        return out
+
+
+def segment_records(path: Path, voice: list[tuple[float, float, np.ndarray]],
+                    frames: list[tuple[float, Faces]], cfg: Config) -> list[dict]:
+    """One record per speech segment: voice, and with exactly one face in view, face and fused."""
     records = []
-    for box, probs in zip(faces.boxes, faces.probs):
-        best = int(probs.argmax())
-        records.append({"box": [int(round(v)) for v in box], "emotion": LABELS[best],
-                        "confidence": round(float(probs[best]), 4),
-                        "probs": {label: round(float(p), 4) for label, p in zip(LABELS, probs)}})
+    for start, end, voice_probs in voice:
+        inside = [faces for pts, faces in frames if start <= pts <= end and len(faces)]
+        record = {"path": str(path), "start": round(start, 3), "end": round(end, 3), "voice": reading(voice_probs),
+                  "face": None, "fused": None}
+        if inside and all(len(faces) == 1 for faces in inside):
+            face_probs = np.mean([faces.probs[0] for faces in inside], axis=0)
+            record["face"] = reading(face_probs)
+            record["fused"] = reading(fuse(face_probs, voice_probs, cfg.fusion.face_weight, cfg.fusion.voice_weight))
+        records.append(record)
     return records
 
 
@@ -100,16 +164,33 @@ class Annotator:
 def detect_main(cfg: Config, args: argparse.Namespace) -> int:
     paths = [p for path in args.paths for p in (list_images(path) if path.is_dir() else [path])]
     specs = [parse_source(str(path)) for path in paths]  # fail on a bad path before any work
-    analyzer = Analyzer(cfg)
+    analyzer = Analyzer(cfg) if any(spec.kind != "audio" for spec in specs) else None
+    has_sound = cfg.voice.enabled and any(spec.kind in ("audio", "video") for spec in specs)
+    voice = VoiceAnalyzer(cfg) if has_sound else None
     annotator = Annotator(args.annotate, many=len(paths) > 1)
     for path, spec in zip(paths, specs):
-        reader = FrameReader(spec)
-        for image, pts in frames_of(reader, max(1, args.every)):
-            faces = analyzer.analyse(image)
-            emit(path, pts, faces, args.json)
-            annotator.add(path, image, faces, spec.kind == "video", reader.fps)
-        annotator.finish()
+        frames: list[tuple[float, Faces]] = []
+        if spec.kind != "audio":
+            reader = FrameReader(spec)
+            for image, pts in frames_of(reader, max(1, args.every)):
+                faces = analyzer.analyse(image)
+                frames.append((pts, faces))
+                emit(path, pts, faces, args.json)
+                annotator.add(path, image, faces, spec.kind == "video", reader.fps)
+            annotator.finish()
+        if voice is not None and spec.kind in ("audio", "video"):
+            for record in segment_records(path, voice.segments(path), frames, cfg):
+                emit_segment(record, args.json)
     return 0
+
+
+def emit_segment(record: dict, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(record) + "\n")
+        return
+    parts = [f"{name} {record[name]['emotion']} {record[name]['confidence'] * 100:.0f}%"
+             for name in ("voice", "face", "fused") if record[name]]
+    sys.stdout.write(f"{record['path']} {record['start']:.2f}-{record['end']:.2f}s speech: {' | '.join(parts)}\n")
 
 
 def emit(path: Path, pts: float, faces: Faces, as_json: bool) -> None:

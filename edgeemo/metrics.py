@@ -1,6 +1,8 @@
 """Prometheus metrics, named after prometheus.io practice: `edgeemo_` prefix, base units, `_total`.
 
-Labels have small fixed sets of values (stage, source, type, emotion, modality); never a track id.
+Labels have small fixed sets of values (stage, source, type, emotion, modality, reason); never a track id.
+Voice inference latency is `edgeemo_stage_duration_seconds{stage="voice"}` (features + model per window);
+fused events are `edgeemo_events_total{modality="fused"}`.
 Every series that can be known up front is pre-exported as zero so dashboards see it from the start.
 """
 
@@ -10,9 +12,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from edgeemo import LABELS, __version__
 
-STAGES = ("capture", "detect", "classify", "track", "publish")
+STAGES = ("capture", "detect", "classify", "track", "publish", "voice")
 EVENT_TYPES = ("start", "change", "update", "end")
-MODALITIES = ("face",)
+MODALITIES = ("face", "voice", "fused")
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
@@ -48,6 +50,14 @@ class Metrics:
                                     registry=registry)
         self.mqtt_errors = Counter("edgeemo_mqtt_publish_errors", "MQTT publishes that failed to queue",
                                    registry=registry)
+        self.audio_samples = Counter("edgeemo_audio_samples", "Audio samples captured (16 kHz mono)", ["source"],
+                                     registry=registry)
+        self.audio_dropped = Counter("edgeemo_audio_samples_dropped",
+                                     "Audio samples lost: backlog = analysis fell behind (ring overrun), "
+                                     "device = the microphone's buffer overflowed", ["source", "reason"],
+                                     registry=registry)
+        self.speech_ratio = Gauge("edgeemo_speech_ratio", "Share of the last analysed audio window that was speech",
+                                  ["source"], registry=registry)
         self.errors = Counter("edgeemo_errors", "Errors by where they happened", ["where"], registry=registry)
         self.build = Info("edgeemo_build", "Version and inference backend", registry=registry)
         self.build.info({"version": __version__, "backend": backend})
@@ -55,6 +65,10 @@ class Metrics:
 
     def _pre_export(self, sources: list[str]) -> None:
         for source in sources:
+            self.audio_samples.labels(source=source)
+            self.speech_ratio.labels(source=source)
+            for reason in ("backlog", "device"):
+                self.audio_dropped.labels(source=source, reason=reason)
             for metric in (self.frames, self.frames_processed, self.faces, self.reconnects):
                 metric.labels(source=source)
             self.frames_dropped.labels(source=source, reason="backlog")
@@ -66,7 +80,7 @@ class Metrics:
             for kind in EVENT_TYPES:
                 for emotion in LABELS:
                     self.events.labels(modality=modality, type=kind, emotion=emotion)
-        for where in ("capture", "pipeline", "publish", "event_log"):
+        for where in ("capture", "pipeline", "publish", "event_log", "audio", "voice"):
             self.errors.labels(where=where)
 
     def serve(self, host: str, port: int) -> int:

@@ -3,6 +3,9 @@
 Stages are joined by small bounded queues. The capture side never blocks (see capture.Mailbox);
 behind it each stage blocks when the next one is busy, so memory stays bounded whatever the load,
 and onnxruntime, which releases the GIL, runs detection of frame N+1 while frame N is classified.
+
+Sound takes a side path per source: audio capture -> ring buffer -> voice stage, whose readings the
+fuser combines with the face tracks that the track stage reports (fusion.py).
 """
 
 from __future__ import annotations
@@ -15,16 +18,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edgeemo.capture import Capture, FrameReader, Mailbox
+from edgeemo.audio import AudioCapture, AudioRing, audio_target
+from edgeemo.capture import Capture, FrameReader, Mailbox, SourceError, parse_source
 from edgeemo.classifier import ExpressionClassifier
-from edgeemo.config import Config
+from edgeemo.config import Config, SourceConfig
 from edgeemo.detector import FaceDetector
+from edgeemo.fusion import Fuser
 from edgeemo.metrics import Metrics
 from edgeemo.modelcard import load_card
 from edgeemo.publish import Publisher
 from edgeemo.resources import models_dir, resolve_model
 from edgeemo.tracker import FaceTracker
-from edgeemo.types import Work
+from edgeemo.types import VoiceWindow, Work
+from edgeemo.voice import VoiceClassifier, VoiceStage, load_voice_card
 
 log = logging.getLogger(__name__)
 END = object()      # flows down the queues when every source has ended
@@ -50,10 +56,10 @@ class Stage(threading.Thread):
     """
 
     def __init__(self, steps: list[tuple[str, Callable[[Work], Work]]], inbox: queue.Queue | MailboxInbox,
-                 outbox: queue.Queue | None, metrics: Metrics) -> None:
+                 outbox: queue.Queue | None, metrics: Metrics, on_end: Callable[[], None] | None = None) -> None:
         super().__init__(name="+".join(name for name, _ in steps), daemon=True)
         self.steps = [(name, step, metrics.stage_seconds.labels(stage=name)) for name, step in steps]
-        self.inbox, self.outbox, self.metrics = inbox, outbox, metrics
+        self.inbox, self.outbox, self.metrics, self.on_end = inbox, outbox, metrics, on_end
 
     def run(self) -> None:
         while (work := self.inbox.get()) is not END:
@@ -71,6 +77,8 @@ class Stage(threading.Thread):
                 self.outbox.put(work)
         if self.outbox is not None:
             self.outbox.put(END)
+        if self.on_end is not None:
+            self.on_end()
 
 
 def model_paths(cfg: Config) -> tuple[Path, Path]:
@@ -89,21 +97,48 @@ class Pipeline:
         ids = itertools.count(1)
         self.trackers = {s.name: FaceTracker(cfg.tracker, s.name, ids) for s in cfg.sources}
         self.stop_event = threading.Event()
-        self.mailbox = Mailbox([s.name for s in cfg.sources], metrics)
-        self.captures = [Capture(s, self.mailbox, self.stop_event, metrics, lossless) for s in cfg.sources]
+        video = [s for s in cfg.sources if parse_source(s.url).kind != "audio"]
+        self.mailbox = Mailbox([s.name for s in video], metrics)
+        self.captures = [Capture(s, self.mailbox, self.stop_event, metrics, lossless) for s in video]
         for capture in self.captures:
             if not capture.spec.live:
                 FrameReader(capture.spec).close()  # a file that cannot be opened stops start-up
+        self.fuser = Fuser(cfg.fusion, cfg.tracker.heartbeat_s, ids, {s.name for s in video},
+                           wait_s=30.0 if lossless else 1.0)
+        self.audio: list[AudioCapture] = []
+        self.voices: list[VoiceStage] = []
+        if cfg.voice.enabled:
+            self._build_voice(lossless)
         self.queues = {"classify": queue.Queue(QUEUE_SIZE), "track": queue.Queue(QUEUE_SIZE)}
         self.stages = [
             Stage([("detect", self.detect)], MailboxInbox(self.mailbox), self.queues["classify"], metrics),
             Stage([("classify", self.classify)], self.queues["classify"], self.queues["track"], metrics),
-            Stage([("track", self.track), ("publish", self.publish)], self.queues["track"], None, metrics),
+            Stage([("track", self.track), ("publish", self.publish)], self.queues["track"], None, metrics,
+                  on_end=self.fuser.video_done),
         ]
         self.frames_done = 0
 
+    def _build_voice(self, lossless: bool) -> None:
+        """An audio capture and a voice stage for every source with sound; one classifier for all."""
+        targets = {s.name: audio_target(s) for s in self.cfg.sources}
+        if not any(targets.values()):
+            return
+        folder = self.cfg.models_dir or models_dir()
+        card = load_voice_card(resolve_model(self.cfg.voice.model, folder))
+        classifier = VoiceClassifier(card, self.cfg.voice.backend, self.cfg.voice.threads)
+        for source in self.cfg.sources:
+            target = targets[source.name]
+            if target is None:
+                continue
+            check_audio_target(source, target)
+            ring = AudioRing(self.cfg.voice.buffer_s, card.front_end.sample_rate)
+            self.audio.append(AudioCapture(source, target, self.cfg.microphone, ring, self.stop_event,
+                                           self.metrics, lossless))
+            self.voices.append(VoiceStage(source.name, ring, classifier, self.cfg.voice, self.on_voice,
+                                          self.metrics, self.stop_event))
+
     def start(self) -> None:
-        for thread in [*self.stages, *self.captures]:
+        for thread in [*self.stages, *self.voices, *self.captures, *self.audio]:
             thread.start()
 
     def detect(self, work: Work) -> Work:
@@ -119,6 +154,7 @@ class Pipeline:
         tracker = self.trackers[frame.source]
         work.events = tracker.update(work.faces, frame.pts, frame.captured_at)
         work.present = [face for t in self.trackers.values() for face in t.present()]
+        self.fuser.observe_faces(frame.source, frame.pts, tracker.seen_at(frame.pts))
         self.metrics.faces.labels(source=frame.source).inc(len(work.faces))
         self.metrics.tracks_active.labels(source=frame.source).set(sum(t.reported for t in tracker.tracks))
         return work
@@ -131,6 +167,15 @@ class Pipeline:
         self.frames_done += 1
         return work
 
+    def on_voice(self, source: str, reading: VoiceWindow | None, pts: float) -> None:
+        """A voice stage's window: publish its voice and fused events (from the voice stage's thread)."""
+        self.publisher.handle(self.fuser.on_window(source, reading, pts))
+
+    @property
+    def progress(self) -> int:
+        """Frames and audio windows analysed so far: what the watchdog wants to see growing."""
+        return self.frames_done + sum(v.windows_done for v in self.voices)
+
     def stop(self) -> None:
         """Stop reading; the frames already read still flow through to the publisher."""
         self.stop_event.set()
@@ -138,13 +183,21 @@ class Pipeline:
     def join(self, timeout: float | None = None) -> bool:
         """Wait for every stage to drain; then end the remaining tracks. True when fully drained."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in [*self.captures, *self.stages]:
+        for thread in [*self.captures, *self.audio, *self.stages, *self.voices]:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        drained = not any(t.is_alive() for t in self.stages)
+        drained = not self.alive()
         if drained:
             ended = [e for tracker in self.trackers.values() for e in tracker.finish()]
+            for voice in self.voices:
+                ended += self.fuser.finish(voice.source, voice.ring.pts_at(voice.ring.written))
             self.publisher.handle(ended, [])
         return drained
 
     def alive(self) -> bool:
-        return any(t.is_alive() for t in self.stages)
+        return any(t.is_alive() for t in [*self.stages, *self.voices])
+
+
+def check_audio_target(source: SourceConfig, target: str) -> None:
+    """A named audio file that is not there stops start-up, like a missing video file."""
+    if target != "mic" and "://" not in target and not Path(target).is_file():
+        raise SourceError(f"sources.{source.name}.audio: {target!r}: no such file")

@@ -64,7 +64,7 @@ def event_payload(event: TrackEvent, seq: int, device: str, now: float | None = 
     """The schema-v1 dict for one event; `now` (Unix time) only to make tests deterministic."""
     probs = rounded_probs(event.probs)
     top = int(np.argmax(probs))
-    return {
+    payload = {
         "v": SCHEMA_VERSION,
         "seq": seq,
         "ts": iso_utc(now),
@@ -79,6 +79,9 @@ def event_payload(event: TrackEvent, seq: int, device: str, now: float | None = 
         "probs": dict(zip(LABELS, probs)),
         "box": None if event.box is None else [int(v) for v in event.box],
     }
+    if event.components:
+        payload["components"] = {name: dict(zip(LABELS, rounded_probs(p))) for name, p in event.components.items()}
+    return payload
 
 
 def _jsonable(value: Any) -> Any:
@@ -385,8 +388,8 @@ class Publisher:
         log.info("events go to %s%s%s", self.event_log.path, ", stdout" if self.cfg.event_log.stdout else "",
                  f", MQTT {self.mqtt.topics['events']}" if self.mqtt else "")
 
-    def handle(self, events: list[TrackEvent], present: list[dict]) -> None:
-        """Publish a frame's events in order, then the faces visible now (the state topic)."""
+    def handle(self, events: list[TrackEvent], present: list[dict] | None = None) -> None:
+        """Publish events in order, then (from the face side) the faces visible now (the state topic)."""
         with self._lock:
             for event in events:
                 self._seq += 1
@@ -396,7 +399,7 @@ class Publisher:
                     log.exception("cannot publish event seq %d (%s, track %s)", self._seq, event.type, event.track)
                     if self.metrics is not None:
                         self.metrics.errors.labels(where="publish").inc()
-            if self.mqtt is not None:
+            if self.mqtt is not None and present is not None:
                 self.mqtt.publish_state(present)
 
     def _publish(self, payload: dict) -> None:

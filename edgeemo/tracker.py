@@ -124,6 +124,11 @@ class FaceTracker:
         return [{"track": t.id, "source": self.source, "emotion": LABELS[t.emotion]}
                 for t in self.tracks if t.reported]
 
+    def seen_at(self, pts: float) -> list[tuple[int, np.ndarray, tuple[int, int, int, int]]]:
+        """(id, smoothed probs, box) of the reported tracks matched in the frame at ``pts`` (for fusion)."""
+        return [(t.id, t.probs.copy(), tuple(int(round(v)) for v in t.box))
+                for t in self.tracks if t.reported and t.last_seen == pts]
+
     def _event(self, kind: str, track: Track, pts: float) -> TrackEvent:
         box = tuple(int(round(v)) for v in track.box)
         return TrackEvent(type=kind, track=track.id, source=self.source, pts=pts, probs=track.probs.copy(),

@@ -44,9 +44,22 @@ class TrackEvent:
     source: str
     pts: float
     probs: np.ndarray          # [7] smoothed probabilities in LABELS order
-    box: tuple[int, int, int, int]
-    modality: str = "face"
-    captured_at: float = 0.0   # monotonic time of the frame this event came from
+    box: tuple[int, int, int, int] | None   # None for voice: a voice has no box
+    modality: str = "face"     # face | voice | fused
+    captured_at: float = 0.0   # monotonic time of the frame (or last audio sample) this event came from
+    components: dict[str, np.ndarray] | None = None  # fused only: {"face": [7], "voice": [7]}
+
+
+@dataclass(slots=True)
+class VoiceWindow:
+    """The voice reading of one analysis window of a source's sound."""
+
+    source: str
+    start: float               # pts of the first sample, on the source's video clock
+    end: float                 # pts just after the last sample
+    probs: np.ndarray          # [7] probabilities in LABELS order
+    speech_ratio: float        # share of the window's 30 ms frames that the VAD called speech
+    captured_at: float         # monotonic time the last sample was captured
 
 
 @dataclass(slots=True)

@@ -37,12 +37,33 @@ def test_detect_on_the_sample_video_every_10th_frame_with_annotation(tmp_path):
     out = tmp_path / "annotated.mp4"
     result = edgeemo("detect", sample_video(), "--json", "--every", "10", "--annotate", out)
     assert result.returncode == 0, result.stderr
-    frames = [json.loads(line) for line in result.stdout.splitlines()]
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    frames = [line for line in lines if "faces" in line]
     assert len(frames) == 43
     assert [f["pts"] for f in frames] == sorted(f["pts"] for f in frames) and frames[1]["pts"] == pytest.approx(0.334, abs=0.01)
     assert all(len(f["faces"]) == 1 for f in frames)
     written = cv2.VideoCapture(str(out))
     assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 43
+    # Then the sound: one record per utterance of the sample (neutral, angry, fearful, neutral), each
+    # inside its segment, with voice, face and fused readings; fused reads at least 3 of 4 right.
+    speech = [line for line in lines if "voice" in line]
+    segments = [(0.0, 3.34), (3.34, 7.47), (7.47, 10.88), (10.88, 14.25)]
+    assert [(s0 <= r["start"] < r["end"] <= s1) for r, (s0, s1) in zip(speech, segments)] == [True] * 4
+    assert all(r["face"] and r["fused"] for r in speech)
+    fused = [r["fused"]["emotion"] for r in speech]
+    assert sum(a == b for a, b in zip(fused, ["neutral", "angry", "fear", "neutral"])) >= 3, fused
+
+
+def test_detect_on_a_sound_file_prints_each_speech_segment(tmp_path):
+    wav = tmp_path / "speech.wav"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(sample_video()), "-t", "7.4", "-vn", "-ac", "1",
+                    "-ar", "44100", str(wav)], check=True)
+    result = edgeemo("detect", wav, "--json")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 2  # the neutral and the angry utterance of actor 01
+    assert all(r["face"] is None and r["fused"] is None for r in records)
+    assert records[1]["voice"]["emotion"] == "angry" and 3.3 < records[1]["start"] < records[1]["end"] < 7.4
 
 
 def test_detect_human_output_and_annotated_image(tmp_path):

@@ -282,3 +282,13 @@ def test_no_password(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unreadable_password_file_names_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="mqtt.password_file"):
         mqtt_password(MqttConfig(password_file=tmp_path / "missing"))
+
+
+def test_voice_windows_must_fit_and_errors_name_the_section(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"voice: .*hop_s \(4.0\).*window_s \(3.0\)"):
+        load_config(write(tmp_path, "voice:\n  hop_s: 4\n"))
+    with pytest.raises(ConfigError, match="fusion: .*cannot both be 0"):
+        load_config(write(tmp_path, "fusion:\n  face_weight: 0\n  voice_weight: 0\n"))
+    with pytest.raises(ConfigError, match=r"microphone\.channels: .*greater than or equal to 1"):
+        load_config(write(tmp_path, "microphone:\n  channels: 0\n"))
+    assert load_config(write(tmp_path, "microphone:\n  device: USB\n")).microphone.device == "USB"

@@ -61,6 +61,18 @@ def test_run_once_on_sample_publishes_valid_events(mqtt_broker, subscribe, tmp_p
     right = sum(row["correct"] for row in segment_results(events, SEGMENT_LABELS))
     assert right >= 3, segment_results(events, SEGMENT_LABELS)
 
+    # The sample's sound: voice events (no box) for its utterances, fused with the one face in view.
+    voice = [e for e in events if e["modality"] == "voice"]
+    fused = [e for e in events if e["modality"] == "fused"]
+    assert voice and fused and all(e["box"] is None for e in voice)
+    assert all(set(e["components"]) == {"face", "voice"} for e in fused)
+    assert {e["track"] for e in fused} <= {e["track"] for e in events if e["modality"] == "face"}
+    for kind in (voice, fused):  # every stream that starts also ends
+        assert sorted(e["track"] for e in kind if e["type"] == "start") == \
+            sorted(e["track"] for e in kind if e["type"] == "end")
+    fused_right = sum(row["correct"] for row in segment_results(events, SEGMENT_LABELS, "fused"))
+    assert fused_right >= 3, segment_results(events, SEGMENT_LABELS, "fused")
+
     state = [json.loads(p) for p in sub.payloads("edgeemo/e2e/state")]
     assert any(s["faces"] for s in state) and state[-1]["faces"] == []
 
@@ -93,8 +105,14 @@ def test_metrics_agree_with_the_events_seen(mqtt_broker, subscribe, tmp_path, mo
     assert metrics[("edgeemo_frames_dropped_total", (("reason", "backlog"), ("source", "default")))] == 0
     assert metrics[("edgeemo_faces_total", source)] == SAMPLE_FRAMES  # one face in every frame
     stage_counts = {dict(k[1])["stage"]: v for k, v in metrics.items() if k[0] == "edgeemo_stage_duration_seconds_count"}
+    windows = stage_counts.pop("voice")
     assert stage_counts == {"capture": SAMPLE_FRAMES, "detect": SAMPLE_FRAMES, "classify": SAMPLE_FRAMES,
                             "track": SAMPLE_FRAMES, "publish": SAMPLE_FRAMES}
+    # The 14.25 s of sound, analysed every second from 1 s on; nothing lost in lossless mode.
+    assert metrics[("edgeemo_audio_samples_total", source)] == pytest.approx(14.25 * 16000, rel=0.01)
+    assert 13 <= windows <= 15
+    assert metrics[("edgeemo_audio_samples_dropped_total", (("reason", "backlog"), ("source", "default")))] == 0
+    assert 0 < metrics[("edgeemo_speech_ratio", source)] <= 1
     assert metrics[("edgeemo_build_info", tuple(sorted({"version": __import__("edgeemo").__version__,
                                                          "backend": "onnxruntime"}.items())))] == 1
 

@@ -114,7 +114,8 @@ def test_schema_rejects_a_wrong_field(validator: Draft202012Validator, change: d
 def test_schema_labels_are_the_package_labels() -> None:
     schema = json.loads(event_schema().read_text())
     assert schema["$defs"]["label"]["enum"] == list(LABELS)
-    assert list(schema["properties"]["probs"]["properties"]) == list(LABELS)
+    assert list(schema["$defs"]["probs"]["properties"]) == list(LABELS)
+    assert schema["properties"]["probs"]["$ref"] == "#/$defs/probs"
 
 
 def test_broker_url_parsing() -> None:

@@ -1,0 +1,334 @@
+"""Audio capture: a source's sound as 16 kHz mono float32 samples in a ring buffer, stamped with pts.
+
+Files, the audio track of videos and streams are decoded with PyAV (FFmpeg), on the same clock as
+the video frames of that source: pts are seconds from the start of the video stream, as OpenCV
+reports frame pts, so a voice window and the faces seen during it line up. Microphones are read with
+pyaudio (optional: without it, or without a microphone, the source runs vision-only and says so
+once). Live audio is stamped with the same monotonic clock as live cameras.
+
+The ring buffer sits between capture and voice analysis. When analysis falls behind, capture
+overwrites the oldest unread samples and counts them as an overrun; it never blocks a live source
+and never fails. In lossless mode (``--once`` on files) capture waits instead, so nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from edgeemo.capture import AUDIO_SUFFIXES, SourceError, live_pts, parse_source
+from edgeemo.config import MicrophoneConfig, SourceConfig
+from edgeemo.metrics import Metrics
+
+log = logging.getLogger(__name__)
+SAMPLE_RATE = 16000
+Chunk = tuple[np.ndarray, float]   # float32 mono samples at SAMPLE_RATE, pts of the first one
+
+
+class AudioUnavailable(Exception):
+    """The source has no sound to analyse (no audio track, no pyaudio, no microphone)."""
+
+
+# ------------------------------------------------------------------------------------------ readers
+
+class FileAudioReader:
+    """Decodes the first audio stream of a file or stream URL with PyAV, resampled to 16 kHz mono."""
+
+    def __init__(self, target: str) -> None:
+        import av
+
+        try:
+            self._container = av.open(target, timeout=10.0)
+        except (av.FFmpegError, OSError) as exc:
+            raise SourceError(f"audio {target}: cannot open: {exc}") from None
+        if not self._container.streams.audio:
+            self._container.close()
+            raise AudioUnavailable(f"{target} has no audio track")
+        self.target = target
+        self._stream = self._container.streams.audio[0]
+        self._stream.thread_type = "SLICE"
+        videos = self._container.streams.video
+        # OpenCV's frame pts count from the video stream's start; put the sound on that clock.
+        clock = videos[0] if videos else self._stream
+        self._offset = float(clock.start_time * clock.time_base) if clock.start_time is not None else 0.0
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self._av = av
+        self.lost_samples = 0  # a file loses nothing
+
+    def chunks(self) -> Iterator[Chunk]:
+        """Chunks in order until the end; a corrupt or truncated stream ends early with a warning."""
+        done = 0  # samples delivered: the fallback clock when the decoder gives no pts
+        try:
+            for frame in self._container.decode(self._stream):
+                for out in self._resampler.resample(frame):
+                    samples = out.to_ndarray().reshape(-1)
+                    yield samples, self._pts(out, done)
+                    done += len(samples)
+            for out in self._resampler.resample(None):  # the resampler's tail
+                samples = out.to_ndarray().reshape(-1)
+                yield samples, self._pts(out, done)
+                done += len(samples)
+        except self._av.FFmpegError as exc:
+            log.warning("audio of %s stops at %.2f s: %s", self.target, done / SAMPLE_RATE, exc)
+
+    def _pts(self, frame: object, done: int) -> float:
+        seconds = getattr(frame, "time", None)
+        return (seconds - self._offset) if seconds is not None else done / SAMPLE_RATE
+
+    def close(self) -> None:
+        self._container.close()
+
+
+class MicReader:
+    """A microphone through pyaudio, converted to 16 kHz mono; overflows of its buffer are counted."""
+
+    def __init__(self, cfg: MicrophoneConfig) -> None:
+        try:
+            import pyaudio
+        except ImportError:
+            raise AudioUnavailable("pyaudio is not installed (pip install 'edgeemo[mic]')") from None
+        self.cfg = cfg
+        self._pa = pyaudio.PyAudio()
+        self._paInt16 = pyaudio.paInt16
+        try:
+            index = find_input_device(self._pa, cfg.device)
+            self._stream = self._pa.open(format=pyaudio.paInt16, channels=cfg.channels, rate=cfg.sample_rate,
+                                         input=True, input_device_index=index,
+                                         frames_per_buffer=cfg.buffer_frames)
+        except (OSError, ValueError) as exc:
+            self._pa.terminate()
+            raise AudioUnavailable(f"microphone {cfg.device if cfg.device is not None else '(default)'}: "
+                                   f"{exc}") from None
+        self.lost_samples = 0  # to buffers that overflowed since the capture thread last looked
+
+    def chunks(self) -> Iterator[Chunk]:
+        while True:
+            pts = live_pts()
+            try:
+                data = self._stream.read(self.cfg.buffer_frames, exception_on_overflow=True)
+            except OSError:  # input overflowed: the buffer was lost, the stream goes on
+                self.lost_samples += self.cfg.buffer_frames * SAMPLE_RATE // self.cfg.sample_rate
+                continue
+            pcm = np.frombuffer(data, np.int16).reshape(-1, self.cfg.channels)
+            samples = pcm.mean(axis=1, dtype=np.float32) / 32768.0
+            yield to_16k(samples, self.cfg.sample_rate), pts - len(pcm) / self.cfg.sample_rate
+
+    def close(self) -> None:
+        self._stream.close()
+        self._pa.terminate()
+
+
+def find_input_device(pa: object, device: str | int | None) -> int | None:
+    """Device index from an index or part of a name (case-insensitive); None: the default input."""
+    if device is None or isinstance(device, int):
+        return device
+    names = []
+    for i in range(pa.get_device_count()):
+        info = pa.get_device_info_by_index(i)
+        if info.get("maxInputChannels", 0) > 0:
+            names.append(info["name"])
+            if device.lower() in info["name"].lower():
+                return i
+    raise ValueError(f"no input device matches {device!r}; input devices: {names or 'none'}")
+
+
+def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
+    if rate == SAMPLE_RATE:
+        return samples
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    g = gcd(SAMPLE_RATE, rate)
+    return resample_poly(samples, SAMPLE_RATE // g, rate // g).astype(np.float32)
+
+
+def audio_target(cfg: SourceConfig) -> str | None:
+    """What to open for the sound of a source: a file/URL, "mic", or None (audio off)."""
+    if cfg.audio == "off":
+        return None
+    if cfg.audio != "auto":
+        return cfg.audio
+    spec = parse_source(cfg.url)
+    if spec.kind in ("video", "stream", "audio"):
+        return str(spec.target)
+    return None  # cameras and images have no sound of their own: set audio: mic
+
+
+def open_reader(target: str, mic: MicrophoneConfig) -> FileAudioReader | MicReader:
+    if target == "mic":
+        return MicReader(mic)
+    if "://" not in target and not Path(target).is_file():
+        raise SourceError(f"audio {target!r}: no such file")
+    return FileAudioReader(target)
+
+
+def is_audio_file(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in AUDIO_SUFFIXES
+
+
+# -------------------------------------------------------------------------------------- ring buffer
+
+class AudioRing:
+    """A fixed float32 ring of the newest samples, addressed by absolute sample index from 0.
+
+    One writer (capture) and one reader (voice analysis). The reader says which samples it still
+    needs with :meth:`release`; a writer that would overwrite those either waits (lossless) or
+    overwrites the oldest and counts them in ``overrun_samples``.
+    """
+
+    def __init__(self, seconds: float, sample_rate: int = SAMPLE_RATE) -> None:
+        self.sample_rate = sample_rate
+        self.capacity = int(seconds * sample_rate)
+        self._buf = np.zeros(self.capacity, np.float32)
+        self.written = 0                # absolute index of the next sample to be written
+        self._needed_from = 0           # the reader still needs samples from here on
+        self._anchor = (0, 0.0)         # (index, pts) of the latest write: pts of any index from it
+        self._anchor_captured = 0.0     # monotonic time of the latest write
+        self.overrun_samples = 0
+        self.closed = False
+        self._cond = threading.Condition()
+
+    def write(self, samples: np.ndarray, pts: float, lossless: bool = False,
+              stop: threading.Event | None = None) -> int:
+        """Append a chunk; returns the samples lost to an overrun by this write."""
+        n = len(samples)
+        with self._cond:
+            if lossless:
+                while self.written + n - self._needed_from > self.capacity and not (stop and stop.is_set()):
+                    self._cond.wait(0.1)
+            lost = max(0, self.written + n - self._needed_from - self.capacity)
+            if lost:
+                self._needed_from += lost
+                self.overrun_samples += lost
+            if n > self.capacity:  # only the newest capacity samples can be kept
+                samples, pts = samples[-self.capacity:], pts + (n - self.capacity) / self.sample_rate
+                self.written += n - self.capacity
+                n = self.capacity
+            start = self.written % self.capacity
+            first = min(n, self.capacity - start)
+            self._buf[start:start + first] = samples[:first]
+            self._buf[:n - first] = samples[first:]
+            self._anchor = (self.written, pts)
+            self._anchor_captured = time.monotonic()
+            self.written += n
+            self._cond.notify_all()
+            return lost
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def wait_for(self, index: int, timeout: float) -> bool:
+        """True once samples up to ``index`` (exclusive) are written; False on timeout or close."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.written >= index or self.closed, timeout) and \
+                self.written >= index
+
+    def read(self, start: int, end: int, out: np.ndarray) -> np.ndarray:
+        """Samples [start, end) into ``out[:end-start]``; any part already overwritten comes out as zeros."""
+        with self._cond:
+            view = out[:end - start]
+            lo = max(start, self.written - self.capacity)
+            view[:max(0, lo - start)] = 0.0
+            if lo < end:
+                k = lo % self.capacity
+                m = min(end - lo, self.capacity - k)
+                view[lo - start:lo - start + m] = self._buf[k:k + m]
+                view[lo - start + m:] = self._buf[:end - lo - m]  # the part that wrapped round
+            return view
+
+    def release(self, index: int) -> None:
+        """The reader no longer needs samples before ``index``."""
+        with self._cond:
+            self._needed_from = max(self._needed_from, index)
+            self._cond.notify_all()
+
+    def pts_at(self, index: int) -> float:
+        with self._cond:
+            anchor_index, anchor_pts = self._anchor
+            return anchor_pts + (index - anchor_index) / self.sample_rate
+
+    def captured_at(self) -> float:
+        with self._cond:
+            return self._anchor_captured
+
+
+# ---------------------------------------------------------------------------------------- the thread
+
+class AudioCapture(threading.Thread):
+    """Reads one source's sound into its ring until the sound ends or the daemon stops.
+
+    Files are paced at their own rate unless lossless, like their video. A live source that fails
+    is reopened with the source's back-off; a source without sound ends the thread after one message.
+    """
+
+    def __init__(self, cfg: SourceConfig, target: str, mic: MicrophoneConfig, ring: AudioRing,
+                 stop: threading.Event, metrics: Metrics | None, lossless: bool = False) -> None:
+        super().__init__(name=f"audio-{cfg.name}", daemon=True)
+        self.cfg, self.target, self.mic, self.ring, self.stop, self.metrics = cfg, target, mic, ring, stop, metrics
+        self.live = target == "mic" or "://" in target
+        self.lossless = lossless and not self.live
+
+    def run(self) -> None:
+        try:
+            if self.live:
+                self._run_live()
+            else:
+                self._read(open_reader(self.target, self.mic))
+        except AudioUnavailable as exc:
+            log.warning("source %s: no voice analysis (%s); faces only", self.cfg.name, exc)
+        except Exception:
+            log.exception("audio capture of source %s failed", self.cfg.name)
+            if self.metrics:
+                self.metrics.errors.labels(where="audio").inc()
+        finally:
+            self.ring.close()
+
+    def _run_live(self) -> None:
+        backoff = self.cfg.reconnect_initial_s
+        while not self.stop.is_set():
+            try:
+                reader = open_reader(self.target, self.mic)
+            except SourceError as exc:
+                log.warning("%s; retrying in %.1f s", exc, backoff)
+                if self.stop.wait(backoff):
+                    return
+                backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+                continue
+            backoff = self.cfg.reconnect_initial_s
+            self._read(reader)
+            if not self.stop.is_set():
+                log.warning("audio of source %s stopped; reopening", self.cfg.name)
+                self.stop.wait(backoff)
+
+    def _read(self, reader: FileAudioReader | MicReader) -> None:
+        started = time.monotonic()
+        try:
+            for samples, pts in reader.chunks():
+                if self.stop.is_set():
+                    break
+                if not self.live and not self.lossless:
+                    delay = started + pts - time.monotonic()
+                    if delay > 0 and self.stop.wait(delay):
+                        break
+                lost = self.ring.write(samples, pts, self.lossless, self.stop)
+                self._count(len(samples), lost, reader)
+        finally:
+            reader.close()
+
+    def _count(self, samples: int, lost: int, reader: FileAudioReader | MicReader) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.audio_samples.labels(source=self.cfg.name).inc(samples)
+        if lost:
+            self.metrics.audio_dropped.labels(source=self.cfg.name, reason="backlog").inc(lost)
+        device_lost, reader.lost_samples = reader.lost_samples, 0
+        if device_lost:
+            self.metrics.audio_dropped.labels(source=self.cfg.name, reason="device").inc(device_lost)
