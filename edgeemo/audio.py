@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeemo.capture import AUDIO_SUFFIXES, SourceError, live_pts, parse_source
+from edgeemo.capture import SourceError, live_pts, parse_source
 from edgeemo.config import MicrophoneConfig, SourceConfig
 from edgeemo.metrics import Metrics
 
@@ -37,11 +37,15 @@ class AudioUnavailable(Exception):
 # ------------------------------------------------------------------------------------------ readers
 
 class FileAudioReader:
-    """Decodes the first audio stream of a file or stream URL with PyAV, resampled to 16 kHz mono."""
+    """Decodes the first audio stream of a file or stream URL with PyAV, resampled to 16 kHz mono.
 
-    def __init__(self, target: str) -> None:
+    A live stream's sound is stamped on the live clock when it arrives, as its video frames are.
+    """
+
+    def __init__(self, target: str, live: bool = False) -> None:
         import av
 
+        self.live = live
         try:
             self._container = av.open(target, timeout=10.0)
         except (av.FFmpegError, OSError) as exc:
@@ -77,6 +81,8 @@ class FileAudioReader:
             log.warning("audio of %s stops at %.2f s: %s", self.target, done / SAMPLE_RATE, exc)
 
     def _pts(self, frame: object, done: int) -> float:
+        if self.live:
+            return live_pts() - frame.samples / SAMPLE_RATE
         seconds = getattr(frame, "time", None)
         return (seconds - self._offset) if seconds is not None else done / SAMPLE_RATE
 
@@ -165,11 +171,7 @@ def open_reader(target: str, mic: MicrophoneConfig) -> FileAudioReader | MicRead
         return MicReader(mic)
     if "://" not in target and not Path(target).is_file():
         raise SourceError(f"audio {target!r}: no such file")
-    return FileAudioReader(target)
-
-
-def is_audio_file(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in AUDIO_SUFFIXES
+    return FileAudioReader(target, live="://" in target)
 
 
 # -------------------------------------------------------------------------------------- ring buffer

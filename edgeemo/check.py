@@ -8,12 +8,15 @@ import sys
 from collections.abc import Callable
 from urllib.parse import urlparse
 
+from edgeemo.audio import audio_target, open_reader
 from edgeemo.capture import FrameReader, parse_source
 from edgeemo.classifier import ExpressionClassifier
-from edgeemo.config import Config
+from edgeemo.config import Config, SourceConfig
 from edgeemo.detector import FaceDetector
 from edgeemo.modelcard import load_card
 from edgeemo.pipeline import model_paths
+from edgeemo.resources import models_dir, resolve_model
+from edgeemo.voice import VoiceClassifier, load_voice_card
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +31,33 @@ def check_models(cfg: Config) -> str:
     return f"detector {detector_path.name}, classifier {card.name}{quoted}"
 
 
+def check_voice_model(cfg: Config) -> str:
+    if not cfg.voice.enabled:
+        return "voice analysis disabled (voice.enabled: false)"
+    card_path = resolve_model(cfg.voice.model, cfg.models_dir or models_dir())
+    card = load_voice_card(card_path)
+    VoiceClassifier(card, cfg.voice.backend, cfg.voice.threads)
+    return f"voice model {card.name}"
+
+
+def check_sound(source: SourceConfig, cfg: Config) -> str:
+    target = audio_target(source) if cfg.voice.enabled else None
+    if target is None:
+        return "no sound to analyse (voice disabled, audio: off, or a camera without audio: mic)"
+    reader = open_reader(target, cfg.microphone)
+    try:
+        first = next(iter(reader.chunks()), None)
+    finally:
+        reader.close()
+    if first is None:
+        raise RuntimeError(f"sound {target!r} opened but gave no samples")
+    return f"{target}: sound decoded to 16 kHz mono"
+
+
 def check_source(url: str) -> str:
     spec = parse_source(url)
+    if spec.kind == "audio":
+        return f"sound only ({spec.target}): voice events, no faces"
     reader = FrameReader(spec)
     try:
         item = reader.read()
@@ -67,7 +95,10 @@ def check_metrics_port(cfg: Config) -> str:
 
 def check_main(cfg: Config) -> int:
     checks: list[tuple[str, Callable[[], str]]] = [("config", lambda: "valid"), ("models", lambda: check_models(cfg))]
-    checks += [(f"source {s.name}", lambda url=s.url: check_source(url)) for s in cfg.sources]
+    checks.append(("voice model", lambda: check_voice_model(cfg)))
+    for source in cfg.sources:
+        checks.append((f"source {source.name}", lambda url=source.url: check_source(url)))
+        checks.append((f"sound of {source.name}", lambda s=source: check_sound(s, cfg)))
     checks += [("mqtt", lambda: check_broker(cfg)), ("metrics", lambda: check_metrics_port(cfg))]
     failed = 0
     for name, run in checks:

@@ -6,11 +6,15 @@ track was seen during the window, the reading is also fused with that face's pro
 the same stretch of media time, and published as the `fused` stream of that track (same track id,
 with both components). With two or more faces the voice cannot be attributed, so nothing is fused.
 
-Fusion is confidence-aware log-linear pooling: a weighted geometric mean of the two distributions
-whose weights are the configured modality weights times each distribution's confidence (1 minus its
-normalised entropy). A flat, unsure reading hardly moves a confident one; two confident readings
-that agree reinforce each other. tools/eval_fusion.py compares it with plain averaging and fixed
-weights on the audio-visual clips; models/README.md has the figures.
+Fusion is log-linear pooling, a weighted product of the two distributions (p ~ face^wf * voice^wv,
+with the configured weights, 1 and 1 by default): the combination of two independent experts. It is
+confidence-aware by construction: a flat, unsure reading leaves the other unchanged, a confident one
+(large log-odds) outweighs an unsure one, and two confident readings that agree reinforce each
+other. Measured (tools/eval_fusion.py, 1440 speaker-independent voice readings each paired with a
+face of the same label, 20 pairings): 79.0 % right, against 78.0 % when each side is further
+weighted by its confidence (1 - normalised entropy), 76.4 % for the mean of the probabilities,
+73.4 % for the more confident side alone, 64.4 % voice only and 56.1 % face only. On the real
+audio-visual clips (tools/eval_sample.py) it is right on every clip. Figures: models/fusion.md.
 
 Streams follow the face tracker's rules: `start` on the first reading, `change` when the dominant
 label changes, `update` every heartbeat, `end` when speech stops (or the fused face is gone).
@@ -33,20 +37,13 @@ EPS = 1e-4
 FACE_HISTORY_S = 15.0
 
 
-def confidence(probs: np.ndarray) -> float:
-    """1 - entropy / log(K): 1 for a certain distribution, 0 for a flat one."""
-    p = np.clip(np.asarray(probs, np.float64), EPS, 1.0)
-    p = p / p.sum()
-    return float(1.0 + (p * np.log(p)).sum() / math.log(len(p)))
-
-
 def fuse(face: np.ndarray, voice: np.ndarray, face_weight: float = 1.0, voice_weight: float = 1.0) -> np.ndarray:
-    """Confidence-aware log-linear pooling of two probability vectors (see the module docstring)."""
-    wf, wv = face_weight * confidence(face), voice_weight * confidence(voice)
-    if wf + wv <= 0:  # both flat (or both weights 0): an even geometric mean
-        wf = wv = 1.0
-    log_p = (wf * np.log(np.asarray(face, np.float64) + EPS) + wv * np.log(np.asarray(voice, np.float64) + EPS))
-    log_p /= wf + wv
+    """Log-linear pooling of two probability vectors: normalised face^face_weight * voice^voice_weight.
+
+    EPS keeps a zero in one reading from vetoing a label the other is sure of.
+    """
+    log_p = (face_weight * np.log(np.asarray(face, np.float64) + EPS)
+             + voice_weight * np.log(np.asarray(voice, np.float64) + EPS))
     p = np.exp(log_p - log_p.max())
     return (p / p.sum()).astype(np.float32)
 

@@ -104,7 +104,7 @@ class Pipeline:
             if not capture.spec.live:
                 FrameReader(capture.spec).close()  # a file that cannot be opened stops start-up
         self.fuser = Fuser(cfg.fusion, cfg.tracker.heartbeat_s, ids, {s.name for s in video},
-                           wait_s=30.0 if lossless else 1.0)
+                           wait_s=30.0 if lossless else 0.25)  # live: never fall behind the sound
         self.audio: list[AudioCapture] = []
         self.voices: list[VoiceStage] = []
         if cfg.voice.enabled:

@@ -110,7 +110,14 @@ def test_check_reports_each_part(mqtt_broker, tmp_path):
     ok = edgeemo("check", "--mqtt-url", mqtt_broker.url, "--metrics-port", "0")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "OK    models" in ok.stdout and "OK    mqtt: broker 127.0.0.1" in ok.stdout
+    assert "OK    voice model: voice model edgeemo-voice-int8" in ok.stdout
+    assert "OK    sound of default: " in ok.stdout
     assert "all checks passed" in ok.stdout
+
+    config = tmp_path / "mic.yaml"  # a microphone that is not there (or no pyaudio): named, not a crash
+    config.write_text("sources:\n  - url: sample\n    audio: mic\nmicrophone:\n  device: no such mic\n")
+    mic = edgeemo("check", "--config", config, "--metrics-port", "0")
+    assert mic.returncode == 1 and "FAIL  sound of default: " in mic.stdout
 
     dead = edgeemo("check", "--mqtt-url", "mqtt://127.0.0.1:1", "--source", str(tmp_path / "none.mp4"))
     assert dead.returncode in (1, 2)

@@ -9,7 +9,7 @@ import pytest
 
 from edgeemo import LABELS
 from edgeemo.config import FusionConfig
-from edgeemo.fusion import Fuser, confidence, fuse
+from edgeemo.fusion import Fuser, fuse
 from edgeemo.publish import event_payload
 from edgeemo.resources import event_schema
 from edgeemo.types import VoiceWindow
@@ -24,27 +24,26 @@ def peaked(label: str, p: float) -> np.ndarray:
 FLAT = np.full(7, 1 / 7, np.float32)
 
 
-def test_confidence_is_one_for_a_certain_reading_and_zero_for_a_flat_one():
-    assert confidence(peaked("happy", 1.0)) == pytest.approx(1, abs=0.01)
-    assert confidence(FLAT) == pytest.approx(0, abs=1e-6)
-    assert confidence(peaked("happy", 0.9)) > confidence(peaked("happy", 0.5)) > 0
-
-
-def test_two_confident_readings_that_agree_reinforce_each_other():
+def test_two_readings_that_agree_reinforce_each_other():
     fused = fuse(peaked("angry", 0.6), peaked("angry", 0.7))
     assert fused.sum() == pytest.approx(1, abs=1e-6) and LABELS[int(fused.argmax())] == "angry"
-    assert fused.max() > 0.6  # at least the face's; a geometric pool sharpens agreement
+    assert fused.max() > 0.7  # a product of agreeing experts is surer than either
 
 
-def test_a_flat_reading_hardly_moves_a_confident_one_and_zero_weight_ignores_a_modality():
+def test_a_flat_reading_leaves_the_other_as_it_is_and_zero_weight_ignores_a_modality():
     face = peaked("sad", 0.6)
     assert np.allclose(fuse(face, FLAT), face, atol=1e-3)
+    assert np.allclose(fuse(FLAT, face), face, atol=1e-3)
     assert np.allclose(fuse(face, peaked("angry", 0.9), voice_weight=0.0), face, atol=1e-3)
-    # A confident voice against an unsure face wins; equal confidences meet in the middle.
+
+
+def test_the_surer_reading_wins_and_equal_ones_tie():
     assert LABELS[int(fuse(peaked("neutral", 0.3), peaked("angry", 0.9)).argmax())] == "angry"
+    assert LABELS[int(fuse(peaked("neutral", 0.9), peaked("angry", 0.3)).argmax())] == "neutral"
     both = fuse(peaked("happy", 0.8), peaked("sad", 0.8))
     assert both[LABELS.index("happy")] == pytest.approx(both[LABELS.index("sad")], abs=1e-6)
-    assert np.allclose(fuse(FLAT, FLAT), FLAT, atol=1e-6)
+    # Weights shift the balance: the same disagreement, the voice counted twice.
+    assert LABELS[int(fuse(peaked("happy", 0.8), peaked("sad", 0.8), 1.0, 2.0).argmax())] == "sad"
 
 
 def reading(start: float, end: float, label: str, p: float = 0.8) -> VoiceWindow:

@@ -28,7 +28,8 @@ than one run, --repeat > 1 or --pin-cpus, each run is a fresh subprocess (clean 
 pools, CPU affinity set before any thread exists) and the figures are medians over the repeats.
 
 --vs-fer runs ours and the `fer` package (tools/bench_fer.py in .venv-fer, see tools/setup_fer_venv.sh)
-on the same frames, both pinned to one CPU and one inference thread, and prints the frames/s ratio.
+on the same frames, both pinned to one CPU and one inference thread, and prints the frames/s ratio;
+our voice analysis is off there, as fer reads faces only (`--voice on off` measures what it costs).
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class RunSpec:
     classifier: str = DEFAULTS.classifier.model  # model card: a name in models/ or a path
     input_width: int = 320
     flip_average: bool = DEFAULTS.classifier.flip_average  # classify the mirror image too
+    voice: bool = DEFAULTS.voice.enabled     # analyse the video's sound too (voice and fused events)
     max_frames: int | None = None
     mqtt_url: str | None = None
     pin_cpus: int | None = None              # restrict the process to this many CPUs
@@ -159,6 +161,7 @@ def bench_config(spec: RunSpec, folder: Path) -> Config:
         "detector.input_width": spec.input_width,
         "classifier.backend": spec.backend, "classifier.threads": spec.threads,
         "classifier.model": spec.classifier, "classifier.flip_average": spec.flip_average,
+        "voice.enabled": spec.voice,
     })
     cfg.sources = [cfg.sources[0].model_copy(update={"name": "bench", "url": spec.video})]
     return cfg
@@ -359,6 +362,7 @@ def expand(args: argparse.Namespace, mqtt_url: str | None) -> list[RunSpec]:
         "input_width": args.input_width or ([320, 640] if args.matrix else [320]),
         "flip_average": ([choice == "on" for choice in args.flip_average] if args.flip_average
                          else [DEFAULTS.classifier.flip_average]),
+        "voice": [choice == "on" for choice in args.voice] if args.voice else [DEFAULTS.voice.enabled],
     }
     return [RunSpec(**dict(zip(axes, combo, strict=True)), max_frames=args.max_frames, mqtt_url=mqtt_url,
                     pin_cpus=args.pin_cpus) for combo in itertools.product(*axes.values())]
@@ -390,7 +394,8 @@ TABLE_HEAD = ("| video | mode | thr | backend | model | width | frames/s | CPU m
 def table_row(r: dict) -> str:
     s, st, lat = r["spec"], r["stages_ms"], r["capture_to_publish_ms"]
     video = f"{Path(s['video']).name} ({r['video']['width']}x{r['video']['height']})"
-    model = Path(s["classifier"]).stem + (" (flip avg)" if s.get("flip_average") else "")
+    model = Path(s["classifier"]).stem + (" (flip avg)" if s.get("flip_average") else "") + \
+        (" + voice" if s.get("voice") else "")
     cells = [video, s["mode"], str(s["threads"]), s["backend"], model, str(s["input_width"]),
              fmt(r["fps"]), fmt(r["cpu_s_per_frame"] * 1000, 2), fmt(r["cpu_cores"], 2),
              f"{r['frames_processed']}/{r['frames_captured']}", fmt(r["faces_per_frame"], 2),
@@ -424,7 +429,7 @@ def vs_fer(args: argparse.Namespace, mqtt_url: str | None) -> dict:
                    backend=(args.backend or ["onnxruntime"])[0],
                    classifier=(args.classifier or [DEFAULTS.classifier.model])[0],
                    input_width=(args.input_width or [320])[0], max_frames=args.max_frames,
-                   mqtt_url=mqtt_url, pin_cpus=1)
+                   mqtt_url=mqtt_url, pin_cpus=1, voice=False)  # fer reads faces only: the same work
     ours = run_isolated(spec, args.repeat)
     fer = run_fer(spec.video, args.max_frames, args.repeat)
     return {"ours": ours, "fer": fer, "fps_ratio": round(ours["fps"] / max(fer["fps"], 1e-9), 2),
@@ -456,6 +461,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--classifier", nargs="+", metavar="CARD.json", help="model card (name in models/ or path)")
     p.add_argument("--input-width", nargs="+", type=int, help="YuNet input width (multiple of 32)")
     p.add_argument("--flip-average", nargs="+", choices=["on", "off"], help="classifier.flip_average (default: the daemon's)")
+    p.add_argument("--voice", nargs="+", choices=["on", "off"],
+                   help="voice.enabled: the sound analysed too (default: the daemon's, on)")
     p.add_argument("--max-frames", type=int, help="stop reading after N frames")
     p.add_argument("--repeat", type=int, default=1, help="runs per setting, each in a fresh process; medians")
     p.add_argument("--mqtt-url", help="publish to this broker; 'local' starts a throw-away mosquitto")

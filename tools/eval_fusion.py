@@ -29,17 +29,24 @@ from eval_face import ort_session, predict  # noqa: E402
 from train_voice import FOLDS, build_model, fold7  # noqa: E402
 
 from edgeemo import LABELS  # noqa: E402
-from edgeemo.fusion import EPS, confidence, fuse  # noqa: E402
+from edgeemo.fusion import EPS, fuse  # noqa: E402
 from edgeemo.modelcard import load_card  # noqa: E402
 from edgeemo.voice_features import AudioFrontEnd  # noqa: E402
 
 
-def log_linear(face: np.ndarray, voice: np.ndarray, w_face: float = 0.5) -> np.ndarray:
-    p = np.exp(w_face * np.log(face + EPS) + (1 - w_face) * np.log(voice + EPS))
-    return p / p.sum()
+def confidence(probs: np.ndarray) -> float:
+    """1 - entropy / log(K): 1 for a certain distribution, 0 for a flat one."""
+    p = np.clip(probs, EPS, 1.0) / np.clip(probs, EPS, 1.0).sum()
+    return float(1.0 + (p * np.log(p)).sum() / np.log(len(p)))
 
 
-def max_confidence(face: np.ndarray, voice: np.ndarray) -> np.ndarray:
+def entropy_weighted(face: np.ndarray, voice: np.ndarray) -> np.ndarray:
+    """Log-linear with each side's weight further multiplied by its confidence."""
+    cf, cv = confidence(face), confidence(voice)
+    return fuse(face, voice, cf, cv) if cf + cv > 0 else fuse(face, voice)
+
+
+def more_confident(face: np.ndarray, voice: np.ndarray) -> np.ndarray:
     return face if confidence(face) >= confidence(voice) else voice
 
 
@@ -47,11 +54,11 @@ RULES = {
     "face only": lambda f, v: f,
     "voice only": lambda f, v: v,
     "mean of probabilities": lambda f, v: (f + v) / 2,
-    "more confident one": max_confidence,
-    "log-linear, equal weights": log_linear,
-    "log-linear, face 0.3 / voice 0.7": lambda f, v: log_linear(f, v, 0.3),
-    "log-linear, face 0.7 / voice 0.3": lambda f, v: log_linear(f, v, 0.7),
-    "confidence-aware log-linear (daemon)": fuse,
+    "more confident side only": more_confident,
+    "log-linear, face 0.3 / voice 0.7": lambda f, v: fuse(f, v, 0.3, 0.7),
+    "log-linear, face 0.7 / voice 0.3": lambda f, v: fuse(f, v, 0.7, 0.3),
+    "log-linear, weights x confidence (entropy)": entropy_weighted,
+    "log-linear, equal weights (the daemon's)": fuse,
 }
 
 

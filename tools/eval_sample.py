@@ -69,13 +69,12 @@ def fusion_rules() -> dict:
     """The daemon's rule and the usual alternatives, each (face probs, voice probs) -> probs."""
     from edgeemo.fusion import fuse
 
-    def log_linear(f: np.ndarray, v: np.ndarray) -> np.ndarray:
-        p = np.exp(0.5 * (np.log(f + 1e-4) + np.log(v + 1e-4)))
-        return p / p.sum()
+    from eval_fusion import entropy_weighted, more_confident
 
     return {"face only": lambda f, v: f, "voice only": lambda f, v: v,
-            "mean": lambda f, v: (f + v) / 2, "log-linear, equal weights": log_linear,
-            "confidence-aware log-linear (daemon)": fuse}
+            "mean of probabilities": lambda f, v: (f + v) / 2, "more confident side only": more_confident,
+            "log-linear, weights x confidence (entropy)": entropy_weighted,
+            "log-linear, equal weights (the daemon's)": fuse}
 
 
 def compare_rules(events: list[dict], label_at: "callable") -> dict:
