@@ -135,7 +135,7 @@ class Pipeline:
             self.audio.append(AudioCapture(source, target, self.cfg.microphone, ring, self.stop_event,
                                            self.metrics, lossless))
             self.voices.append(VoiceStage(source.name, ring, classifier, self.cfg.voice, self.on_voice,
-                                          self.metrics, self.stop_event))
+                                          self.metrics))
 
     def start(self) -> None:
         for thread in [*self.stages, *self.voices, *self.captures, *self.audio]:

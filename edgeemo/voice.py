@@ -147,14 +147,16 @@ class SpeechDetector:
 # ---------------------------------------------------------------------------------------- the stage
 
 class VoiceStage(threading.Thread):
-    """Windows of one source's ring -> VoiceWindow readings (or None for no speech) -> ``on_window``."""
+    """Windows of one source's ring -> VoiceWindow readings (or None for no speech) -> ``on_window``.
+
+    Runs until the ring is closed (its capture ended or was stopped) and its last sound analysed.
+    """
 
     def __init__(self, source: str, ring: AudioRing, classifier: VoiceClassifier, cfg: VoiceConfig,
-                 on_window: Callable[[str, VoiceWindow | None, float], None], metrics: Metrics | None,
-                 stop: threading.Event) -> None:
+                 on_window: Callable[[str, VoiceWindow | None, float], None], metrics: Metrics | None) -> None:
         super().__init__(name=f"voice-{source}", daemon=True)
         self.source, self.ring, self.classifier, self.cfg = source, ring, classifier, cfg
-        self.on_window, self.metrics, self.stop = on_window, metrics, stop
+        self.on_window, self.metrics = on_window, metrics
         sr = ring.sample_rate
         self.window, self.hop, self.min_window, self.min_speech = (
             round(s * sr) for s in (cfg.window_s, cfg.hop_s, cfg.min_window_s, cfg.min_speech_s))

@@ -65,7 +65,7 @@ def test_shipped_files_validate(path: Path) -> None:
 
 
 def test_examples_exist() -> None:
-    assert {p.name for p in EXAMPLES} >= {"home-assistant.yaml", "rtsp-camera.yaml"}
+    assert {p.name for p in EXAMPLES} >= {"home-assistant.yaml", "rtsp-camera.yaml", "webcam-with-microphone.yaml"}
 
 
 def test_default_yaml_equals_code_defaults() -> None:

@@ -1,7 +1,6 @@
 """Voice analysis: the voice model card, speech detection on real speech, silence and noise, the stage."""
 
 import json
-import threading
 
 import numpy as np
 import pytest
@@ -97,8 +96,7 @@ def test_voice_stage_reads_only_windows_with_speech(sample_sound, classifier):
     ring.write(sample_sound, pts=0.0)
     ring.close()
     readings = []
-    stage = VoiceStage("s", ring, classifier, VoiceConfig(), lambda source, r, pts: readings.append((pts, r)), None,
-                       threading.Event())
+    stage = VoiceStage("s", ring, classifier, VoiceConfig(), lambda source, r, pts: readings.append((pts, r)), None)
     stage.run()
     ends = [pts for pts, _ in readings]
     # Every second from 1 s on; the last 0.25 s (under half a hop) adds nothing worth a window.
