@@ -86,6 +86,10 @@ def write(tmp_path: Path, text: str) -> Path:
     ("detector:\n  model: missing-detector.onnx\n", "missing-detector.onnx not found"),
     ("sources:\n  - url: /nonexistent/video.mp4\n", "'/nonexistent/video.mp4': no such file"),
     ("device_id: [oops\n", "not valid YAML"),
+    ("sources:\n  - url: sample\n    audio: /nonexistent/talk.wav\n",
+     "sources.default.audio: '/nonexistent/talk.wav': no such file"),
+    ("voice:\n  model: /nonexistent/voice.json\n", "cannot read model card /nonexistent/voice.json"),
+    ("voice:\n  window_s: 2\n  hop_s: 3\n", "voice: Value error, need hop_s (3.0)"),
 ])
 def test_run_with_bad_config_says_what_is_wrong(tmp_path, yaml_text, expected):
     result = edgeemo("run", "--config", write(tmp_path, yaml_text), "--once", cwd=tmp_path)
