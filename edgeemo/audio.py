@@ -68,17 +68,17 @@ class FileAudioReader:
         """Chunks in order until the end; a corrupt or truncated stream ends early with a warning."""
         done = 0  # samples delivered: the fallback clock when the decoder gives no pts
         try:
-            for frame in self._container.decode(self._stream):
-                for out in self._resampler.resample(frame):
-                    samples = out.to_ndarray().reshape(-1)
-                    yield samples, self._pts(out, done)
-                    done += len(samples)
-            for out in self._resampler.resample(None):  # the resampler's tail
+            for out in self._resampled():
                 samples = out.to_ndarray().reshape(-1)
                 yield samples, self._pts(out, done)
                 done += len(samples)
         except self._av.FFmpegError as exc:
             log.warning("audio of %s stops at %.2f s: %s", self.target, done / SAMPLE_RATE, exc)
+
+    def _resampled(self) -> Iterator:
+        for frame in self._container.decode(self._stream):
+            yield from self._resampler.resample(frame)
+        yield from self._resampler.resample(None)  # the resampler's tail
 
     def _pts(self, frame: object, done: int) -> float:
         if self.live:
