@@ -5,8 +5,8 @@ While speech lasts, a window of ``window_s`` seconds ending at the newest sample
 is classified only if it holds speech: the VAD compares each 30 ms frame's level with the
 source's noise floor, tracked over the last 30 s, so silence and steady noise are never classified.
 Only the window's last utterance goes to the model (at least ``min_speech_s`` of it): on the
-audio-visual clips that reads 4 of 4 utterances right where the whole clips, silence included,
-read 3 of 4.
+audio-visual clips, whole utterances read 4 of 4 right where the whole clips, silence included,
+read 3 of 4 (while an utterance is still being spoken, its first readings see only part of it).
 Readings go to the fuser, which turns them into `voice` and `fused` events.
 """
 
