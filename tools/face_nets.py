@@ -115,7 +115,12 @@ class SeedResNet(nn.Module):
         return self.head(self.features(x))
 
 
-ARCHITECTURES = {"edge": EdgeNet, "cnn": SeedCNN, "vgg": SeedVGG, "resnet": SeedResNet}
+def EdgeNet32() -> EdgeNet:
+    """Ours, a third wider (about 1.8x the multiply-adds): the next candidate once `edge` stops gaining."""
+    return EdgeNet(width=32)
+
+
+ARCHITECTURES = {"edge": EdgeNet, "edge32": EdgeNet32, "cnn": SeedCNN, "vgg": SeedVGG, "resnet": SeedResNet}
 
 
 def build(arch: str) -> nn.Module:
