@@ -15,8 +15,7 @@ from edgeemo.config import Config, SourceConfig
 from edgeemo.detector import FaceDetector
 from edgeemo.modelcard import load_card
 from edgeemo.pipeline import model_paths
-from edgeemo.resources import models_dir, resolve_model
-from edgeemo.voice import VoiceClassifier, load_voice_card
+from edgeemo.voice import VoiceClassifier
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +33,7 @@ def check_models(cfg: Config) -> str:
 def check_voice_model(cfg: Config) -> str:
     if not cfg.voice.enabled:
         return "voice analysis disabled (voice.enabled: false)"
-    card_path = resolve_model(cfg.voice.model, cfg.models_dir or models_dir())
-    card = load_voice_card(card_path)
-    VoiceClassifier(card, cfg.voice.backend, cfg.voice.threads)
-    return f"voice model {card.name}"
+    return f"voice model {VoiceClassifier.from_config(cfg).card.name}"
 
 
 def check_sound(source: SourceConfig, cfg: Config) -> str:

@@ -27,9 +27,8 @@ from edgeemo.detector import FaceDetector
 from edgeemo.fusion import fuse
 from edgeemo.modelcard import load_card
 from edgeemo.pipeline import model_paths
-from edgeemo.resources import models_dir, resolve_model
 from edgeemo.types import Faces
-from edgeemo.voice import VoiceClassifier, load_voice_card
+from edgeemo.voice import VoiceClassifier
 from edgeemo.voice_features import speech_segments
 
 log = logging.getLogger(__name__)
@@ -63,9 +62,8 @@ class VoiceAnalyzer:
     """Speech segments of a whole file, each read by the voice model."""
 
     def __init__(self, cfg: Config) -> None:
-        card = load_voice_card(resolve_model(cfg.voice.model, cfg.models_dir or models_dir()))
-        self.classifier = VoiceClassifier(card, cfg.voice.backend, cfg.voice.threads)
-        self.sample_rate = card.front_end.sample_rate
+        self.classifier = VoiceClassifier.from_config(cfg)
+        self.sample_rate = self.classifier.front_end.sample_rate
         self.threshold_db = cfg.voice.vad_threshold_db
         self.min_speech_s = cfg.voice.min_speech_s
 

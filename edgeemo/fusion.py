@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeemo.config import FusionConfig
+from edgeemo.tracker import event_kind
 from edgeemo.types import TrackEvent, VoiceWindow
 
 EPS = 1e-4
@@ -146,14 +147,10 @@ class Fuser:
         dominant = int(np.argmax(probs))
         stream = streams.get(key)
         if stream is None:
-            stream = streams[key] = Stream(key[1], dominant, reading.end, probs, box, components)
             kind = "start"
-        elif dominant != stream.emotion:
-            kind = "change"
-        elif reading.end - stream.last_event >= self.heartbeat_s:
-            kind = "update"
+            stream = streams[key] = Stream(key[1], dominant, reading.end, probs, box, components)
         else:
-            kind = None
+            kind = event_kind(True, dominant, stream.emotion, reading.end - stream.last_event, self.heartbeat_s)
         stream.probs, stream.box, stream.components = probs, box, components
         if kind is None:
             return []

@@ -7,12 +7,16 @@ the card, so a retrained model with other preprocessing needs no code change.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from edgeemo import LABELS
+
+T = TypeVar("T")
 
 
 class ModelCardError(Exception):
@@ -57,6 +61,11 @@ class ModelCard:
 
 
 def load_card(path: Path) -> ModelCard:
+    return read_card(path, parse_card)
+
+
+def read_card(path: Path, parse: Callable[[dict, Path], T]) -> T:
+    """Read a model card's JSON and ``parse(raw, folder)`` it; every error names the card (and the key)."""
     path = Path(path)
     try:
         raw = json.loads(path.read_text())
@@ -65,7 +74,7 @@ def load_card(path: Path) -> ModelCard:
     except json.JSONDecodeError as exc:
         raise ModelCardError(f"model card {path} is not valid JSON: {exc}") from None
     try:
-        return parse_card(raw, path.parent)
+        return parse(raw, path.parent)
     except KeyError as exc:
         raise ModelCardError(f"model card {path}: missing key '{exc.args[0]}'") from None
     except (TypeError, ValueError, IndexError) as exc:

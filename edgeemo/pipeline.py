@@ -30,7 +30,7 @@ from edgeemo.publish import Publisher
 from edgeemo.resources import models_dir, resolve_model
 from edgeemo.tracker import FaceTracker
 from edgeemo.types import VoiceWindow, Work
-from edgeemo.voice import VoiceClassifier, VoiceStage, load_voice_card
+from edgeemo.voice import VoiceClassifier, VoiceStage
 
 log = logging.getLogger(__name__)
 END = object()      # flows down the queues when every source has ended
@@ -123,15 +123,14 @@ class Pipeline:
         targets = {s.name: audio_target(s) for s in self.cfg.sources}
         if not any(targets.values()):
             return
-        folder = self.cfg.models_dir or models_dir()
-        card = load_voice_card(resolve_model(self.cfg.voice.model, folder))
-        classifier = VoiceClassifier(card, self.cfg.voice.backend, self.cfg.voice.threads)
+        classifier = VoiceClassifier.from_config(self.cfg)
+        sample_rate = classifier.front_end.sample_rate
         for source in self.cfg.sources:
             target = targets[source.name]
             if target is None:
                 continue
             check_audio_target(source, target)
-            ring = AudioRing(self.cfg.voice.buffer_s, card.front_end.sample_rate)
+            ring = AudioRing(self.cfg.voice.buffer_s, sample_rate)
             self.audio.append(AudioCapture(source, target, self.cfg.microphone, ring, self.stop_event,
                                            self.metrics, lossless))
             self.voices.append(VoiceStage(source.name, ring, classifier, self.cfg.voice, self.on_voice,

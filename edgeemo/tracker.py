@@ -33,6 +33,20 @@ class Track:
     captured_at: float = 0.0
 
 
+def pixel_box(track: Track) -> tuple[int, int, int, int]:
+    return tuple(int(round(v)) for v in track.box)
+
+
+def event_kind(reported: bool, dominant: int, emotion: int, since_event: float, heartbeat_s: float) -> str | None:
+    """The rule every event stream follows (face tracks here, voice and fused streams in fusion.py):
+    `start` when first reported, `change` when the dominant label changed, `update` as a heartbeat."""
+    if not reported:
+        return "start"
+    if dominant != emotion:
+        return "change"
+    return "update" if since_event >= heartbeat_s else None
+
+
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU between every box in a [T,4] and b [N,4] (x, y, w, h)."""
     a_lo, a_hi = a[:, None, :2], a[:, None, :2] + a[:, None, 2:]
@@ -93,18 +107,13 @@ class FaceTracker:
         track.box = box.copy()
         track.hits += 1
         track.last_seen, track.captured_at = pts, captured_at
-        dominant = int(track.probs.argmax())
-        if not track.reported:
-            if track.hits < self.cfg.min_hits:
-                return []
-            track.reported = True
-            kind = "start"
-        elif dominant != track.emotion:
-            kind = "change"
-        elif pts - track.last_event >= self.cfg.heartbeat_s:
-            kind = "update"
-        else:
+        if not track.reported and track.hits < self.cfg.min_hits:
             return []
+        dominant = int(track.probs.argmax())
+        kind = event_kind(track.reported, dominant, track.emotion, pts - track.last_event, self.cfg.heartbeat_s)
+        if kind is None:
+            return []
+        track.reported = True
         track.emotion, track.last_event = dominant, pts
         return [self._event(kind, track, pts)]
 
@@ -126,10 +135,8 @@ class FaceTracker:
 
     def seen_at(self, pts: float) -> list[tuple[int, np.ndarray, tuple[int, int, int, int]]]:
         """(id, smoothed probs, box) of the reported tracks matched in the frame at ``pts`` (for fusion)."""
-        return [(t.id, t.probs.copy(), tuple(int(round(v)) for v in t.box))
-                for t in self.tracks if t.reported and t.last_seen == pts]
+        return [(t.id, t.probs.copy(), pixel_box(t)) for t in self.tracks if t.reported and t.last_seen == pts]
 
     def _event(self, kind: str, track: Track, pts: float) -> TrackEvent:
-        box = tuple(int(round(v)) for v in track.box)
         return TrackEvent(type=kind, track=track.id, source=self.source, pts=pts, probs=track.probs.copy(),
-                          box=box, captured_at=track.captured_at)
+                          box=pixel_box(track), captured_at=track.captured_at)

@@ -12,7 +12,6 @@ Readings go to the fuser, which turns them into `voice` and `fused` events.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -25,18 +24,18 @@ import numpy as np
 
 from edgeemo import LABELS
 from edgeemo.audio import AudioRing
-from edgeemo.config import VoiceConfig
+from edgeemo.config import Config, VoiceConfig
 from edgeemo.metrics import Metrics
-from edgeemo.modelcard import ModelCardError
+from edgeemo.modelcard import read_card
+from edgeemo.resources import models_dir, resolve_model
 from edgeemo.runtime import InferenceModel
 from edgeemo.types import VoiceWindow
-from edgeemo.voice_features import AudioFrontEnd, frame_energy_db
+from edgeemo.voice_features import AudioFrontEnd, frame_energy_db, speech_frames
 
 log = logging.getLogger(__name__)
 VAD_FRAME_S = 0.03
 FLOOR_HISTORY_S = 30.0
 FLOOR_PERCENTILE = 10.0
-MIN_SPEECH_LEVEL_DB = -60.0   # quieter than this is never speech (digital silence, a muted microphone)
 MAX_PAUSE_S = 0.4             # a longer pause ends an utterance
 PAD_S = 0.1                   # added before and after an utterance: soft onsets and endings fall below the threshold
 
@@ -54,25 +53,16 @@ class VoiceCard:
 
 def load_voice_card(path: Path) -> VoiceCard:
     """Read and check a `voice-emotion` model card; errors name the card and the key."""
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except OSError as exc:
-        raise ModelCardError(f"cannot read model card {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise ModelCardError(f"model card {path} is not valid JSON: {exc}") from None
-    try:
-        if raw["task"] != "voice-emotion":
-            raise ValueError(f"task must be 'voice-emotion', got {raw['task']!r}")
-        if raw["output"] not in ("logits", "probs"):
-            raise ValueError(f"output must be 'logits' or 'probs', got {raw['output']!r}")
-        fold = fold_matrix(raw["labels"], raw["fold_to_face_labels"])
-        return VoiceCard(raw["name"], path.parent / raw["file"], AudioFrontEnd.from_card(raw["audio"]), fold,
-                         raw["output"])
-    except KeyError as exc:
-        raise ModelCardError(f"model card {path}: missing key '{exc.args[0]}'") from None
-    except (TypeError, ValueError) as exc:
-        raise ModelCardError(f"model card {path}: {exc}") from None
+    return read_card(path, parse_voice_card)
+
+
+def parse_voice_card(raw: dict, folder: Path) -> VoiceCard:
+    if raw["task"] != "voice-emotion":
+        raise ValueError(f"task must be 'voice-emotion', got {raw['task']!r}")
+    if raw["output"] not in ("logits", "probs"):
+        raise ValueError(f"output must be 'logits' or 'probs', got {raw['output']!r}")
+    fold = fold_matrix(raw["labels"], raw["fold_to_face_labels"])
+    return VoiceCard(raw["name"], folder / raw["file"], AudioFrontEnd.from_card(raw["audio"]), fold, raw["output"])
 
 
 def fold_matrix(labels: list[str], fold: dict[str, str]) -> np.ndarray:
@@ -93,6 +83,12 @@ class VoiceClassifier:
         self.card = card
         self.front_end = card.front_end
         self.model = InferenceModel(card.path, backend, threads)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> VoiceClassifier:
+        """The classifier of ``voice.model`` (a name in models_dir, or a path) on ``voice.backend``."""
+        card = load_voice_card(resolve_model(cfg.voice.model, cfg.models_dir or models_dir()))
+        return cls(card, cfg.voice.backend, cfg.voice.threads)
 
     def classify(self, samples: np.ndarray) -> np.ndarray:
         features = self.front_end.features(samples)[None]
@@ -126,7 +122,7 @@ class SpeechDetector:
         new_frames = min(levels.size, max(1, round(new_samples / (VAD_FRAME_S * self.sample_rate))))
         self._remember(levels[-new_frames:])
         floor = float(np.percentile(np.concatenate(self._levels), FLOOR_PERCENTILE))
-        speech = np.flatnonzero((levels > floor + self.threshold_db) & (levels > MIN_SPEECH_LEVEL_DB))
+        speech = np.flatnonzero(speech_frames(levels, floor, self.threshold_db))
         if speech.size == 0:
             return 0.0, slice(0, 0)
         pauses = np.flatnonzero(np.diff(speech) > MAX_PAUSE_S / VAD_FRAME_S)

@@ -271,7 +271,12 @@ def speech_mask(samples: np.ndarray, sr: int, frame_s: float = 0.03, threshold_d
     if level.size == 0:
         return np.zeros(0, bool)
     floor = float(np.percentile(level, floor_percentile)) if noise_floor_db is None else noise_floor_db
-    return (level > floor + threshold_db) & (level > min_level_db)
+    return speech_frames(level, floor, threshold_db, min_level_db)
+
+
+def speech_frames(level: np.ndarray, floor_db: float, threshold_db: float, min_level_db: float = -60.0) -> np.ndarray:
+    """True for each frame level ``threshold_db`` above the noise floor and above ``min_level_db`` dBFS."""
+    return (level > floor_db + threshold_db) & (level > min_level_db)
 
 
 def speech_segments(samples: np.ndarray, sr: int, frame_s: float = 0.03, threshold_db: float = 12.0,
