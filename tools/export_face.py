@@ -96,9 +96,12 @@ def training_command(args: dict) -> str:
     """The train_face.py command line, rebuilt from the arguments stored in the checkpoint."""
     parts = ["python", "tools/train_face.py"]
     for key, value in args.items():
-        if value is None or key == "data":  # the data path is machine-specific; training.data describes it
+        # The data path is machine-specific (training.data describes it); a time budget was
+        # already turned into the stored --epochs.
+        if value in (None, []) or key in ("data", "budget_s"):
             continue
-        parts += [f"--{key.replace('_', '-')}", str(value)]
+        values = value if isinstance(value, list) else [value]
+        parts += [f"--{key.replace('_', '-')}", *map(str, values)]
     return " ".join(parts)
 
 

@@ -4,13 +4,20 @@
 
 Resumable: every epoch writes ``<out>/last.pt``; running the same command again continues from it.
 The best PublicTest epoch is kept as ``<out>/best.pt``. Curves go to ``history.csv`` and ``curves.png``.
-CPU by default, CUDA when present. PrivateTest is never looked at here (tools/eval_face.py reports it).
+CPU by default, CUDA when present (bf16 autocast, augmentation on the GPU). PrivateTest is never
+looked at here (tools/eval_face.py reports it).
+
+Distillation: ``--teacher A/best.pt B/best.pt`` trains against the teachers' averaged softened
+probabilities as well as the labels, every batch seen by student and teachers alike.
+``--budget-s S`` fits the epoch count to a time budget (at the second epoch's pace), for a
+GPU lease of fixed length; the count used is stored in the checkpoint's args.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import math
 import random
 import sys
@@ -44,6 +51,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--aug", choices=sorted(AUGMENT), default="strong",
                    help="augmentation strength: strong from scratch, light to fine-tune an underfit model")
     p.add_argument("--init", type=Path, help="start from this checkpoint's weights (fine-tuning), not at random")
+    p.add_argument("--teacher", type=Path, nargs="*", default=[], help="checkpoints to distil from (their mean)")
+    p.add_argument("--kd-alpha", type=float, default=0.7, help="weight of the distillation term (1 - it: labels)")
+    p.add_argument("--kd-temp", type=float, default=3.0, help="softening temperature of distillation")
+    p.add_argument("--budget-s", type=float, help="cap the epochs so that training fits in this many seconds")
     return p.parse_args()
 
 
@@ -57,15 +68,18 @@ AUGMENT = {
 def augment(batch_u8: torch.Tensor, gen: torch.Generator, strength: dict = AUGMENT["strong"]) -> torch.Tensor:
     """Random flip, rotation, scale, shift, brightness/contrast and erasing, on a whole batch at once."""
     a = strength
-    n = batch_u8.shape[0]
+    n, dev = batch_u8.shape[0], batch_u8.device
     x = batch_u8.float().unsqueeze(1) / 255.0
 
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=gen, device=dev)
+
     def uniform(lo: float, hi: float) -> torch.Tensor:
-        return torch.rand(n, generator=gen) * (hi - lo) + lo
+        return rand(n) * (hi - lo) + lo
 
     angle = uniform(-a["rotate"], a["rotate"]) * math.pi / 180
     scale = uniform(1 - a["scale"], 1 + a["scale"])
-    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    flip = torch.where(rand(n) < 0.5, -1.0, 1.0)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([
         torch.stack([cos * flip, -sin, uniform(-a["shift"], a["shift"])], 1),
@@ -85,14 +99,14 @@ def augment(batch_u8: torch.Tensor, gen: torch.Generator, strength: dict = AUGME
     aspect = torch.exp(uniform(math.log(0.3), math.log(3.3)))
     eh = (area * aspect).sqrt().clamp(1, h - 1).long()
     ew = (area / aspect).sqrt().clamp(1, w - 1).long()
-    top = (torch.rand(n, generator=gen) * (h - eh)).long()
-    left = (torch.rand(n, generator=gen) * (w - ew)).long()
-    rows = torch.arange(h).view(1, h, 1)
-    cols = torch.arange(w).view(1, 1, w)
+    top = (rand(n) * (h - eh)).long()
+    left = (rand(n) * (w - ew)).long()
+    rows = torch.arange(h, device=dev).view(1, h, 1)
+    cols = torch.arange(w, device=dev).view(1, 1, w)
     box = ((rows >= top.view(n, 1, 1)) & (rows < (top + eh).view(n, 1, 1))
            & (cols >= left.view(n, 1, 1)) & (cols < (left + ew).view(n, 1, 1)))
-    box &= (torch.rand(n, generator=gen) < a["erase"]).view(n, 1, 1)
-    x = torch.where(box.unsqueeze(1), torch.rand(x.shape, generator=gen), x)
+    box &= (rand(n) < a["erase"]).view(n, 1, 1)
+    x = torch.where(box.unsqueeze(1), rand(*x.shape), x)
     return (x - MEAN) / STD
 
 
@@ -100,19 +114,47 @@ def normalise(batch_u8: torch.Tensor) -> torch.Tensor:
     return (batch_u8.float().unsqueeze(1) / 255.0 - MEAN) / STD
 
 
+def autocast(device: str) -> torch.autocast:
+    """bf16 on CUDA (about twice the throughput, no loss scaling needed); plain fp32 on CPU."""
+    return torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda")
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device: str) -> dict:
     model.eval()
     logits, logits_flip = [], []
     for start in range(0, len(images), 512):
-        x = normalise(images[start:start + 512]).to(device)
-        logits.append(model(x).float().cpu())
-        logits_flip.append(model(torch.flip(x, dims=[3])).float().cpu())
+        x = normalise(images[start:start + 512].to(device))
+        with autocast(device):
+            logits.append(model(x).float().cpu())
+            logits_flip.append(model(torch.flip(x, dims=[3])).float().cpu())
     z, zf = torch.cat(logits), torch.cat(logits_flip)
     loss = F.cross_entropy(z, labels.long()).item()
     acc = (z.argmax(1) == labels).float().mean().item()
     acc_flip = ((z.softmax(1) + zf.softmax(1)).argmax(1) == labels).float().mean().item()
     return {"val_loss": loss, "val_acc": acc, "val_acc_flip": acc_flip}
+
+
+def load_teachers(paths: list[Path], device: str) -> list[torch.nn.Module]:
+    teachers = []
+    for path in paths:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+        teacher = build(ckpt["arch"]).to(device).eval()
+        teacher.load_state_dict(ckpt["model"])
+        teacher.requires_grad_(False)
+        print(f"teacher {path}: {ckpt['arch']}, PublicTest {ckpt.get('val', {}).get('val_acc', float('nan')):.4f}",
+              flush=True)
+        teachers.append(teacher)
+    return teachers
+
+
+def distil_loss(student_logits: torch.Tensor, x: torch.Tensor, teachers: list[torch.nn.Module],
+                temp: float) -> torch.Tensor:
+    """KL(teachers' mean softened probabilities || student's), scaled by temp^2 (Hinton et al.)."""
+    with torch.no_grad():
+        target = torch.stack([t(x).float().div(temp).softmax(1) for t in teachers]).mean(0)
+    log_student = student_logits.float().div(temp).log_softmax(1)
+    return F.kl_div(log_student, target, reduction="batchmean") * temp * temp
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -148,6 +190,17 @@ def save_curves(out: Path, history: list[dict]) -> None:
     plt.close(fig)
 
 
+def save_atomic(obj: dict, path: Path) -> None:
+    """Write then rename, so that a run killed mid-save (end of a lease, say) keeps its last good file."""
+    torch.save(obj, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+
+
+def fit_epochs(requested: int, left_s: float, epoch_s: float) -> int:
+    """All epochs, when the two done and those that fit the time left at the second one's pace."""
+    return max(2, min(requested, 2 + int(left_s / epoch_s)))
+
+
 def main() -> None:
     args = parse_args()
     out = args.out or Path("runs") / args.arch
@@ -155,8 +208,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cudnn.benchmark = True
     root = data_root(args.data)
-    train_x, train_y = (torch.from_numpy(a) for a in load_fer(root, "Training"))
+    # The whole training set lives on the training device: augmentation runs there too.
+    train_x, train_y = (torch.from_numpy(a).to(device) for a in load_fer(root, "Training"))
     val_x, val_y = (torch.from_numpy(a) for a in load_fer(root, "PublicTest"))
 
     random.seed(args.seed), np.random.seed(args.seed), torch.manual_seed(args.seed)
@@ -164,6 +219,7 @@ def main() -> None:
     if args.init:
         model.load_state_dict(torch.load(args.init, map_location=device, weights_only=False)["model"])
         print(f"initialised from {args.init}", flush=True)
+    teachers = load_teachers(args.teacher, device)
     params = sum(p.numel() for p in model.parameters())
     print(f"{args.arch}: {params / 1e6:.3f} M parameters, {count_macs(model) / 1e6:.1f} M MACs per face, "
           f"device {device}, {torch.get_num_threads()} threads", flush=True)
@@ -171,9 +227,9 @@ def main() -> None:
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0}],
                           lr=args.lr, momentum=0.9, nesterov=True)
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = torch.Generator(device=device).manual_seed(args.seed)
     steps_per_epoch = len(train_x) // args.batch
-    total_steps, warmup = args.epochs * steps_per_epoch, steps_per_epoch
+    warmup = steps_per_epoch
     history: list[dict] = []
     start_epoch, best = 0, -1.0
 
@@ -182,50 +238,67 @@ def main() -> None:
         ckpt = torch.load(last, map_location=device, weights_only=False)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
-        gen.set_state(ckpt["gen"])
+        if ckpt.get("device", "cpu") == device:
+            gen.set_state(ckpt["gen"])
+        else:
+            gen.manual_seed(args.seed + ckpt["epoch"])  # augmentation stream of another device
         torch.set_rng_state(ckpt["torch_rng"])
         history, start_epoch, best = ckpt["history"], ckpt["epoch"], ckpt["best"]
+        if args.budget_s:  # keep the schedule the budget fixed at the second epoch
+            args.epochs = ckpt["args"]["epochs"]
         print(f"resumed from {last} at epoch {start_epoch}, best PublicTest {best:.4f}", flush=True)
 
-    for epoch in range(start_epoch, args.epochs):
+    started = time.time()
+    for epoch in itertools.count(start_epoch):
+        if epoch >= args.epochs:  # a budget may lower it after the second epoch
+            break
         model.train()
         t0 = time.time()
-        order = torch.randperm(len(train_x), generator=gen)
-        loss_sum = correct = seen = 0
+        total_steps = args.epochs * steps_per_epoch
+        order = torch.randperm(len(train_x), generator=gen, device=device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
         for i in range(steps_per_epoch):
             step = epoch * steps_per_epoch + i
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup, args.lr)
             idx = order[i * args.batch:(i + 1) * args.batch]
-            x = augment(train_x[idx], gen, AUGMENT[args.aug]).to(device)
-            y = train_y[idx].long().to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+            x = augment(train_x[idx], gen, AUGMENT[args.aug])
+            y = train_y[idx].long()
+            with autocast(device):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
+                if teachers:
+                    loss = (1 - args.kd_alpha) * loss + args.kd_alpha * distil_loss(logits, x, teachers, args.kd_temp)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
             seen += len(y)
-            if (i + 1) % 50 == 0:
-                print(f"  epoch {epoch + 1} batch {i + 1}/{steps_per_epoch} loss {loss_sum / seen:.4f} "
-                      f"acc {correct / seen:.4f} {seen / (time.time() - t0):.0f} img/s", flush=True)
-        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": loss_sum / seen,
-               "train_acc": correct / seen, **evaluate(model, val_x, val_y, device), "seconds": time.time() - t0}
+            if (i + 1) % 50 == 0 and device == "cpu":
+                print(f"  epoch {epoch + 1} batch {i + 1}/{steps_per_epoch} loss {loss_sum.item() / seen:.4f} "
+                      f"acc {correct.item() / seen:.4f} {seen / (time.time() - t0):.0f} img/s", flush=True)
+        row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": loss_sum.item() / seen,
+               "train_acc": correct.item() / seen, **evaluate(model, val_x, val_y, device), "seconds": time.time() - t0}
         history.append(row)
+        if epoch == 1 and args.budget_s:  # the second epoch: past the first one's warm-up costs
+            args.epochs = fit_epochs(args.epochs, args.budget_s - (time.time() - started), row["seconds"])
+            print(f"budget {args.budget_s:.0f} s at {row['seconds']:.1f} s per epoch: {args.epochs} epochs", flush=True)
         state = {"arch": args.arch, "labels": LABELS, "mean": MEAN, "std": STD, "size": 48,
-                 "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()} | {"out": str(out)}}
+                 "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+                 | {"out": str(out), "teacher": [str(t) for t in args.teacher]}}
         if row["val_acc"] > best:
             best = row["val_acc"]
-            torch.save({**state, "model": model.state_dict(), "epoch": epoch + 1, "val": row}, out / "best.pt")
-        torch.save({**state, "model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(), "history": history, "epoch": epoch + 1, "best": best},
-                   out / "last.pt.tmp")
-        (out / "last.pt.tmp").replace(last)
+            save_atomic({**state, "model": model.state_dict(), "epoch": epoch + 1, "val": row}, out / "best.pt")
+        save_atomic({**state, "model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+                     "device": device, "torch_rng": torch.get_rng_state(), "history": history,
+                     "epoch": epoch + 1, "best": best}, last)
         save_curves(out, history)
         print(f"epoch {epoch + 1}/{args.epochs} train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
               f"PublicTest loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} flip {row['val_acc_flip']:.4f} | "
-              f"best {best:.4f} | {row['seconds']:.0f} s", flush=True)
+              f"best {best:.4f} | {row['seconds']:.1f} s", flush=True)
 
 
 if __name__ == "__main__":
