@@ -9,6 +9,14 @@
 # distils their mean into our edge nets, beside an edge net on labels alone (what distillation adds).
 # Each run fits its epochs to PHASE_S seconds (tools/train_face.py --budget-s) and is cut at
 # PHASE_S + 45 s whatever happens, so the packing at the end always runs.
+#
+# Seen on an H200 (2026-11-27, 561 s): the three processes of a phase share the GPU by time-slicing
+# and small nets are launch-bound (224 steps of 128 per epoch): VGG 2.1-2.8 s per epoch, ResNet 8.3 s,
+# CNN 1.6 s, edge 1.9 s beside two distilling students (4.7 s for those, teachers included). In
+# 230 s: VGG 62 epochs (PublicTest 68.99 %), ResNet 25 (67.09 %), CNN 131 (65.51 %), edge on labels
+# 105 (68.71 %), edge32 distilled 53 (68.46 %), edge distilled 47 (66.76 %): distillation needs more
+# epochs than one lease gives it. The runs were cut by the timeout because checkpoint and plot saving
+# were not in the pace the budget was fitted to; --budget-s now counts them.
 set -u
 OUT=${OUT:-runs/gpu-out}
 CARRY=${CARRY:-carry/fer}

@@ -9,8 +9,8 @@ looked at here (tools/eval_face.py reports it).
 
 Distillation: ``--teacher A/best.pt B/best.pt`` trains against the teachers' averaged softened
 probabilities as well as the labels, every batch seen by student and teachers alike.
-``--budget-s S`` fits the epoch count to a time budget (at the second epoch's pace), for a
-GPU lease of fixed length; the count used is stored in the checkpoint's args.
+``--budget-s S`` fits the epoch count to a time budget (at the second epoch's pace, saving
+included), for a GPU lease of fixed length; the count used is stored in the checkpoint's args.
 """
 
 from __future__ import annotations
@@ -248,12 +248,17 @@ def main() -> None:
             args.epochs = ckpt["args"]["epochs"]
         print(f"resumed from {last} at epoch {start_epoch}, best PublicTest {best:.4f}", flush=True)
 
-    started = time.time()
+    started = previous_start = time.time()
     for epoch in itertools.count(start_epoch):
-        if epoch >= args.epochs:  # a budget may lower it after the second epoch
-            break
-        model.train()
         t0 = time.time()
+        if epoch == 2 and args.budget_s:  # paced on the whole second epoch (saving included), past warm-up
+            args.epochs = fit_epochs(args.epochs, args.budget_s - (t0 - started), t0 - previous_start)
+            print(f"budget {args.budget_s:.0f} s at {t0 - previous_start:.1f} s per epoch: {args.epochs} epochs",
+                  flush=True)
+        if epoch >= args.epochs:
+            break
+        previous_start = t0
+        model.train()
         total_steps = args.epochs * steps_per_epoch
         order = torch.randperm(len(train_x), generator=gen, device=device)
         loss_sum = torch.zeros((), device=device)
@@ -283,9 +288,6 @@ def main() -> None:
         row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "train_loss": loss_sum.item() / seen,
                "train_acc": correct.item() / seen, **evaluate(model, val_x, val_y, device), "seconds": time.time() - t0}
         history.append(row)
-        if epoch == 1 and args.budget_s:  # the second epoch: past the first one's warm-up costs
-            args.epochs = fit_epochs(args.epochs, args.budget_s - (time.time() - started), row["seconds"])
-            print(f"budget {args.budget_s:.0f} s at {row['seconds']:.1f} s per epoch: {args.epochs} epochs", flush=True)
         state = {"arch": args.arch, "labels": LABELS, "mean": MEAN, "std": STD, "size": 48,
                  "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
                  | {"out": str(out), "teacher": [str(t) for t in args.teacher]}}
