@@ -92,3 +92,11 @@ def test_runs_come_back_with_weights_and_history(tmp_path: Path, monkeypatch: py
         assert back["model"][key].dtype == tensor.dtype
         assert torch.allclose(back["model"][key].float(), tensor.float(), atol=1e-2, rtol=1e-3)
     assert (tmp_path / "back" / "tiny" / "history.csv").read_text().count("\n") == 4
+
+
+def test_training_command_follows_init_back_to_the_first_run(tmp_path: Path) -> None:
+    first = tmp_path / "first.pt"
+    torch.save({"args": {"arch": "edge", "epochs": 118, "out": "runs/a"}}, first)
+    cmd = export_face.training_command({"arch": "edge", "epochs": 10, "init": str(first), "kd_alpha": 0.7})
+    assert cmd == (f"python tools/train_face.py --arch edge --epochs 118 --out runs/a && "
+                   f"python tools/train_face.py --arch edge --epochs 10 --init {first}")

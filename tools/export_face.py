@@ -93,16 +93,25 @@ def max_abs_diff(model: nn.Module, onnx_path: Path, x: np.ndarray) -> float:
 
 
 def training_command(args: dict) -> str:
-    """The train_face.py command line, rebuilt from the arguments stored in the checkpoint."""
+    """The train_face.py command line, rebuilt from the arguments stored in the checkpoint.
+
+    A run that started from another's weights (--init) is preceded by that run's command, as far
+    back as those checkpoints are at hand, so the card holds the whole chain.
+    """
     parts = ["python", "tools/train_face.py"]
     for key, value in args.items():
         # The data path is machine-specific (training.data describes it); a time budget was
-        # already turned into the stored --epochs.
-        if value in (None, []) or key in ("data", "budget_s"):
+        # already turned into the stored --epochs; distillation settings mean nothing without teachers.
+        if value in (None, []) or key in ("data", "budget_s") or key.startswith("kd_") and not args.get("teacher"):
             continue
         values = value if isinstance(value, list) else [value]
         parts += [f"--{key.replace('_', '-')}", *map(str, values)]
-    return " ".join(parts)
+    command = " ".join(parts)
+    init = Path(str(args.get("init") or ""))
+    if args.get("init") and init.is_file():
+        parent = torch.load(init, map_location="cpu", weights_only=True).get("args", {})
+        return f"{training_command(parent)} && {command}"
+    return command
 
 
 def crop_block(crop_json: Path | None, existing: dict | None) -> dict:
