@@ -232,6 +232,7 @@ def main() -> None:
     warmup = steps_per_epoch
     history: list[dict] = []
     start_epoch, best = 0, -1.0
+    fit_at = 2 if args.budget_s else None  # the epoch at whose start a budget sets the epoch count
 
     last = out / "last.pt"
     if last.exists():
@@ -244,14 +245,16 @@ def main() -> None:
             gen.manual_seed(args.seed + ckpt["epoch"])  # augmentation stream of another device
         torch.set_rng_state(ckpt["torch_rng"])
         history, start_epoch, best = ckpt["history"], ckpt["epoch"], ckpt["best"]
-        if args.budget_s:  # keep the schedule the budget fixed at the second epoch
-            args.epochs = ckpt["args"]["epochs"]
+        if args.budget_s and start_epoch > 2:  # the budget already set the schedule: keep it
+            args.epochs, fit_at = ckpt["args"]["epochs"], None
+        elif args.budget_s:  # fit to the time left, on this process's own second epoch
+            fit_at = start_epoch + 2
         print(f"resumed from {last} at epoch {start_epoch}, best PublicTest {best:.4f}", flush=True)
 
     started = previous_start = time.time()
     for epoch in itertools.count(start_epoch):
         t0 = time.time()
-        if epoch == 2 and args.budget_s:  # paced on the whole second epoch (saving included), past warm-up
+        if epoch == fit_at:  # paced on the whole second epoch (saving included), past warm-up
             args.epochs = fit_epochs(args.epochs, args.budget_s - (t0 - started), t0 - previous_start)
             print(f"budget {args.budget_s:.0f} s at {t0 - previous_start:.1f} s per epoch: {args.epochs} epochs",
                   flush=True)
