@@ -320,3 +320,12 @@ def test_crop_canvas_shape() -> None:
     canvas = measure_crop.to_canvas(synthetic_faces(1)[0], scale=4, pad=64)
     assert canvas.shape == (320, 320, 3) and canvas.dtype == np.uint8
     assert canvas[:64].max() == 0 and canvas[64:256, 64:256].max() > 0
+
+
+def test_eval_without_update_or_out_writes_nothing(tiny: tuple, tmp_path: Path) -> None:
+    """A quick look (say, latency on --limit 10) must not overwrite the shipped confusion plot."""
+    _, card_path = tiny
+    before = sorted(p.name for p in card_path.parent.iterdir())
+    fake_data(tmp_path / "data")
+    eval_face.main([str(card_path), "--data", str(tmp_path / "data"), "--no-latency", "--limit", "10"])
+    assert sorted(p.name for p in card_path.parent.iterdir()) == before

@@ -8,7 +8,8 @@ Everything goes through the card: the FER faces are fed exactly as the daemon fe
 Accuracy is measured with onnxruntime on one thread; latency with onnxruntime and OpenVINO, one
 thread, batch 1 and 8. With two or more cards, each later card is compared with the first
 (typically fp32 first, int8 second). ``--update-card`` writes the numbers into each card's
-"metrics" and a JSON report plus a confusion-matrix PNG into ``--out`` (default: the card's folder).
+"metrics" and a JSON report plus a confusion-matrix PNG into ``--out`` (default: the card's folder);
+without ``--update-card`` or ``--out`` nothing is written.
 """
 
 from __future__ import annotations
@@ -297,16 +298,15 @@ def evaluate_card(card_path: Path, sets: dict, args: argparse.Namespace, command
     session = ort_session(card.path)
     acc, preds = accuracy_report(session, card, sets)
     lat = {} if args.no_latency else latency_report(session, card, args.runs)
-    out = args.out or card_path.parent
-    out.mkdir(parents=True, exist_ok=True)
-    png = out / f"{card.name}-confusion.png"
-    save_confusion(png, card, acc["PrivateTest"])
-    report = {"card": str(card_path), "onnx_sha256": sha256(card.path), "limit": args.limit,
-              "accuracy": acc, "latency_ms_per_face": lat, "cpu": cpu_name(), "command": command}
-    print(f"  wrote {png}")
-    if args.update_card or args.out:
+    if args.update_card or args.out:  # a look without either leaves the shipped plots alone
+        out = args.out or card_path.parent
+        out.mkdir(parents=True, exist_ok=True)
+        png = out / f"{card.name}-confusion.png"
+        save_confusion(png, card, acc["PrivateTest"])
+        report = {"card": str(card_path), "onnx_sha256": sha256(card.path), "limit": args.limit,
+                  "accuracy": acc, "latency_ms_per_face": lat, "cpu": cpu_name(), "command": command}
         write_json(out / f"{card.name}-eval.json", report)
-        print(f"  wrote {out / (card.name + '-eval.json')}")
+        print(f"  wrote {png} and {out / (card.name + '-eval.json')}")
     if args.update_card:
         update_card(card_path, card_metrics(acc, lat, command, card))
     return (card, acc, lat), preds
