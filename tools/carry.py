@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datasets import FER_USAGE, data_root  # noqa: E402
+from train_face import save_curves  # noqa: E402
 
 COLUMNS = 128            # faces per mosaic row
 CHUNK_BYTES = 15_000_000  # under the 16 MiB per returned file
@@ -88,8 +89,6 @@ def pack_runs(root: Path, to: Path) -> None:
 
 
 def unpack_runs(source: Path, to: Path) -> None:
-    from train_face import save_curves
-
     data = b"".join(p.read_bytes() for p in sorted(source.glob("runs.tar.*")))
     if not data:
         raise SystemExit(f"no runs.tar.* chunks in {source}")

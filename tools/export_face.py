@@ -107,8 +107,8 @@ def training_command(args: dict) -> str:
         values = value if isinstance(value, list) else [value]
         parts += [f"--{key.replace('_', '-')}", *map(str, values)]
     command = " ".join(parts)
-    init = Path(str(args.get("init") or ""))
-    if args.get("init") and init.is_file():
+    init = args.get("init")
+    if init and Path(init).is_file():
         parent = torch.load(init, map_location="cpu", weights_only=True).get("args", {})
         return f"{training_command(parent)} && {command}"
     return command
