@@ -23,12 +23,32 @@ torch.set_num_threads(1)
 
 def test_distillation_loss_is_zero_only_when_student_matches_the_teachers() -> None:
     torch.manual_seed(0)
-    teacher = EdgeNet(width=4).eval()
-    x = torch.randn(6, 1, 48, 48)
-    with torch.no_grad():
-        same = teacher(x)
-    assert train_face.distil_loss(same, x, [teacher], temp=3.0).item() == pytest.approx(0.0, abs=1e-6)
-    assert train_face.distil_loss(torch.randn(6, 7) * 3, x, [teacher], temp=3.0).item() > 0.01
+    teacher_logits = torch.randn(2, 6, 7) * 3  # two teachers, six faces
+    target = train_face.teacher_probs(teacher_logits, temp=3.0)
+    assert torch.allclose(target.sum(1), torch.ones(6))
+    # The student that matches the mean softened probabilities (its log) has nothing left to learn.
+    matching = target.log() * 3.0
+    assert train_face.distil_loss(matching, target, temp=3.0).item() == pytest.approx(0.0, abs=1e-5)
+    assert train_face.distil_loss(teacher_logits[0], target, temp=3.0).item() > 0.01
+
+
+def test_soft_targets_are_mirror_invariant_and_load_for_training(tmp_path: Path) -> None:
+    import soft_targets
+    torch.manual_seed(0)
+    model = EdgeNet(width=4).eval()
+    faces = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    logits = soft_targets.flip_logits(model, faces, batch=2)
+    assert logits.shape == (5, 7)
+    np.testing.assert_allclose(soft_targets.flip_logits(model, faces[:, :, ::-1].copy()), logits, atol=1e-5)
+    path = tmp_path / "targets.npz"
+    np.savez(path, logits=np.stack([logits, -logits]), teachers=np.array(["a/best.pt", "b/best.pt"]))
+    probs = train_face.load_targets(path, temp=2.0, n_train=5, device="cpu")
+    assert probs.shape == (5, 7) and torch.allclose(probs.sum(1), torch.ones(5))
+    with pytest.raises(SystemExit, match="targets for 5 faces, but Training has 6"):
+        train_face.load_targets(path, temp=2.0, n_train=6, device="cpu")
+    cmd = export_face.training_command({"arch": "edge", "targets": str(path), "kd_alpha": 0.5})
+    assert cmd == (f"python tools/soft_targets.py a/best.pt b/best.pt --out {path} && "
+                   f"python tools/train_face.py --arch edge --targets {path} --kd-alpha 0.5")
 
 
 def test_augment_keeps_shape_and_varies_with_the_generator() -> None:

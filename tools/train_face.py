@@ -9,6 +9,8 @@ looked at here (tools/eval_face.py reports it).
 
 Distillation: ``--teacher A/best.pt B/best.pt`` trains against the teachers' averaged softened
 probabilities as well as the labels, every batch seen by student and teachers alike.
+``--targets runs/targets.npz`` (from ``tools/soft_targets.py``) distils from teachers' logits computed
+once per Training face instead: the cheap way on CPU, where a VGG teacher costs nine students.
 ``--budget-s S`` fits the epoch count to a time budget (at the second epoch's pace, saving
 included), for a GPU lease of fixed length; the count used is stored in the checkpoint's args.
 """
@@ -52,6 +54,7 @@ def parse_args() -> argparse.Namespace:
                    help="augmentation strength: strong from scratch, light to fine-tune an underfit model")
     p.add_argument("--init", type=Path, help="start from this checkpoint's weights (fine-tuning), not at random")
     p.add_argument("--teacher", type=Path, nargs="*", default=[], help="checkpoints to distil from (their mean)")
+    p.add_argument("--targets", type=Path, help="teachers' Training logits from tools/soft_targets.py")
     p.add_argument("--kd-alpha", type=float, default=0.7, help="weight of the distillation term (1 - it: labels)")
     p.add_argument("--kd-temp", type=float, default=3.0, help="softening temperature of distillation")
     p.add_argument("--budget-s", type=float, help="cap the epochs so that training fits in this many seconds")
@@ -148,11 +151,23 @@ def load_teachers(paths: list[Path], device: str) -> list[torch.nn.Module]:
     return teachers
 
 
-def distil_loss(student_logits: torch.Tensor, x: torch.Tensor, teachers: list[torch.nn.Module],
-                temp: float) -> torch.Tensor:
+def load_targets(path: Path, temp: float, n_train: int, device: str) -> torch.Tensor:
+    """The teachers' mean softened probabilities per Training face, [N, classes]."""
+    with np.load(path) as npz:
+        logits, teachers = torch.from_numpy(npz["logits"]), list(npz["teachers"])
+    if logits.shape[1] != n_train:
+        raise SystemExit(f"{path}: targets for {logits.shape[1]} faces, but Training has {n_train}")
+    print(f"targets {path}: teachers {', '.join(teachers)}", flush=True)
+    return teacher_probs(logits, temp).to(device)
+
+
+def teacher_probs(teacher_logits: torch.Tensor, temp: float) -> torch.Tensor:
+    """Mean over teachers (axis 0) of their probabilities softened at ``temp``."""
+    return teacher_logits.float().div(temp).softmax(-1).mean(0)
+
+
+def distil_loss(student_logits: torch.Tensor, target: torch.Tensor, temp: float) -> torch.Tensor:
     """KL(teachers' mean softened probabilities || student's), scaled by temp^2 (Hinton et al.)."""
-    with torch.no_grad():
-        target = torch.stack([t(x).float().div(temp).softmax(1) for t in teachers]).mean(0)
     log_student = student_logits.float().div(temp).log_softmax(1)
     return F.kl_div(log_student, target, reduction="batchmean") * temp * temp
 
@@ -220,6 +235,7 @@ def main() -> None:
         model.load_state_dict(torch.load(args.init, map_location=device, weights_only=False)["model"])
         print(f"initialised from {args.init}", flush=True)
     teachers = load_teachers(args.teacher, device)
+    targets = load_targets(args.targets, args.kd_temp, len(train_x), device) if args.targets else None
     params = sum(p.numel() for p in model.parameters())
     print(f"{args.arch}: {params / 1e6:.3f} M parameters, {count_macs(model) / 1e6:.1f} M MACs per face, "
           f"device {device}, {torch.get_num_threads()} threads", flush=True)
@@ -277,8 +293,11 @@ def main() -> None:
             with autocast(device):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
-                if teachers:
-                    loss = (1 - args.kd_alpha) * loss + args.kd_alpha * distil_loss(logits, x, teachers, args.kd_temp)
+                if teachers or targets is not None:
+                    with torch.no_grad():
+                        target = targets[idx] if targets is not None else teacher_probs(
+                            torch.stack([t(x) for t in teachers]), args.kd_temp)
+                    loss = (1 - args.kd_alpha) * loss + args.kd_alpha * distil_loss(logits, target, args.kd_temp)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
