@@ -28,10 +28,11 @@ from train_face import load_teachers, normalise  # noqa: E402
 def flip_logits(model: torch.nn.Module, images: np.ndarray, batch: int = 256) -> np.ndarray:
     """Mean of the logits of each face and of its mirror image, float32 [N, classes]."""
     out = []
+    device = next(model.parameters()).device
     started = time.time()
     for start in range(0, len(images), batch):
-        x = normalise(torch.from_numpy(images[start:start + batch]))
-        out.append(((model(x) + model(torch.flip(x, dims=[3]))) / 2).numpy())
+        x = normalise(torch.from_numpy(images[start:start + batch]).to(device))
+        out.append(((model(x) + model(torch.flip(x, dims=[3]))) / 2).float().cpu().numpy())
         if (start // batch) % 20 == 19:
             print(f"  {start + batch}/{len(images)} faces, {time.time() - started:.0f} s", flush=True)
     return np.concatenate(out).astype(np.float32)
@@ -55,7 +56,7 @@ def main() -> None:
     val_x, val_y = load_fer(root, "PublicTest")
 
     train_logits, val_logits = [], []
-    for path, model in zip(args.teachers, load_teachers(args.teachers, "cpu")):
+    for path, model in zip(args.teachers, load_teachers(args.teachers, "cuda" if torch.cuda.is_available() else "cpu")):
         val_logits.append(flip_logits(model, val_x))
         print(f"{path}: PublicTest flip-averaged {(val_logits[-1].argmax(1) == val_y).mean():.4f}", flush=True)
         train_logits.append(flip_logits(model, train_x))
