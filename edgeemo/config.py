@@ -122,6 +122,7 @@ class MqttConfig(Section):
     password_file: Path | None = None
     password_env: str = "EDGEEMO_MQTT_PASSWORD"
     state_min_interval_s: float = Field(1.0, ge=0)
+    discovery_prefix: str | None = Field("homeassistant", pattern=r"^[^#+\s]+$")  # null: no discovery
     tls: TlsConfig = TlsConfig()
 
     @field_validator("url")

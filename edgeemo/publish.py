@@ -3,7 +3,8 @@
 The payload format is ``edgeemo/event.schema.json`` (version 1). MQTT follows the conventions in
 CONVENTIONS.md: a retained ``online``/``offline`` availability topic with a Last Will, events that are
 not retained and carry a per-device ``seq`` (a gap means lost events), and a retained state topic
-published only on change.
+published only on change. Home Assistant finds the device by MQTT discovery (one retained device
+config, sent again whenever Home Assistant announces itself on ``<discovery_prefix>/status``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from edgeemo import LABELS
+from edgeemo import LABELS, __version__
 from edgeemo.config import Config, EventLogConfig, MqttConfig, mqtt_password
 from edgeemo.metrics import Metrics
 from edgeemo.types import TrackEvent
@@ -154,6 +155,36 @@ class EventLog:
         self._handler.close()
 
 
+# ------------------------------------------------------------------------------------- Home Assistant
+
+def discovery_payload(device: str, topics: dict[str, str]) -> dict:
+    """Home Assistant device-based discovery: one device with two sensors read from the state topic.
+
+    "Emotion" is the first face in view (an enum sensor, so HA offers the labels in automations),
+    "Faces" how many are in view; both go unavailable with the availability topic.
+    """
+    return {
+        "device": {"identifiers": [f"edgeemo_{device}"], "name": f"edgeemo {device}",
+                   "manufacturer": "edgeemo", "model": "edgeemo", "sw_version": __version__},
+        "origin": {"name": "edgeemo", "sw_version": __version__},
+        "availability_topic": topics["availability"],
+        "state_topic": topics["state"],
+        "qos": 1,
+        "components": {
+            f"{device}_emotion": {
+                "platform": "sensor", "name": "Emotion", "unique_id": f"edgeemo_{device}_emotion",
+                "device_class": "enum", "options": [*LABELS, "none"], "icon": "mdi:emoticon-outline",
+                "value_template": "{{ value_json.faces[0].emotion if value_json.faces else 'none' }}",
+            },
+            f"{device}_faces": {
+                "platform": "sensor", "name": "Faces", "unique_id": f"edgeemo_{device}_faces",
+                "state_class": "measurement", "icon": "mdi:account-group",
+                "value_template": "{{ value_json.faces | length }}",
+            },
+        },
+    }
+
+
 # ------------------------------------------------------------------------------------------------- MQTT
 
 class BrokerUrl(NamedTuple):
@@ -189,6 +220,9 @@ class MqttPublisher:
         base = f"{cfg.topic_prefix}/{device_id}"
         self.topics = {"availability": f"{base}/availability", "events": f"{base}/events",
                        "state": f"{base}/state"}
+        if cfg.discovery_prefix:
+            self.topics |= {"discovery": f"{cfg.discovery_prefix}/device/{device_id}/config",
+                            "ha_status": f"{cfg.discovery_prefix}/status"}
         self._outstanding: deque[mqtt.MQTTMessageInfo] = deque()  # QoS>0 messages not yet acknowledged
         self._lock = threading.Lock()
         self._state_sent: list[dict] | None = None  # the faces last published
@@ -219,6 +253,7 @@ class MqttPublisher:
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
         return client
 
     def _set_tls(self, client: mqtt.Client) -> None:
@@ -253,7 +288,20 @@ class MqttPublisher:
         self._set_connected(True)
         self._first_attempt.set()
         # After every (re)connect: the will may have fired, or the broker may have lost its retained state.
+        if "discovery" in self.topics:
+            client.subscribe(self.topics["ha_status"], qos=1)
+            self._publish_discovery()
         client.publish(self.topics["availability"], "online", qos=1, retain=True)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        """Home Assistant came (back) online: it may have lost our config, so send it again."""
+        if msg.topic == self.topics.get("ha_status") and msg.payload == b"online":
+            log.info("MQTT: Home Assistant is online; sending discovery to %s", self.topics["discovery"])
+            self._publish_discovery()
+
+    def _publish_discovery(self) -> None:
+        payload = to_json(discovery_payload(self.device, self.topics))
+        self.client.publish(self.topics["discovery"], payload, qos=1, retain=True)
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
         self._set_connected(False)

@@ -166,6 +166,38 @@ def test_online_after_start_and_retained_offline_after_close(mqtt_broker, subscr
     subscribe(topic).wait_for(lambda msgs: msgs == [(topic, b"offline", True)])
 
 
+def test_home_assistant_discovery_on_connect_and_when_home_assistant_comes_online(
+        mqtt_broker, subscribe, device, metrics, tmp_path) -> None:
+    prefix = f"ha-{device}"  # a discovery prefix of its own: other tests' retained configs stay out
+    topic = f"{prefix}/device/{device}/config"
+    sub = subscribe(topic)
+    publisher = Publisher(make_config(device, tmp_path, mqtt_broker.url, discovery_prefix=prefix), metrics)
+    publisher.start()
+    sub.wait_for(lambda msgs: len(msgs) == 1)
+    config = json.loads(sub.payloads()[0])
+    assert config["availability_topic"] == f"edgeemo/{device}/availability"
+    assert config["state_topic"] == f"edgeemo/{device}/state"
+    sensors = config["components"]
+    assert {c["platform"] for c in sensors.values()} == {"sensor"}
+    emotion = sensors[f"{device}_emotion"]
+    assert emotion["options"] == [*LABELS, "none"] and emotion["unique_id"] == f"edgeemo_{device}_emotion"
+    assert all(key.replace("_", "").replace("-", "").isalnum() for key in sensors)  # HA's id charset
+
+    # Home Assistant restarts and announces itself: the config is sent again.
+    announcer = subscribe(f"{prefix}/status")
+    announcer.client.publish(f"{prefix}/status", "online", qos=1).wait_for_publish(5)
+    sub.wait_for(lambda msgs: len(msgs) == 2)
+    publisher.handle([], [{"track": 1, "source": "cam", "emotion": "happy"}])
+    publisher.close()
+    # Retained: a Home Assistant that connects later still finds the device.
+    subscribe(topic).wait_for(lambda msgs: len(msgs) == 1 and msgs[0][2] and json.loads(msgs[0][1]) == config)
+
+
+def test_no_discovery_when_the_prefix_is_null(device, tmp_path) -> None:
+    publisher = MqttPublisher(make_config(device, tmp_path, "mqtt://localhost", discovery_prefix=None).mqtt, device)
+    assert set(publisher.topics) == {"availability", "events", "state"}
+
+
 def test_password_is_never_logged(mqtt_broker, device, tmp_path, monkeypatch, caplog) -> None:
     monkeypatch.setenv("EDGEEMO_MQTT_PASSWORD", "s3cret-pw")
     caplog.set_level(logging.DEBUG)
