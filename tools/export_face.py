@@ -100,10 +100,10 @@ def training_command(args: dict) -> str:
     by the soft_targets.py command that made them, so the card holds the whole chain.
     """
     parts = ["python", "tools/train_face.py"]
+    distils = args.get("teacher") or args.get("targets")
     for key, value in args.items():
         # The data path is machine-specific (training.data describes it); a time budget was
         # already turned into the stored --epochs; distillation settings mean nothing without teachers.
-        distils = args.get("teacher") or args.get("targets")
         if value in (None, []) or key in ("data", "budget_s") or key.startswith("kd_") and not distils:
             continue
         values = value if isinstance(value, list) else [value]

@@ -218,6 +218,8 @@ def fit_epochs(requested: int, left_s: float, epoch_s: float) -> int:
 
 def main() -> None:
     args = parse_args()
+    if args.teacher and args.targets:
+        raise SystemExit("--teacher and --targets both name teachers: pass one of them")
     out = args.out or Path("runs") / args.arch
     out.mkdir(parents=True, exist_ok=True)
     if args.threads:
