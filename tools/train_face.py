@@ -123,15 +123,21 @@ def autocast(device: str) -> torch.autocast:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device: str) -> dict:
+def predict(model: torch.nn.Module, images: torch.Tensor, device: str,
+            batch: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of uint8 faces [N,48,48] and of their mirror images, float32 on the CPU."""
     model.eval()
     logits, logits_flip = [], []
-    for start in range(0, len(images), 512):
-        x = normalise(images[start:start + 512].to(device))
+    for start in range(0, len(images), batch):
+        x = normalise(images[start:start + batch].to(device))
         with autocast(device):
             logits.append(model(x).float().cpu())
             logits_flip.append(model(torch.flip(x, dims=[3])).float().cpu())
-    z, zf = torch.cat(logits), torch.cat(logits_flip)
+    return torch.cat(logits), torch.cat(logits_flip)
+
+
+def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device: str) -> dict:
+    z, zf = predict(model, images, device)
     loss = F.cross_entropy(z, labels.long()).item()
     acc = (z.argmax(1) == labels).float().mean().item()
     acc_flip = ((z.softmax(1) + zf.softmax(1)).argmax(1) == labels).float().mean().item()
