@@ -13,7 +13,7 @@ from edgeemo.capture import FrameReader, parse_source
 from edgeemo.classifier import ExpressionClassifier
 from edgeemo.config import Config, SourceConfig
 from edgeemo.detector import FaceDetector
-from edgeemo.modelcard import load_card
+from edgeemo.modelcard import ModelCard, load_card
 from edgeemo.pipeline import model_paths
 from edgeemo.voice import VoiceClassifier
 
@@ -24,10 +24,19 @@ def check_models(cfg: Config) -> str:
     detector_path, card_path = model_paths(cfg)
     FaceDetector(cfg.detector, detector_path)
     card = load_card(card_path)
-    ExpressionClassifier(cfg.classifier, card)
-    accuracy = card.metrics.get("fer2013_privatetest_acc")
-    quoted = f", FER-2013 PrivateTest {accuracy * 100:.1f} %" if accuracy else ""
-    return f"detector {detector_path.name}, classifier {card.name}{quoted}"
+    classifier = ExpressionClassifier(cfg.classifier, card)
+    return f"detector {detector_path.name}, classifier {card.name}{quoted_accuracy(card, classifier.flip_margin)}"
+
+
+def quoted_accuracy(card: ModelCard, flip_margin: float) -> str:
+    """The card's PrivateTest accuracy the way this config runs the model (one pass or with its mirror pass)."""
+    one_pass = card.metrics.get("fer2013_privatetest_acc")
+    selective = card.metrics.get("fer2013_privatetest_acc_selective_flip")
+    if selective and flip_margin == card.flip_margin > 0:
+        return f", FER-2013 PrivateTest {selective * 100:.1f} % (mirror pass below margin {flip_margin})"
+    if one_pass and flip_margin == 0:
+        return f", FER-2013 PrivateTest {one_pass * 100:.1f} % (one pass)"
+    return ""
 
 
 def check_voice_model(cfg: Config) -> str:

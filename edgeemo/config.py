@@ -54,7 +54,7 @@ class ClassifierConfig(Section):
     model: str = "edgeemo-face-int8.json"
     backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
     threads: int = Field(1, ge=1, le=64)
-    flip_average: bool = False
+    flip_margin: float | None = Field(None, ge=0, le=1)  # None: the model card's
 
 
 class TrackerConfig(Section):

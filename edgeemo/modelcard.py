@@ -51,6 +51,7 @@ class ModelCard:
     mean: np.ndarray
     std: np.ndarray
     crop: Crop
+    flip_margin: float = 0.0       # mirror pass for faces this unsure (classifier.mirror_unsure)
     metrics: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
 
@@ -106,6 +107,9 @@ def parse_card(raw: dict, folder: Path) -> ModelCard:
     if mean.shape != (channels,) or std.shape != (channels,) or np.any(std <= 0):
         raise ValueError("input.mean and input.std need one value per channel, std > 0")
     crop = raw["crop"]
+    flip_margin = float(raw.get("flip_margin", 0.0))
+    if not 0 <= flip_margin <= 1:
+        raise ValueError(f"flip_margin must be between 0 and 1, got {flip_margin}")
     return ModelCard(
         name=raw["name"], task=raw["task"], path=folder / raw["file"], labels=labels,
         output=raw.get("output", "logits"), input_name=inp["name"],
@@ -113,7 +117,7 @@ def parse_card(raw: dict, folder: Path) -> ModelCard:
         scale=float(inp.get("scale", 1.0)), mean=mean, std=std,
         crop=Crop(eye_center=(float(crop["eye_center"][0]), float(crop["eye_center"][1])),
                   eye_distance=float(crop["eye_distance"]), rotate=bool(crop.get("rotate", True))),
-        metrics=raw.get("metrics", {}), raw=raw,
+        flip_margin=flip_margin, metrics=raw.get("metrics", {}), raw=raw,
     )
 
 

@@ -195,6 +195,26 @@ def test_int8_mostly_agrees_with_fp32(tiny_int8: tuple) -> None:
     assert int8.stat().st_size < card.path.stat().st_size
 
 
+def test_stem_stays_float_and_computes_the_same(tiny: tuple, tiny_int8: tuple, tmp_path: Path) -> None:
+    import onnx
+
+    _, card_path = tiny
+    card = load_card(card_path)
+    reordered = tmp_path / "stem.onnx"
+    names = quantize_face.float_stem(card.path, reordered)
+    assert len(names) == 3
+    x = eval_face.fer_tensors(card, synthetic_faces(8, seed=5))
+    before = eval_face.run_batches(eval_face.ort_session(card.path), card, x)
+    after = eval_face.run_batches(eval_face.ort_session(reordered), card, x)
+    np.testing.assert_allclose(after, before, atol=1e-5)  # pool before ReLU: the same function
+    # In the int8 model the stem reads the float input directly; quantization starts after the pool.
+    nodes = onnx.load(str(tiny_int8[1])).graph.node
+    first = next(n for n in nodes if n.op_type == "Conv")
+    assert first.input[0] == card.input_name
+    pool = next(n for n in nodes if n.op_type == "MaxPool")
+    assert [n.op_type for n in nodes if pool.output[0] in n.input] == ["Relu"]
+
+
 def test_int8_runs_in_openvino(tiny_int8: tuple) -> None:
     card_path, int8, calib = tiny_int8
     card = load_card(card_path)
@@ -255,9 +275,9 @@ def test_predict_reorders_permuted_labels_and_flip_averages(tiny: tuple, tmp_pat
     relabelled = parse_card({**raw, "labels": [LABELS[i] for i in perm]}, card_path.parent)
     q = eval_face.predict(session, relabelled, faces)
     np.testing.assert_allclose(q[:, [LABELS.index(LABELS[i]) for i in perm]], p, atol=1e-6)
-    # Flip averaging = mean of the image and its mirror.
+    # Flip averaging of every face = mean of the image and its mirror.
     mirror = eval_face.predict(session, card, faces[:, :, ::-1].copy())
-    np.testing.assert_allclose(eval_face.predict(session, card, faces, flip=True), (p + mirror) / 2, atol=1e-6)
+    np.testing.assert_allclose(eval_face.predict(session, card, faces, 1.0), (p + mirror) / 2, atol=1e-6)
 
 
 def fake_data(root: Path, per_split: int = 35) -> None:
@@ -294,6 +314,38 @@ def test_eval_cli_updates_cards_and_compares(tiny: tuple, tiny_int8: tuple, tmp_
     assert (tmp_path / "report" / "tiny-confusion.png").stat().st_size > 1000
     report = json.loads((tmp_path / "report" / "tiny-int8-eval.json").read_text())
     assert report["accuracy"]["PrivateTest"]["n"] == 35
+    assert "PrivateTest selective flip" not in report["accuracy"]  # these cards have no flip margin
+
+
+def test_eval_selects_a_flip_margin_and_reports_selective_flip(tiny: tuple, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    _, card_path = tiny
+    card_copy = tmp_path / "models" / "tiny.json"
+    card_copy.parent.mkdir()
+    card_copy.write_text(card_path.read_text())
+    (card_copy.parent / "tiny.onnx").write_bytes(load_card(card_path).path.read_bytes())
+    fake_data(tmp_path / "data")
+    eval_face.main([str(card_copy), "--data", str(tmp_path / "data"), "--runs", "3", "--select-flip-margin",
+                    "--update-card"])
+    out = capsys.readouterr().out
+    assert "flip margin on PublicTest" in out and "<- chosen" in out
+    raw = json.loads(card_copy.read_text())
+    report = json.loads((card_copy.parent / "tiny-eval.json").read_text())
+    sweep = report["flip_margin_sweep_publictest"]
+    target = report["accuracy"]["PublicTest flip"]["acc"]
+    # The smallest margin that reaches mirroring every face, or 1.0 when none does.
+    assert raw["flip_margin"] == next((r["flip_margin"] for r in sweep if r["acc"] >= target), 1.0)
+    assert [r["mirrored"] for r in sweep] == sorted(r["mirrored"] for r in sweep)
+    # A card with a margin of its own is also evaluated (and timed) the daemon's way.
+    card_copy.write_text(json.dumps({**raw, "flip_margin": 0.5}))
+    eval_face.main([str(card_copy), "--data", str(tmp_path / "data"), "--runs", "3", "--update-card"])
+    metrics = json.loads(card_copy.read_text())["metrics"]
+    card = load_card(card_copy)
+    faces, _ = eval_face.load_fer(tmp_path / "data", "PrivateTest")
+    plain = eval_face.predict(eval_face.ort_session(card.path), card, faces)
+    share = np.mean(eval_face.top_two_margin(plain) <= 0.5)
+    assert metrics["fer2013_privatetest_mirrored_share"] == pytest.approx(share, abs=1e-4)
+    assert metrics["latency_ms_1thread_selective_flip"] > 0 and metrics["latency_ms_1thread_one_pass_same_loop"] > 0
     private = np.arange(70, 105)  # PrivateTest rows of fake_data; FER+ majority "contempt" (column 7) is dropped
     assert report["accuracy"]["FER+ Test"]["n"] == np.sum(private % 8 != 7)
 

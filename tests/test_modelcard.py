@@ -70,6 +70,8 @@ def test_optional_fields_default(tmp_path: Path) -> None:
     card = load_raw(tmp_path, raw)
     assert card.output == "logits"
     assert card.scale == 1.0 and card.mean.tolist() == [0.0] and card.std.tolist() == [1.0]
+    assert card.flip_margin == 0.0  # no mirror pass unless the card chose a margin
+    assert load_raw(tmp_path, card_with(flip_margin=0.25)).flip_margin == 0.25
 
 
 def test_label_order_maps_model_outputs_to_edgeemo_labels(tmp_path: Path) -> None:
@@ -104,6 +106,7 @@ def test_labels_must_be_a_permutation(tmp_path: Path, labels: list[str]) -> None
     ({"input__mean": [0.5, 0.5]}, "one value per channel"),
     ({"input__std": [0.0]}, "std > 0"),
     ({"input__size": [48]}, "input.size must be"),
+    ({"flip_margin": 1.5}, "flip_margin must be between 0 and 1, got 1.5"),
 ])
 def test_bad_values_are_named(tmp_path: Path, change: dict, message: str) -> None:
     with pytest.raises(ModelCardError, match=message.replace(".", r"\.")):

@@ -94,13 +94,34 @@ def test_classifier_gives_distributions_for_every_face(detector, card):
     faces = detector.detect(frame)
     crops = crop_faces(frame, faces, card)
     assert crops.shape == (2, *card.size) + ((3,) if card.channels == 3 else ())
-    classifier = ExpressionClassifier(ClassifierConfig(flip_average=True), card)
+    classifier = ExpressionClassifier(ClassifierConfig(flip_margin=1.0), card)
     probs = classifier.classify(frame, faces)
     assert probs.shape == (2, len(LABELS))
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
-    # Flip averaging: a mirrored face gets the same answer.
+    # Flip averaging of every face: a mirrored face gets the same answer.
     mirrored = classifier.classify_crops(crops[:, :, ::-1].copy())
     np.testing.assert_allclose(mirrored, classifier.classify_crops(crops), atol=1e-5)
+
+
+def test_mirror_pass_only_for_unsure_faces(card):
+    """Real sample faces through the shipped model: sure answers keep one pass, unsure ones are averaged."""
+    from edgeemo.classifier import top_two_margin
+
+    detector = FaceDetector(DetectorConfig(), YUNET)
+    crops = np.concatenate([crop_faces(frame, faces, card) for frame in sample_frames(3)
+                            if len(faces := detector.detect(frame))])
+    one_pass = ExpressionClassifier(ClassifierConfig(flip_margin=0.0), card).classify_crops(crops)
+    every = ExpressionClassifier(ClassifierConfig(flip_margin=1.0), card).classify_crops(crops)
+    margins = top_two_margin(one_pass)
+    threshold = float(np.median(margins))  # half the faces each way, whatever the model
+    selective = ExpressionClassifier(ClassifierConfig(flip_margin=threshold), card).classify_crops(crops)
+    unsure = margins <= threshold
+    assert 0 < unsure.sum() < len(crops)
+    np.testing.assert_allclose(selective[~unsure], one_pass[~unsure], atol=1e-6)
+    np.testing.assert_allclose(selective[unsure], every[unsure], atol=1e-6)
+    assert not np.allclose(every[unsure], one_pass[unsure], atol=1e-3)  # the mirror pass did change them
+    # No setting in the config: the card's margin.
+    assert ExpressionClassifier(ClassifierConfig(), card).flip_margin == card.flip_margin
 
 
 def test_corrupt_and_missing_model_files_give_clear_errors(tmp_path):

@@ -20,7 +20,7 @@ capture-to-publish latency (Frame.captured_at to the end of its publish step), p
 frame. Models are loaded and run once on the first frame before the clock starts, so the figures
 are the steady state; loading time is reported apart (load_s).
 
-Every option that names a setting takes several values (`--threads 1 2 --flip-average on off`):
+Every option that names a setting takes several values (`--threads 1 2 --flip-margin 0 card 1`):
 the runs are the product of all values. --matrix fills in every axis not given: threads 1 and 2,
 onnxruntime and OpenVINO, the fp32 and (if present) int8 model cards, input widths 320 and 640, the
 bundled sample and the busy 1280x720 clip (tools/make_busy_clip.py; built when missing). With more
@@ -89,7 +89,7 @@ class RunSpec:
     backend: str = "onnxruntime"             # onnxruntime | openvino (both models)
     classifier: str = DEFAULTS.classifier.model  # model card: a name in models/ or a path
     input_width: int = 320
-    flip_average: bool = DEFAULTS.classifier.flip_average  # classify the mirror image too
+    flip_margin: float | None = DEFAULTS.classifier.flip_margin  # mirror pass for unsure faces; None: the card's
     voice: bool = DEFAULTS.voice.enabled     # analyse the video's sound too (voice and fused events)
     max_frames: int | None = None
     mqtt_url: str | None = None
@@ -160,7 +160,7 @@ def bench_config(spec: RunSpec, folder: Path) -> Config:
         "detector.backend": spec.backend, "detector.threads": spec.threads,
         "detector.input_width": spec.input_width,
         "classifier.backend": spec.backend, "classifier.threads": spec.threads,
-        "classifier.model": spec.classifier, "classifier.flip_average": spec.flip_average,
+        "classifier.model": spec.classifier, "classifier.flip_margin": spec.flip_margin,
         "voice.enabled": spec.voice,
     })
     cfg.sources = [cfg.sources[0].model_copy(update={"name": "bench", "url": spec.video})]
@@ -360,8 +360,7 @@ def expand(args: argparse.Namespace, mqtt_url: str | None) -> list[RunSpec]:
         "backend": args.backend or (["onnxruntime", "openvino"] if args.matrix else ["onnxruntime"]),
         "classifier": args.classifier or (matrix_cards() if args.matrix else [DEFAULTS.classifier.model]),
         "input_width": args.input_width or ([320, 640] if args.matrix else [320]),
-        "flip_average": ([choice == "on" for choice in args.flip_average] if args.flip_average
-                         else [DEFAULTS.classifier.flip_average]),
+        "flip_margin": args.flip_margin or [DEFAULTS.classifier.flip_margin],
         "voice": [choice == "on" for choice in args.voice] if args.voice else [DEFAULTS.voice.enabled],
     }
     return [RunSpec(**dict(zip(axes, combo, strict=True)), max_frames=args.max_frames, mqtt_url=mqtt_url,
@@ -394,7 +393,7 @@ TABLE_HEAD = ("| video | mode | thr | backend | model | width | frames/s | CPU m
 def table_row(r: dict) -> str:
     s, st, lat = r["spec"], r["stages_ms"], r["capture_to_publish_ms"]
     video = f"{Path(s['video']).name} ({r['video']['width']}x{r['video']['height']})"
-    model = Path(s["classifier"]).stem + (" (flip avg)" if s.get("flip_average") else "") + \
+    model = Path(s["classifier"]).stem + (f" (flip margin {s['flip_margin']})" if s.get("flip_margin") is not None else "") + \
         (" + voice" if s.get("voice") else "")
     cells = [video, s["mode"], str(s["threads"]), s["backend"], model, str(s["input_width"]),
              fmt(r["fps"]), fmt(r["cpu_s_per_frame"] * 1000, 2), fmt(r["cpu_cores"], 2),
@@ -451,6 +450,16 @@ def vs_fer_table(result: dict) -> str:
 
 # ------------------------------------------------------------------------------------------------ main
 
+def flip_margin_arg(text: str) -> float | None:
+    """'card' (the model card's margin, the daemon's default) or a number from 0 to 1."""
+    if text == "card":
+        return None
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"flip margin must be 0-1 or 'card', got {text}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--video", nargs="+", help="video file(s) (default: the bundled sample)")
@@ -460,7 +469,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend", nargs="+", choices=["onnxruntime", "openvino"])
     p.add_argument("--classifier", nargs="+", metavar="CARD.json", help="model card (name in models/ or path)")
     p.add_argument("--input-width", nargs="+", type=int, help="YuNet input width (multiple of 32)")
-    p.add_argument("--flip-average", nargs="+", choices=["on", "off"], help="classifier.flip_average (default: the daemon's)")
+    p.add_argument("--flip-margin", nargs="+", type=flip_margin_arg, metavar="M",
+                   help="classifier.flip_margin, 0-1 or 'card' (default: the daemon's, the card's margin)")
     p.add_argument("--voice", nargs="+", choices=["on", "off"],
                    help="voice.enabled: the sound analysed too (default: the daemon's, on)")
     p.add_argument("--max-frames", type=int, help="stop reading after N frames")

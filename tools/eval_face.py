@@ -1,13 +1,19 @@
 """Evaluate shipped face-expression models (ONNX + card) on FER-2013 and FER+, and time them.
 
     python tools/eval_face.py models/edgeemo-face.json models/edgeemo-face-int8.json --update-card
+    python tools/eval_face.py models/edgeemo-face-int8.json --select-flip-margin --update-card
     python tools/eval_face.py models/edgeemo-face.json --limit 500 --runs 50      # quick look
 
 Everything goes through the card: the FER faces are fed exactly as the daemon feeds its crops
 (edgeemo.modelcard.to_tensor), so a wrong mean/std/colour in a card shows up here as lost accuracy.
 Accuracy is measured with onnxruntime on one thread; latency with onnxruntime and OpenVINO, one
-thread, batch 1 and 8. With two or more cards, each later card is compared with the first
-(typically fp32 first, int8 second). ``--update-card`` writes the numbers into each card's
+thread, batch 1 and 8. Every figure comes three ways: one pass, every face averaged with its
+mirror image ("flip"), and, for a card with a "flip_margin" (the daemon's default), only the
+faces the model is unsure of mirrored ("selective flip", edgeemo.classifier.mirror_unsure), timed
+on real faces because its cost depends on them. ``--select-flip-margin`` chooses that margin on
+PublicTest: the cheapest one as accurate there as mirroring every face. With two or more cards,
+each later card is compared with the first (typically fp32 first, int8 second), and latency is
+measured card after card in rounds, so that the machine's drift cannot favour one of them. ``--update-card`` writes the numbers into each card's
 "metrics" and a JSON report plus a confusion-matrix PNG into ``--out`` (default: the card's folder);
 without ``--update-card`` or ``--out`` nothing is written.
 """
@@ -15,6 +21,7 @@ without ``--update-card`` or ``--out`` nothing is written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -32,9 +39,13 @@ from datasets import REPO, data_root, load_fer, load_ferplus_majority  # noqa: E
 from machine import cpu_name  # noqa: E402
 
 from edgeemo import LABELS  # noqa: E402
+from edgeemo.classifier import mirror_unsure, softmax, top_two_margin  # noqa: E402
 from edgeemo.modelcard import ModelCard, load_card, to_tensor  # noqa: E402
 
 SPLITS = ("PublicTest", "PrivateTest")
+LATENCY_ROUNDS = 5  # latency is measured card after card in this many rounds
+LATENCY_FACES = 1000  # real PrivateTest faces timed for the selective flip figures
+SELECTIVE = " selective flip"  # report suffix: mirrored where unsure, at the card's flip_margin
 
 
 # ----------------------------------------------------------------------------- shared helpers
@@ -81,24 +92,23 @@ def run_batches(session, card: ModelCard, x: np.ndarray, batch: int = 256) -> np
     return np.concatenate(outs)
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def predict(session, card: ModelCard, gray: np.ndarray, flip: bool = False) -> np.ndarray:
-    """Class probabilities [N,7] in edgeemo.LABELS order; with `flip`, averaged with the mirror image."""
-    x = fer_tensors(card, gray)
-
-    def probs(t: np.ndarray) -> np.ndarray:
-        out = run_batches(session, card, t)
+def model_probs(session, card: ModelCard, batch: int = 256) -> Callable[[np.ndarray], np.ndarray]:
+    """tensor -> class probabilities in the model's own label order, `batch` faces per run."""
+    def probs(x: np.ndarray) -> np.ndarray:
+        out = run_batches(session, card, x, batch)
         return softmax(out) if card.output == "logits" else out
 
-    p = probs(x)
-    if flip:
-        p = (p + probs(x[..., ::-1])) / 2
-    return p[:, card.label_order]
+    return probs
+
+
+def predict(session, card: ModelCard, gray: np.ndarray, flip_margin: float = 0.0) -> np.ndarray:
+    """Class probabilities [N,7] in edgeemo.LABELS order.
+
+    Faces whose top-two margin is at most `flip_margin` are averaged with their mirror image, by
+    the daemon's own function (edgeemo.classifier.mirror_unsure): 0 mirrors none, 1 every face.
+    """
+    x = fer_tensors(card, gray)
+    return mirror_unsure(model_probs(session, card), x, flip_margin)[:, card.label_order]
 
 
 def sha256(path: Path) -> str:
@@ -141,17 +151,56 @@ def load_eval_sets(root: Path, limit: int | None) -> dict[str, tuple[np.ndarray,
     return sets
 
 
+def inference_modes(card: ModelCard) -> dict[str, float]:
+    """Report suffix -> flip margin: one pass, every face mirrored, and the card's own margin if it has one."""
+    modes = {"": 0.0, " flip": 1.0}
+    if 0 < card.flip_margin < 1:
+        modes[SELECTIVE] = card.flip_margin
+    return modes
+
+
 def accuracy_report(session, card: ModelCard, sets: dict) -> tuple[dict, dict]:
-    """Scores per set, plain and flip-averaged, plus the PrivateTest predictions (for comparing cards)."""
+    """Scores per set and inference mode, plus the predictions (for comparing cards)."""
     report, preds = {}, {}
     for name, (images, labels) in sets.items():
-        for flip in (False, True):
-            pred = predict(session, card, images, flip).argmax(1)
-            report[name + (" flip" if flip else "")] = scores(labels, pred)
-            preds[name + (" flip" if flip else "")] = pred
-        print(f"  {name}: acc {report[name]['acc']:.4f} flip {report[name + ' flip']['acc']:.4f} "
+        plain = predict(session, card, images)
+        for suffix, margin in inference_modes(card).items():
+            probs = predict(session, card, images, margin) if margin else plain
+            report[name + suffix] = scores(labels, probs.argmax(1))
+            preds[name + suffix] = probs.argmax(1)
+            if suffix == SELECTIVE:
+                report[name + suffix]["mirrored"] = float(np.mean(top_two_margin(plain) <= margin))
+        extra = (f" selective flip {report[name + SELECTIVE]['acc']:.4f} "
+                 f"({100 * report[name + SELECTIVE]['mirrored']:.0f} % mirrored)" if name + SELECTIVE in report else "")
+        print(f"  {name}: acc {report[name]['acc']:.4f} flip {report[name + ' flip']['acc']:.4f}{extra} "
               f"macro-F1 {report[name]['macro_f1']:.4f} (n={len(labels)})", flush=True)
     return report, preds
+
+
+def select_flip_margin(session, card: ModelCard, images: np.ndarray, labels: np.ndarray) -> tuple[float, list]:
+    """The cheapest flip margin that is as accurate as mirroring every face, on these (PublicTest) faces.
+
+    Tries 0.05, 0.10, ... 0.95 and keeps the smallest whose accuracy reaches that of mirroring
+    every face (1.0 if none does); returns it with the sweep (margin, share mirrored, accuracy).
+    """
+    x = fer_tensors(card, images)
+    probs = model_probs(session, card)
+    plain = probs(x)[:, card.label_order]
+    mirrored = probs(np.ascontiguousarray(x[..., ::-1]))[:, card.label_order]
+    both = (plain + mirrored) / 2
+    target = float(np.mean(both.argmax(1) == labels))
+    margins = top_two_margin(plain)
+    sweep = []
+    for margin in np.round(np.arange(0.05, 0.96, 0.05), 2):
+        unsure = margins <= margin
+        acc = float(np.mean(np.where(unsure[:, None], both, plain).argmax(1) == labels))
+        sweep.append({"flip_margin": float(margin), "mirrored": float(unsure.mean()), "acc": acc})
+    chosen = next((row["flip_margin"] for row in sweep if row["acc"] >= target), 1.0)
+    print(f"  flip margin on PublicTest (n={len(labels)}; every face mirrored: {target:.4f}):")
+    for row in sweep:
+        mark = "  <- chosen" if row["flip_margin"] == chosen else ""
+        print(f"    {row['flip_margin']:.2f}: {100 * row['mirrored']:5.1f} % mirrored, acc {row['acc']:.4f}{mark}")
+    return chosen, sweep
 
 
 # ----------------------------------------------------------------------------- latency
@@ -190,7 +239,42 @@ def latency_report(session, card: ModelCard, runs: int) -> dict:
         ov_ms = median_ms(openvino_infer(card, batch), x, runs)
         out[f"onnxruntime_batch{batch}"] = ort_ms / batch
         out[f"openvino_batch{batch}"] = ov_ms / batch
-    print("  latency per face (ms, 1 thread): " + ", ".join(f"{k} {v:.3f}" for k, v in out.items()), flush=True)
+    return out
+
+
+def selective_latency(session, card: ModelCard, faces: np.ndarray, repeats: int = 5) -> dict:
+    """Per-face ms of the daemon's classification with its mirror pass (onnxruntime, one thread).
+
+    The second pass runs only for unsure faces, so the cost depends on the faces: this times
+    edgeemo.classifier.mirror_unsure (model, softmax, margin, mirror pass) over real FER faces in
+    batches of 1 and 8, total time / faces, median of `repeats` sweeps. Beside it the same loop
+    with no mirror pass, timed on the same batch right before, so machine noise hits both alike.
+    """
+    x = fer_tensors(card, faces)
+
+    def probs_of(t: np.ndarray) -> np.ndarray:
+        out = session.run(None, {card.input_name: t})[0]
+        return softmax(out) if card.output == "logits" else out
+
+    def sweep(batch: int) -> np.ndarray:
+        """Seconds per face [one pass, selective flip] over all faces, each batch timed both ways."""
+        total = np.zeros(2)
+        chunks = [np.ascontiguousarray(x[i:i + batch]) for i in range(0, len(x) - batch + 1, batch)]
+        for chunk in chunks:
+            for mode, margin in enumerate((0.0, card.flip_margin)):
+                t0 = time.perf_counter()
+                mirror_unsure(probs_of, chunk, margin)
+                total[mode] += time.perf_counter() - t0
+        return total / (len(chunks) * batch)
+
+    sweep(8)  # warm-up
+    out = {}
+    for batch in (1, 8):
+        one_pass, selective = np.median([sweep(batch) for _ in range(repeats)], axis=0) * 1e3
+        out |= {f"onnxruntime_batch{batch}_one_pass": float(one_pass),
+                f"onnxruntime_batch{batch}_selective_flip": float(selective)}
+    print("  per face on real faces, with softmax (ms, 1 thread): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in out.items()), flush=True)
     return out
 
 
@@ -237,6 +321,7 @@ def card_metrics(acc: dict, lat: dict, command: str, card: ModelCard) -> dict:
         "latency_ms_1thread_batch8": round(lat["onnxruntime_batch8"], 3),
         "latency_ms_openvino_1thread": round(lat["openvino_batch1"], 3),
         "latency_ms_openvino_1thread_batch8": round(lat["openvino_batch8"], 3),
+        **selective_metrics(acc, lat, card),
         "latency_cpu": cpu_name(),
         "latency_load_avg_1min": round(os.getloadavg()[0], 2),
         "onnx_sha256": sha256(card.path),
@@ -244,24 +329,50 @@ def card_metrics(acc: dict, lat: dict, command: str, card: ModelCard) -> dict:
     }
 
 
-def update_card(card_path: Path, metrics: dict) -> None:
+def selective_metrics(acc: dict, lat: dict, card: ModelCard) -> dict:
+    """The card's figures with its own flip margin (the daemon's default), if it has one."""
+    if "PrivateTest" + SELECTIVE not in acc:
+        return {}
+    r4 = lambda v: round(v, 4)  # noqa: E731
+    return {
+        "fer2013_privatetest_acc_selective_flip": r4(acc["PrivateTest" + SELECTIVE]["acc"]),
+        "fer2013_publictest_acc_selective_flip": r4(acc["PublicTest" + SELECTIVE]["acc"]),
+        "ferplus_test_acc_selective_flip": r4(acc["FER+ Test" + SELECTIVE]["acc"]),
+        "fer2013_privatetest_mirrored_share": r4(acc["PrivateTest" + SELECTIVE]["mirrored"]),
+        "latency_ms_1thread_selective_flip": round(lat["onnxruntime_batch1_selective_flip"], 3),
+        "latency_ms_1thread_batch8_selective_flip": round(lat["onnxruntime_batch8_selective_flip"], 3),
+        "latency_ms_1thread_one_pass_same_loop": round(lat["onnxruntime_batch1_one_pass"], 3),
+    }
+
+
+def update_card(card_path: Path, metrics: dict, flip_margin: float | None = None) -> None:
+    """Merge `metrics` into the card; a newly selected flip margin goes beside them, at the top level."""
     raw = json.loads(Path(card_path).read_text())
     raw["metrics"] = {**raw.get("metrics", {}), **metrics}
+    if flip_margin is not None:
+        raw["flip_margin"] = flip_margin
     write_json(card_path, raw)
     print(f"  wrote metrics into {card_path}")
 
 
 def print_table(rows: list[tuple[ModelCard, dict, dict]]) -> None:
     """A Markdown table, ready to paste into models/<name>.md."""
-    print("\n| model | PrivateTest | + flip | PublicTest | + flip | macro-F1 | FER+ | ORT b1 ms | ORT b8 ms/face "
-          "| OV b1 ms | OV b8 ms/face |")
-    print("|---" * 11 + "|")
+    def cell(d: dict, key: str, field: str = "acc", digits: int = 4) -> str:
+        value = d.get(key, {}).get(field) if field else d.get(key)
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    print("\n| model | PrivateTest | + flip | + selective flip | PublicTest | + flip | + selective flip | macro-F1 "
+          "| FER+ | ORT b1 ms | ORT b8 ms/face | selective flip b1 / b8 ms/face | OV b1 ms | OV b8 ms/face |")
+    print("|---" * 14 + "|")
     for card, acc, lat in rows:
-        print(f"| {card.name} | {acc['PrivateTest']['acc']:.4f} | {acc['PrivateTest flip']['acc']:.4f} "
-              f"| {acc['PublicTest']['acc']:.4f} | {acc['PublicTest flip']['acc']:.4f} "
-              f"| {acc['PrivateTest']['macro_f1']:.4f} | {acc['FER+ Test']['acc']:.4f} "
-              f"| {lat.get('onnxruntime_batch1', float('nan')):.3f} | {lat.get('onnxruntime_batch8', float('nan')):.3f} "
-              f"| {lat.get('openvino_batch1', float('nan')):.3f} | {lat.get('openvino_batch8', float('nan')):.3f} |")
+        cells = [card.name, cell(acc, "PrivateTest"), cell(acc, "PrivateTest flip"), cell(acc, "PrivateTest" + SELECTIVE),
+                 cell(acc, "PublicTest"), cell(acc, "PublicTest flip"), cell(acc, "PublicTest" + SELECTIVE),
+                 cell(acc, "PrivateTest", "macro_f1"), cell(acc, "FER+ Test"),
+                 cell(lat, "onnxruntime_batch1", None, 3), cell(lat, "onnxruntime_batch8", None, 3),
+                 f"{cell(lat, 'onnxruntime_batch1_selective_flip', None, 3)} / "
+                 f"{cell(lat, 'onnxruntime_batch8_selective_flip', None, 3)}",
+                 cell(lat, "openvino_batch1", None, 3), cell(lat, "openvino_batch8", None, 3)]
+        print("| " + " | ".join(cells) + " |")
 
 
 def print_differences(rows: list[tuple[ModelCard, dict, dict]], preds: list[dict]) -> None:
@@ -269,9 +380,10 @@ def print_differences(rows: list[tuple[ModelCard, dict, dict]], preds: list[dict
     base_card, base_acc, _ = rows[0]
     for (card, acc, _), pred in zip(rows[1:], preds[1:]):
         print(f"\n{card.name} vs {base_card.name}:")
-        for key in ("PrivateTest", "PrivateTest flip", "PublicTest", "FER+ Test"):
-            delta = 100 * (acc[key]["acc"] - base_acc[key]["acc"])
-            print(f"  {key:17s} {acc[key]['acc']:.4f} vs {base_acc[key]['acc']:.4f}: {delta:+.2f} points")
+        for key in ("PrivateTest", "PrivateTest flip", "PrivateTest" + SELECTIVE, "PublicTest", "FER+ Test"):
+            if key in acc and key in base_acc:
+                delta = 100 * (acc[key]["acc"] - base_acc[key]["acc"])
+                print(f"  {key:28s} {acc[key]['acc']:.4f} vs {base_acc[key]['acc']:.4f}: {delta:+.2f} points")
         same = float(np.mean(pred["PrivateTest"] == preds[0]["PrivateTest"]))
         print(f"  PrivateTest argmax agreement {same:.4f}")
 
@@ -283,33 +395,79 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("cards", nargs="+", type=Path, help="model card JSON files")
     p.add_argument("--data", help="data directory (default: $EDGEEMO_DATA or ../shared/data)")
     p.add_argument("--limit", type=int, help="evaluate a fixed random subset of N images per set (development)")
-    p.add_argument("--runs", type=int, default=200, help="timed runs per latency figure (after 20 warm-up)")
+    p.add_argument("--runs", type=int, default=200,
+                   help=f"timed runs per latency figure, split over {LATENCY_ROUNDS} rounds (each after 20 warm-up)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--select-flip-margin", action="store_true",
+                   help="choose each card's flip_margin on PublicTest (see select_flip_margin); "
+                        "with --update-card it is written into the card")
     p.add_argument("--update-card", action="store_true", help="write metrics into the cards + report/PNG")
     p.add_argument("--out", type=Path, help="folder for the confusion PNG and the JSON report (default: the card's "
                    "folder, i.e. models/; the report is written with --update-card or --out)")
     return p.parse_args(argv)
 
 
-def evaluate_card(card_path: Path, sets: dict, args: argparse.Namespace, command: str) -> tuple:
+@dataclasses.dataclass
+class Evaluation:
+    """One card's results, filled in phases: accuracy, then latency (interleaved across cards)."""
+
+    card_path: Path
+    card: ModelCard
+    session: object
+    acc: dict
+    preds: dict
+    sweep: list | None
+    lat: dict = dataclasses.field(default_factory=dict)
+
+
+def evaluate_accuracy(card_path: Path, sets: dict, args: argparse.Namespace) -> Evaluation:
     card = load_card(card_path)
     print(f"{card.name}: {card.path.name}, input {card.channels}x{card.size[0]}x{card.size[1]} {card.color}",
           flush=True)
     session = ort_session(card.path)
+    sweep = None
+    if args.select_flip_margin:
+        margin, sweep = select_flip_margin(session, card, *sets["PublicTest"])
+        card = dataclasses.replace(card, flip_margin=margin)
     acc, preds = accuracy_report(session, card, sets)
-    lat = {} if args.no_latency else latency_report(session, card, args.runs)
+    return Evaluation(card_path, card, session, acc, preds, sweep)
+
+
+def measure_latency(evals: list[Evaluation], sets: dict, runs: int, rounds: int = LATENCY_ROUNDS) -> None:
+    """Latency of every card, in `rounds` interleaved rounds (median per figure across rounds).
+
+    The machine's speed drifts from minute to minute; measuring card after card in turn, rather
+    than one card and then the next, lets that drift hit every card alike, so their ratio holds.
+    """
+    rows: list[list[dict]] = [[] for _ in evals]
+    for r in range(rounds):
+        print(f"  latency round {r + 1}/{rounds}", flush=True)
+        for row, ev in zip(rows, evals):
+            row.append(latency_report(ev.session, ev.card, max(1, runs // rounds)))
+    for row, ev in zip(rows, evals):
+        ev.lat = {key: float(np.median([r[key] for r in row])) for key in row[0]}
+        print(f"  {ev.card.name}, median of {rounds} rounds (ms per face): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in ev.lat.items()), flush=True)
+        if SELECTIVE in inference_modes(ev.card):
+            ev.lat |= selective_latency(ev.session, ev.card, sets["PrivateTest"][0][:LATENCY_FACES])
+
+
+def write_outputs(ev: Evaluation, args: argparse.Namespace, command: str) -> None:
+    """The confusion PNG and JSON report (with --out or --update-card) and the card's metrics (--update-card)."""
+    card = ev.card
     if args.update_card or args.out:  # a look without either leaves the shipped plots alone
-        out = args.out or card_path.parent
+        out = args.out or ev.card_path.parent
         out.mkdir(parents=True, exist_ok=True)
         png = out / f"{card.name}-confusion.png"
-        save_confusion(png, card, acc["PrivateTest"])
-        report = {"card": str(card_path), "onnx_sha256": sha256(card.path), "limit": args.limit,
-                  "accuracy": acc, "latency_ms_per_face": lat, "cpu": cpu_name(), "command": command}
+        save_confusion(png, card, ev.acc["PrivateTest"])
+        report = {"card": str(ev.card_path), "onnx_sha256": sha256(card.path), "limit": args.limit,
+                  "flip_margin": card.flip_margin, "flip_margin_sweep_publictest": ev.sweep,
+                  "accuracy": ev.acc, "latency_ms_per_face": ev.lat, "cpu": cpu_name(), "command": command}
         write_json(out / f"{card.name}-eval.json", report)
         print(f"  wrote {png} and {out / (card.name + '-eval.json')}")
     if args.update_card:
-        update_card(card_path, card_metrics(acc, lat, command, card))
-    return (card, acc, lat), preds
+        update_card(ev.card_path, card_metrics(ev.acc, ev.lat, command, card),
+                    card.flip_margin if ev.sweep else None)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -320,14 +478,15 @@ def main(argv: list[str] | None = None) -> None:
     script = os.path.relpath(Path(__file__).resolve(), REPO)
     command = shlex.join(["python", script, *argv_used])
     sets = load_eval_sets(data_root(args.data), args.limit)
-    rows, preds = [], []
-    for card_path in args.cards:
-        row, pred = evaluate_card(card_path, sets, args, command)
-        rows.append(row)
-        preds.append(pred)
+    evals = [evaluate_accuracy(card_path, sets, args) for card_path in args.cards]
+    if not args.no_latency:
+        measure_latency(evals, sets, args.runs)
+    for ev in evals:
+        write_outputs(ev, args, command)
+    rows = [(ev.card, ev.acc, ev.lat) for ev in evals]
     print_table(rows)
     if len(rows) > 1:
-        print_differences(rows, preds)
+        print_differences(rows, [ev.preds for ev in evals])
 
 
 if __name__ == "__main__":

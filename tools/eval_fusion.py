@@ -98,8 +98,9 @@ def main() -> int:
     voice, labels = voice_out_of_fold(root, args.voice_runs)
     card = load_card(args.face_card)
     images, face_labels = load_fer(root, "PublicTest")
-    face = predict(ort_session(card.path), card, images)
-    print(f"faces: {len(face)} PublicTest images read", file=sys.stderr, flush=True)
+    face = predict(ort_session(card.path), card, images, card.flip_margin)  # as the daemon reads them
+    print(f"faces: {len(face)} PublicTest images read (mirror pass below margin {card.flip_margin})",
+          file=sys.stderr, flush=True)
     by_label = {k: np.flatnonzero(face_labels == k) for k in range(len(LABELS))}
 
     rng = np.random.default_rng(0)
