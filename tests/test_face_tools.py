@@ -226,7 +226,9 @@ def test_int8_runs_in_openvino(tiny_int8: tuple) -> None:
 def test_int8_card_keeps_preprocessing(tiny_int8: tuple, tmp_path: Path) -> None:
     card_path, int8, _ = tiny_int8
     fp32 = json.loads(card_path.read_text())
-    raw = quantize_face.int8_card(fp32, "tiny-int8", {"format": "QDQ"}, existing={"metrics": {"x": 1}})
+    raw = quantize_face.int8_card({**fp32, "flip_margin": 0.15}, "tiny-int8", {"format": "QDQ"},
+                                  existing={"metrics": {"x": 1}})
+    assert "flip_margin" not in raw  # chosen per model by eval_face, never inherited from the fp32 card
     assert raw["file"] == "tiny-int8.onnx" and raw["quantization"] == {"format": "QDQ"}
     assert raw["input"] == fp32["input"] and raw["crop"] == fp32["crop"] and raw["metrics"] == {"x": 1}
     (card_path.parent / "tiny-int8.json").write_text(json.dumps(raw))

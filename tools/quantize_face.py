@@ -159,8 +159,13 @@ def openvino_argmax(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def int8_card(fp32_raw: dict, name: str, notes: dict, existing: dict | None) -> dict:
-    """The fp32 card with the int8 file, the quantization notes and (if any) the int8 card's old metrics."""
+    """The fp32 card with the int8 file, the quantization notes and (if any) the int8 card's old metrics.
+
+    Not the fp32 card's flip_margin: that was chosen for the fp32 model's outputs
+    (eval_face.py --select-flip-margin chooses one for the int8 model).
+    """
     card = copy.deepcopy(fp32_raw)
+    card.pop("flip_margin", None)
     card.update(name=name, file=f"{name}.onnx", quantization=notes, metrics=(existing or {}).get("metrics", {}))
     return card
 
@@ -213,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     size = lambda p: p.stat().st_size // 1024  # noqa: E731
     print(f"wrote {int8_path} ({size(int8_path)} KiB, fp32 {size(card.path)} KiB) and {int8_card_path}")
     if existing and existing.get("metrics"):
-        print(f"note: kept the old metrics in {int8_card_path}; re-run tools/eval_face.py --update-card")
+        print(f"note: kept the old metrics in {int8_card_path}; re-run tools/eval_face.py --select-flip-margin "
+              "--update-card")
     if ov_agree < 0.95:
         raise SystemExit(f"OpenVINO disagrees with onnxruntime on {100 * (1 - ov_agree):.0f} % of faces")
 
