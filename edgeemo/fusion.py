@@ -11,9 +11,9 @@ with the configured weights, 1 and 1 by default): the combination of two indepen
 confidence-aware by construction: a flat, unsure reading leaves the other unchanged, a confident one
 (large log-odds) outweighs an unsure one, and two confident readings that agree reinforce each
 other. Measured (tools/eval_fusion.py, 1440 speaker-independent voice readings each paired with a
-face of the same label, 20 pairings): 81.9 % right, against 81.1 % when each side is further
-weighted by its confidence (1 - normalised entropy), 79.5 % for the mean of the probabilities,
-77.5 % for the more confident side alone, 64.4 % voice only and 67.1 % face only. On the real
+face of the same label, 20 pairings): 82.1 % right, against 81.3 % when each side is further
+weighted by its confidence (1 - normalised entropy), 79.7 % for the mean of the probabilities,
+77.7 % for the more confident side alone, 64.4 % voice only and 67.5 % face only. On the real
 audio-visual clips (tools/eval_sample.py) it is right on every clip. Figures: models/fusion.md.
 
 Streams follow the face tracker's rules: `start` on the first reading, `change` when the dominant

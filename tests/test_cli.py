@@ -114,6 +114,9 @@ def test_check_reports_each_part(mqtt_broker, tmp_path):
     ok = edgeemo("check", "--mqtt-url", mqtt_broker.url, "--metrics-port", "0")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "OK    models" in ok.stdout and "OK    mqtt: broker 127.0.0.1" in ok.stdout
+    card = json.loads((models_dir() / "edgeemo-face-int8.json").read_text())  # the default, run as its card says
+    shipped = card["metrics"]["fer2013_privatetest_acc_selective_flip"] * 100
+    assert f"PrivateTest {shipped:.1f} % (mirror pass below margin {card['flip_margin']})" in ok.stdout
     assert "OK    voice model: voice model edgeemo-voice-int8" in ok.stdout
     assert "OK    sound of default: " in ok.stdout
     assert "all checks passed" in ok.stdout
