@@ -393,7 +393,8 @@ TABLE_HEAD = ("| video | mode | thr | backend | model | width | frames/s | CPU m
 def table_row(r: dict) -> str:
     s, st, lat = r["spec"], r["stages_ms"], r["capture_to_publish_ms"]
     video = f"{Path(s['video']).name} ({r['video']['width']}x{r['video']['height']})"
-    model = Path(s["classifier"]).stem + (f" (flip margin {s['flip_margin']})" if s.get("flip_margin") is not None else "") + \
+    margin = s.get("flip_margin")
+    model = Path(s["classifier"]).stem + (f" (flip margin {margin})" if margin is not None else "") + \
         (" + voice" if s.get("voice") else "")
     cells = [video, s["mode"], str(s["threads"]), s["backend"], model, str(s["input_width"]),
              fmt(r["fps"]), fmt(r["cpu_s_per_frame"] * 1000, 2), fmt(r["cpu_cores"], 2),
