@@ -62,6 +62,13 @@ def top_two_margin(probs: np.ndarray) -> np.ndarray:
     return top[:, -1] - top[:, -2]
 
 
+def unsure_faces(probs: np.ndarray, flip_margin: float) -> np.ndarray:
+    """Boolean mask of the faces that get the mirror pass: top-two margin at most `flip_margin` (0: none)."""
+    if flip_margin <= 0:
+        return np.zeros(len(probs), bool)
+    return top_two_margin(probs) <= flip_margin
+
+
 def mirror_unsure(probs_of: Callable[[np.ndarray], np.ndarray], tensor: np.ndarray,
                   flip_margin: float) -> np.ndarray:
     """Class probabilities of `tensor` [N,C,H,W], averaged with the mirror image's where unsure.
@@ -72,9 +79,7 @@ def mirror_unsure(probs_of: Callable[[np.ndarray], np.ndarray], tensor: np.ndarr
     mirroring every face gains for about a quarter of the extra cost (models/edgeemo-face.md).
     """
     probs = probs_of(tensor)
-    if flip_margin <= 0 or len(probs) == 0:
-        return probs
-    unsure = np.flatnonzero(top_two_margin(probs) <= flip_margin)
+    unsure = np.flatnonzero(unsure_faces(probs, flip_margin))
     if len(unsure):
         probs[unsure] = (probs[unsure] + probs_of(np.ascontiguousarray(tensor[unsure, ..., ::-1]))) / 2
     return probs

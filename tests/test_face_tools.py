@@ -280,6 +280,11 @@ def test_predict_reorders_permuted_labels_and_flip_averages(tiny: tuple, tmp_pat
     # Flip averaging of every face = mean of the image and its mirror.
     mirror = eval_face.predict(session, card, faces[:, :, ::-1].copy())
     np.testing.assert_allclose(eval_face.predict(session, card, faces, 1.0), (p + mirror) / 2, atol=1e-6)
+    # The report's shortcut (both passes for every face, then the rule) equals the daemon's function.
+    plain, mirrored = eval_face.both_passes(session, card, faces)
+    for margin in (0.0, float(np.median(p.max(1) - np.sort(p, 1)[:, -2])), 1.0):
+        np.testing.assert_allclose(eval_face.with_mirror_pass(plain, mirrored, margin),
+                                   eval_face.predict(session, card, faces, margin), atol=1e-6)
 
 
 def fake_data(root: Path, per_split: int = 35) -> None:
@@ -345,7 +350,9 @@ def test_eval_selects_a_flip_margin_and_reports_selective_flip(tiny: tuple, tmp_
     card = load_card(card_copy)
     faces, _ = eval_face.load_fer(tmp_path / "data", "PrivateTest")
     plain = eval_face.predict(eval_face.ort_session(card.path), card, faces)
-    share = np.mean(eval_face.top_two_margin(plain) <= 0.5)
+    from edgeemo.classifier import top_two_margin
+
+    share = np.mean(top_two_margin(plain) <= 0.5)
     assert metrics["fer2013_privatetest_mirrored_share"] == pytest.approx(share, abs=1e-4)
     assert metrics["latency_ms_1thread_selective_flip"] > 0 and metrics["latency_ms_1thread_one_pass_same_loop"] > 0
     private = np.arange(70, 105)  # PrivateTest rows of fake_data; FER+ majority "contempt" (column 7) is dropped

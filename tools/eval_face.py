@@ -39,7 +39,7 @@ from datasets import REPO, data_root, load_fer, load_ferplus_majority  # noqa: E
 from machine import cpu_name  # noqa: E402
 
 from edgeemo import LABELS  # noqa: E402
-from edgeemo.classifier import mirror_unsure, softmax, top_two_margin  # noqa: E402
+from edgeemo.classifier import mirror_unsure, softmax, unsure_faces  # noqa: E402
 from edgeemo.modelcard import ModelCard, load_card, to_tensor  # noqa: E402
 
 SPLITS = ("PublicTest", "PrivateTest")
@@ -159,17 +159,35 @@ def inference_modes(card: ModelCard) -> dict[str, float]:
     return modes
 
 
-def accuracy_report(session, card: ModelCard, sets: dict) -> tuple[dict, dict]:
-    """Scores per set and inference mode, plus the predictions (for comparing cards)."""
+def both_passes(session, card: ModelCard, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities [N,7] in edgeemo.LABELS order of each face and of its mirror image."""
+    x = fer_tensors(card, images)
+    probs = model_probs(session, card)
+    return probs(x)[:, card.label_order], probs(np.ascontiguousarray(x[..., ::-1]))[:, card.label_order]
+
+
+def with_mirror_pass(plain: np.ndarray, mirrored: np.ndarray, margin: float) -> np.ndarray:
+    """What edgeemo.classifier.mirror_unsure gives at `margin`, from both passes of every face.
+
+    The same rule (unsure_faces), so the accuracy of every margin comes from one pair of passes.
+    """
+    return np.where(unsure_faces(plain, margin)[:, None], (plain + mirrored) / 2, plain)
+
+
+def accuracy_report(card: ModelCard, sets: dict, passes: dict) -> tuple[dict, dict]:
+    """Scores per set and inference mode, plus the predictions (for comparing cards).
+
+    `passes` maps each set's name to its both_passes().
+    """
     report, preds = {}, {}
-    for name, (images, labels) in sets.items():
-        plain = predict(session, card, images)
+    for name, (_, labels) in sets.items():
+        plain, mirrored = passes[name]
         for suffix, margin in inference_modes(card).items():
-            probs = predict(session, card, images, margin) if margin else plain
-            report[name + suffix] = scores(labels, probs.argmax(1))
-            preds[name + suffix] = probs.argmax(1)
+            pred = with_mirror_pass(plain, mirrored, margin).argmax(1)
+            report[name + suffix] = scores(labels, pred)
+            preds[name + suffix] = pred
             if suffix == SELECTIVE:
-                report[name + suffix]["mirrored"] = float(np.mean(top_two_margin(plain) <= margin))
+                report[name + suffix]["mirrored"] = float(np.mean(unsure_faces(plain, margin)))
         extra = (f" selective flip {report[name + SELECTIVE]['acc']:.4f} "
                  f"({100 * report[name + SELECTIVE]['mirrored']:.0f} % mirrored)" if name + SELECTIVE in report else "")
         print(f"  {name}: acc {report[name]['acc']:.4f} flip {report[name + ' flip']['acc']:.4f}{extra} "
@@ -177,24 +195,18 @@ def accuracy_report(session, card: ModelCard, sets: dict) -> tuple[dict, dict]:
     return report, preds
 
 
-def select_flip_margin(session, card: ModelCard, images: np.ndarray, labels: np.ndarray) -> tuple[float, list]:
+def select_flip_margin(plain: np.ndarray, mirrored: np.ndarray, labels: np.ndarray) -> tuple[float, list]:
     """The cheapest flip margin that is as accurate as mirroring every face, on these (PublicTest) faces.
 
     Tries 0.05, 0.10, ... 0.95 and keeps the smallest whose accuracy reaches that of mirroring
     every face (1.0 if none does); returns it with the sweep (margin, share mirrored, accuracy).
     """
-    x = fer_tensors(card, images)
-    probs = model_probs(session, card)
-    plain = probs(x)[:, card.label_order]
-    mirrored = probs(np.ascontiguousarray(x[..., ::-1]))[:, card.label_order]
-    both = (plain + mirrored) / 2
-    target = float(np.mean(both.argmax(1) == labels))
-    margins = top_two_margin(plain)
+    target = float(np.mean(with_mirror_pass(plain, mirrored, 1.0).argmax(1) == labels))
     sweep = []
     for margin in np.round(np.arange(0.05, 0.96, 0.05), 2):
-        unsure = margins <= margin
-        acc = float(np.mean(np.where(unsure[:, None], both, plain).argmax(1) == labels))
-        sweep.append({"flip_margin": float(margin), "mirrored": float(unsure.mean()), "acc": acc})
+        acc = float(np.mean(with_mirror_pass(plain, mirrored, margin).argmax(1) == labels))
+        sweep.append({"flip_margin": float(margin), "mirrored": float(np.mean(unsure_faces(plain, margin))),
+                      "acc": acc})
     chosen = next((row["flip_margin"] for row in sweep if row["acc"] >= target), 1.0)
     print(f"  flip margin on PublicTest (n={len(labels)}; every face mirrored: {target:.4f}):")
     for row in sweep:
@@ -251,10 +263,7 @@ def selective_latency(session, card: ModelCard, faces: np.ndarray, repeats: int 
     with no mirror pass, timed on the same batch right before, so machine noise hits both alike.
     """
     x = fer_tensors(card, faces)
-
-    def probs_of(t: np.ndarray) -> np.ndarray:
-        out = session.run(None, {card.input_name: t})[0]
-        return softmax(out) if card.output == "logits" else out
+    probs_of = model_probs(session, card)
 
     def sweep(batch: int) -> np.ndarray:
         """Seconds per face [one pass, selective flip] over all faces, each batch timed both ways."""
@@ -425,11 +434,12 @@ def evaluate_accuracy(card_path: Path, sets: dict, args: argparse.Namespace) -> 
     print(f"{card.name}: {card.path.name}, input {card.channels}x{card.size[0]}x{card.size[1]} {card.color}",
           flush=True)
     session = ort_session(card.path)
+    passes = {name: both_passes(session, card, images) for name, (images, _) in sets.items()}
     sweep = None
     if args.select_flip_margin:
-        margin, sweep = select_flip_margin(session, card, *sets["PublicTest"])
+        margin, sweep = select_flip_margin(*passes["PublicTest"], sets["PublicTest"][1])
         card = dataclasses.replace(card, flip_margin=margin)
-    acc, preds = accuracy_report(session, card, sets)
+    acc, preds = accuracy_report(card, sets, passes)
     return Evaluation(card_path, card, session, acc, preds, sweep)
 
 

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datasets import data_root, load_fer  # noqa: E402
-from train_face import load_teachers, predict  # noqa: E402
+from train_face import load_teachers, predict, teacher_probs  # noqa: E402
 
 
 def flip_logits(model: torch.nn.Module, images: np.ndarray, batch: int = 512) -> np.ndarray:
@@ -39,8 +39,7 @@ def flip_logits(model: torch.nn.Module, images: np.ndarray, batch: int = 512) ->
 
 def ensemble_accuracy(logits: np.ndarray, labels: np.ndarray, temp: float) -> float:
     """Accuracy of the mean softened probabilities over teachers (axis 0), as train_face uses them."""
-    z = torch.from_numpy(logits).div(temp)
-    return float((z.softmax(-1).mean(0).argmax(-1).numpy() == labels).mean())
+    return float((teacher_probs(torch.from_numpy(logits), temp).argmax(-1).numpy() == labels).mean())
 
 
 def main() -> None:
