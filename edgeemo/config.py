@@ -151,6 +151,13 @@ class EventLogConfig(Section):
     stdout: bool = True
 
 
+class JournalConfig(Section):
+    path: Path | None = None                  # null: $STATE_DIRECTORY/journal.db, else the user's data dir
+    max_bytes: int = Field(100_000_000, ge=100_000)
+    retention_days: float = Field(30.0, gt=0)  # delivered events older than this are deleted
+    sync_interval_s: float = Field(1.0, gt=0, le=60)  # what a power cut can lose at most
+
+
 class MetricsConfig(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -169,6 +176,7 @@ class Config(Section):
     microphone: MicrophoneConfig = MicrophoneConfig()
     fusion: FusionConfig = FusionConfig()
     mqtt: MqttConfig = MqttConfig()
+    journal: JournalConfig = JournalConfig()
     event_log: EventLogConfig = EventLogConfig()
     metrics: MetricsConfig = MetricsConfig()
 

@@ -15,7 +15,7 @@ import time
 from edgeemo.config import Config
 from edgeemo.metrics import Metrics
 from edgeemo.pipeline import Pipeline
-from edgeemo.publish import Publisher
+from edgeemo.journal.dispatch import Publisher
 from edgeemo.sdnotify import SystemdNotifier
 
 log = logging.getLogger(__name__)

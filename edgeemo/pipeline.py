@@ -26,7 +26,7 @@ from edgeemo.detector import FaceDetector
 from edgeemo.fusion import Fuser
 from edgeemo.metrics import Metrics
 from edgeemo.modelcard import load_card
-from edgeemo.publish import Publisher
+from edgeemo.journal.dispatch import Publisher
 from edgeemo.resources import models_dir, resolve_model
 from edgeemo.tracker import FaceTracker
 from edgeemo.types import VoiceWindow, Work

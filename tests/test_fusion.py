@@ -10,7 +10,7 @@ import pytest
 from edgeemo import LABELS
 from edgeemo.config import FusionConfig
 from edgeemo.fusion import Fuser, fuse
-from edgeemo.publish import event_payload
+from edgeemo.journal.payload import event_payload
 from edgeemo.resources import event_schema
 from edgeemo.types import VoiceWindow
 

@@ -1,4 +1,4 @@
-"""edgeemo.publish against a real mosquitto and real paho clients (see conftest.py)."""
+"""The event sinks (MQTT, JSONL log) against a real mosquitto and real paho clients (see conftest.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ from jsonschema import Draft202012Validator, FormatChecker
 from edgeemo import LABELS
 from edgeemo.config import Config, EventLogConfig, MqttConfig
 from edgeemo.metrics import Metrics
-from edgeemo.publish import EventLog, MqttPublisher, Publisher, event_payload, parse_broker_url
+from edgeemo.journal.dispatch import Publisher
+from edgeemo.journal.payload import event_payload
+from edgeemo.sinks.eventlog import EventLog
+from edgeemo.sinks.mqtt import MqttPublisher, parse_broker_url
 from edgeemo.resources import event_schema
 from edgeemo.types import TrackEvent
 
@@ -216,7 +219,7 @@ def test_password_is_never_logged(mqtt_broker, device, tmp_path, monkeypatch, ca
 PUBLISHER_SCRIPT = """
 import sys, time
 from edgeemo.config import MqttConfig
-from edgeemo.publish import MqttPublisher
+from edgeemo.sinks.mqtt import MqttPublisher
 MqttPublisher(MqttConfig(url=sys.argv[1], keepalive_s=5), sys.argv[2], None).start()
 time.sleep(60)
 """

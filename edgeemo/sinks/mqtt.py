@@ -1,191 +1,32 @@
-"""Where events leave the daemon: a rotating JSONL event log, stdout, and MQTT.
+"""The MQTT connection, following CONVENTIONS.md.
 
-The payload format is ``edgeemo/event.schema.json`` (version 1). MQTT follows the conventions in
-CONVENTIONS.md: a retained ``online``/``offline`` availability topic with a Last Will, events that are
-not retained and carry a per-device ``seq`` (a gap means lost events), and a retained state topic
-published only on change. Home Assistant finds the device by MQTT discovery (one retained device
-config, sent again whenever Home Assistant announces itself on ``<discovery_prefix>/status``).
+A retained ``online``/``offline`` availability topic with a Last Will, events that are not retained
+and carry a per-device ``seq``, and a retained state topic published only on change. Home Assistant
+finds the device by MQTT discovery (one retained device config, sent again whenever Home Assistant
+announces itself on ``<discovery_prefix>/status``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import sys
 import threading
 import time
 from collections import deque
-from datetime import datetime, timezone
-from logging.handlers import RotatingFileHandler
-from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlparse
 
-import numpy as np
 import paho.mqtt.client as mqtt
 
-from edgeemo import LABELS, __version__
-from edgeemo.config import Config, EventLogConfig, MqttConfig, mqtt_password
+from edgeemo.config import MqttConfig, mqtt_password
+from edgeemo.journal.payload import SCHEMA_VERSION, iso_utc, to_json
 from edgeemo.metrics import Metrics
-from edgeemo.types import TrackEvent
+from edgeemo.sinks.homeassistant import discovery_payload
 
 log = logging.getLogger(__name__)
 paho_log = logging.getLogger(f"{__name__}.paho")
 
-SCHEMA_VERSION = 1
 FIRST_CONNECT_WAIT_S = 2.0
 
-
-# ---------------------------------------------------------------------------------------------- payload
-
-def iso_utc(now: float | None = None) -> str:
-    """Unix time as ISO-8601 UTC with milliseconds and a `Z`, the form the schema requires."""
-    moment = datetime.fromtimestamp(time.time() if now is None else now, tz=timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def rounded_probs(probs: Any) -> list[float]:
-    """Probabilities rounded to 4 decimals that still sum to 1: the largest absorbs the rounding error.
-
-    Subscribers check `sum == 1`; plain rounding of 7 values can miss that by up to 3.5e-4.
-    """
-    p = np.nan_to_num(np.asarray(probs, dtype=np.float64).reshape(-1), nan=0.0).clip(0.0, None)
-    if p.shape != (len(LABELS),):
-        raise ValueError(f"expected {len(LABELS)} probabilities, got {p.shape[0]}")
-    total = p.sum()
-    p = p / total if total > 0 else np.full(len(LABELS), 1.0 / len(LABELS))
-    out = [round(float(x), 4) for x in p]
-    top = int(np.argmax(p))
-    out[top] = round(1.0 - (sum(out) - out[top]), 4)
-    return out
-
-
-def event_payload(event: TrackEvent, seq: int, device: str, now: float | None = None) -> dict:
-    """The schema-v1 dict for one event; `now` (Unix time) only to make tests deterministic."""
-    probs = rounded_probs(event.probs)
-    top = int(np.argmax(probs))
-    payload = {
-        "v": SCHEMA_VERSION,
-        "seq": seq,
-        "ts": iso_utc(now),
-        "device": device,
-        "source": event.source,
-        "pts": round(max(0.0, float(event.pts)), 3),
-        "type": event.type,
-        "track": int(event.track),
-        "modality": event.modality,
-        "emotion": LABELS[top],
-        "confidence": probs[top],
-        "probs": dict(zip(LABELS, probs)),
-        "box": None if event.box is None else [int(v) for v in event.box],
-    }
-    if event.components:
-        payload["components"] = {name: dict(zip(LABELS, rounded_probs(p))) for name, p in event.components.items()}
-    return payload
-
-
-def _jsonable(value: Any) -> Any:
-    """json.dumps fallback for numpy scalars and arrays that callers may leave in state dicts."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def to_json(payload: Any) -> str:
-    """Compact JSON, one line (the event log is JSONL)."""
-    return json.dumps(payload, separators=(",", ":"), default=_jsonable)
-
-
-# -------------------------------------------------------------------------------------------- event log
-
-def default_event_log_path() -> Path:
-    """Under systemd's LogsDirectory= when the unit sets one, else the working directory."""
-    logs = os.environ.get("LOGS_DIRECTORY")
-    if logs:
-        return Path(logs.split(":")[0]) / "events.jsonl"
-    return Path("edgeemo-events.jsonl")
-
-
-class _EventFileHandler(RotatingFileHandler):
-    """RotatingFileHandler that counts write errors instead of printing a traceback per event."""
-
-    def __init__(self, path: Path, cfg: EventLogConfig, metrics: Metrics | None) -> None:
-        super().__init__(path, maxBytes=cfg.max_bytes, backupCount=cfg.backups, encoding="utf-8")
-        self.setFormatter(logging.Formatter("%(message)s"))
-        self._metrics = metrics
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        if self._metrics is not None:
-            self._metrics.errors.labels(where="event_log").inc()
-        log.warning("cannot write the event log %s: %s", self.baseFilename, sys.exc_info()[1])
-
-
-class EventLog:
-    """Every event payload as one JSON line in a size-rotated file, and optionally on stdout.
-
-    The file is the record that survives a broker outage; stdout is the CLI's output. The rotating
-    handler is used directly (not through a logger) so events never mix with diagnostic logging.
-    """
-
-    def __init__(self, cfg: EventLogConfig, metrics: Metrics | None = None) -> None:
-        self.path = Path(cfg.path) if cfg.path is not None else default_event_log_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handler = _EventFileHandler(self.path, cfg, metrics)
-        self._stdout = cfg.stdout
-        self._metrics = metrics
-
-    def write(self, payload: dict) -> None:
-        line = to_json(payload)
-        self._handler.handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
-        if self._stdout:
-            self._print(line)
-
-    def _print(self, line: str) -> None:
-        try:
-            sys.stdout.write(line + "\n")
-            sys.stdout.flush()
-        except (OSError, ValueError) as exc:  # a closed pipe (`edgeemo | head`) must not stop the daemon
-            self._stdout = False
-            log.warning("stdout is gone (%s); events go to %s only from now on", exc, self.path)
-
-    def close(self) -> None:
-        self._handler.close()
-
-
-# ------------------------------------------------------------------------------------- Home Assistant
-
-def discovery_payload(device: str, topics: dict[str, str]) -> dict:
-    """Home Assistant device-based discovery: one device with two sensors read from the state topic.
-
-    "Emotion" is the first face in view (an enum sensor, so HA offers the labels in automations),
-    "Faces" how many are in view; both go unavailable with the availability topic.
-    """
-    return {
-        "device": {"identifiers": [f"edgeemo_{device}"], "name": f"edgeemo {device}",
-                   "manufacturer": "edgeemo", "model": "edgeemo", "sw_version": __version__},
-        "origin": {"name": "edgeemo", "sw_version": __version__},
-        "availability_topic": topics["availability"],
-        "state_topic": topics["state"],
-        "qos": 1,
-        "components": {
-            f"{device}_emotion": {
-                "platform": "sensor", "name": "Emotion", "unique_id": f"edgeemo_{device}_emotion",
-                "device_class": "enum", "options": [*LABELS, "none"], "icon": "mdi:emoticon-outline",
-                "value_template": "{{ value_json.faces[0].emotion if value_json.faces else 'none' }}",
-            },
-            f"{device}_faces": {
-                "platform": "sensor", "name": "Faces", "unique_id": f"edgeemo_{device}_faces",
-                "state_class": "measurement", "icon": "mdi:account-group",
-                "value_template": "{{ value_json.faces | length }}",
-            },
-        },
-    }
-
-
-# ------------------------------------------------------------------------------------------------- MQTT
 
 class BrokerUrl(NamedTuple):
     host: str
@@ -415,51 +256,3 @@ class MqttPublisher:
         with self._lock:
             self._outstanding = deque(info for info in self._outstanding if not info.is_published())
             return len(self._outstanding)
-
-
-# -------------------------------------------------------------------------------------------- publisher
-
-class Publisher:
-    """What the pipeline calls: numbers events, logs them, sends them to MQTT, counts them."""
-
-    def __init__(self, cfg: Config, metrics: Metrics | None = None) -> None:
-        self.cfg = cfg
-        self.metrics = metrics
-        self.event_log = EventLog(cfg.event_log, metrics)
-        self.mqtt = MqttPublisher(cfg.mqtt, cfg.device_id, metrics) if cfg.mqtt.url else None
-        self._seq = 0  # per device and process; a reconnect never resets it, so gaps show lost events
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        if self.mqtt is not None:
-            self.mqtt.start()
-        log.info("events go to %s%s%s", self.event_log.path, ", stdout" if self.cfg.event_log.stdout else "",
-                 f", MQTT {self.mqtt.topics['events']}" if self.mqtt else "")
-
-    def handle(self, events: list[TrackEvent], present: list[dict] | None = None) -> None:
-        """Publish events in order, then (from the face side) the faces visible now (the state topic)."""
-        with self._lock:
-            for event in events:
-                self._seq += 1
-                try:
-                    self._publish(event_payload(event, self._seq, self.cfg.device_id))
-                except Exception:  # one bad event must not stop the pipeline; its seq stays a visible gap
-                    log.exception("cannot publish event seq %d (%s, track %s)", self._seq, event.type, event.track)
-                    if self.metrics is not None:
-                        self.metrics.errors.labels(where="publish").inc()
-            if self.mqtt is not None and present is not None:
-                self.mqtt.publish_state(present)
-
-    def _publish(self, payload: dict) -> None:
-        self.event_log.write(payload)
-        if self.mqtt is not None:
-            self.mqtt.publish_event(payload)
-        if self.metrics is not None:
-            self.metrics.events.labels(modality=payload["modality"], type=payload["type"],
-                                       emotion=payload["emotion"]).inc()
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Flush MQTT (waiting up to `timeout` s for the broker) and close the event log."""
-        if self.mqtt is not None:
-            self.mqtt.close(timeout)
-        self.event_log.close()

@@ -1,0 +1,72 @@
+"""The rotating JSONL event log and stdout: a line per event, written after the journal commit.
+
+Scripts and monitoring read these files; the journal (edgeemo.journal) is the record.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+
+from edgeemo.config import EventLogConfig
+from edgeemo.journal.payload import to_json
+from edgeemo.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+def default_event_log_path() -> Path:
+    """Under systemd's LogsDirectory= when the unit sets one, else the working directory."""
+    logs = os.environ.get("LOGS_DIRECTORY")
+    if logs:
+        return Path(logs.split(":")[0]) / "events.jsonl"
+    return Path("edgeemo-events.jsonl")
+
+
+class _EventFileHandler(RotatingFileHandler):
+    """RotatingFileHandler that counts write errors instead of printing a traceback per event."""
+
+    def __init__(self, path: Path, cfg: EventLogConfig, metrics: Metrics | None) -> None:
+        super().__init__(path, maxBytes=cfg.max_bytes, backupCount=cfg.backups, encoding="utf-8")
+        self.setFormatter(logging.Formatter("%(message)s"))
+        self._metrics = metrics
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self._metrics is not None:
+            self._metrics.errors.labels(where="event_log").inc()
+        log.warning("cannot write the event log %s: %s", self.baseFilename, sys.exc_info()[1])
+
+
+class EventLog:
+    """Every event payload as one JSON line in a size-rotated file, and optionally on stdout.
+
+    The file is the record that survives a broker outage; stdout is the CLI's output. The rotating
+    handler is used directly (not through a logger) so events never mix with diagnostic logging.
+    """
+
+    def __init__(self, cfg: EventLogConfig, metrics: Metrics | None = None) -> None:
+        self.path = Path(cfg.path) if cfg.path is not None else default_event_log_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handler = _EventFileHandler(self.path, cfg, metrics)
+        self._stdout = cfg.stdout
+        self._metrics = metrics
+
+    def write(self, payload: dict) -> None:
+        line = to_json(payload)
+        self._handler.handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
+        if self._stdout:
+            self._print(line)
+
+    def _print(self, line: str) -> None:
+        try:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError) as exc:  # a closed pipe (`edgeemo | head`) must not stop the daemon
+            self._stdout = False
+            log.warning("stdout is gone (%s); events go to %s only from now on", exc, self.path)
+
+    def close(self) -> None:
+        self._handler.close()
