@@ -84,13 +84,15 @@ class Journal:
         self.last_seq, self.last_track = self._ids()
 
     @classmethod
-    def open(cls, cfg: JournalConfig, metrics: Metrics | None = None) -> Journal:
-        """Open or create the journal; a corrupt one is moved aside and a fresh one started."""
+    def open(cls, cfg: JournalConfig, metrics: Metrics | None = None, repair: bool = True) -> Journal:
+        """Open or create the journal; a corrupt one is moved aside and a fresh one started (`repair`)."""
         path = journal_path(cfg)
         _create_private(path)
         try:
             _verify(path)
         except sqlite3.DatabaseError as exc:
+            if not repair:
+                raise ConfigError(f"journal {path} is unreadable: {exc}") from None
             floor = _move_aside(path, exc)
             journal = cls(path, cfg, metrics)
             journal.raise_seq_floor(floor)
