@@ -124,3 +124,24 @@ def test_sigkill_during_an_outage_then_restart_delivers_the_first_runs_events(pe
     assert second_run and second_run[0]["seq"] == first_run[-1]["seq"] + 1  # seq continues, none reused
     first_tracks = {p["track"] for p in first_run}
     assert min(p["track"] for p in second_run) > max(first_tracks)  # so do track and stream ids
+
+
+def test_sigterm_while_the_broker_is_away_exits_quickly_and_keeps_the_backlog(tmp_path, own_journal):
+    dead = Broker(mosquitto_binary(), tmp_path)  # a port nobody listens on
+    run = daemon(dead, "away", cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (own_journal.exists() and journal_payloads(own_journal)):
+            time.sleep(0.5)
+        run.send_signal(signal.SIGTERM)
+        asked = time.monotonic()
+        assert run.wait(15) == 0, run.stderr.read()
+        took = time.monotonic() - asked
+    finally:
+        run.kill()
+    assert took < 10, f"shutdown took {took:.1f} s"  # inside TimeoutStopSec=20 with room to spare
+    journal = Journal.open(JournalConfig(path=own_journal), repair=False)
+    try:
+        assert journal.count_undelivered() == len(journal.query(limit=10**6)) > 0  # all kept for the next start
+    finally:
+        journal.close()
