@@ -114,6 +114,18 @@ def test_corrupt_journal_is_moved_aside_and_seq_continues_above_it(tmp_path, cap
     assert rows[0]["seq"] > time.time() * 1000 - 60_000  # above any seq the lost file can have held
 
 
+def test_a_journal_that_cannot_be_opened_is_moved_aside_too(tmp_path) -> None:
+    (tmp_path / "journal.db").mkdir()  # not a file at all
+    assert [p["seq"] for p in write_events(journal_cfg(tmp_path), [event()])][0] > 1
+    assert (tmp_path / "journal.db").is_file() and len(list(tmp_path.glob("journal.db.corrupt-*"))) == 1
+
+
+def test_a_journal_folder_that_cannot_exist_is_a_config_error(tmp_path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="journal.path: cannot create the folder"):
+        Journal.open(JournalConfig(path=tmp_path / "file" / "journal.db"))
+
+
 def test_a_reader_never_moves_the_daemons_journal_aside(tmp_path) -> None:
     (tmp_path / "journal.db").write_bytes(b"not a database" * 100)
     with pytest.raises(ConfigError, match="unreadable"):

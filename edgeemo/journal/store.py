@@ -50,10 +50,6 @@ CREATE INDEX IF NOT EXISTS events_undelivered ON events (seq) WHERE delivered_at
 PRUNE_CHUNK = 100  # rows per delete when over the bound: drop no more than needed
 
 
-class JournalError(Exception):
-    """The journal cannot be used at all (its folder is not writable, the disk is gone)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Row:
     seq: int
@@ -85,19 +81,30 @@ class Journal:
 
     @classmethod
     def open(cls, cfg: JournalConfig, metrics: Metrics | None = None, repair: bool = True) -> Journal:
-        """Open or create the journal; a corrupt one is moved aside and a fresh one started (`repair`)."""
+        """Open or create the journal. One that cannot be opened or is corrupt is moved aside and a
+        fresh one started (`repair`), so a bad file never becomes a restart loop."""
         path = journal_path(cfg)
-        _create_private(path)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"journal.path: cannot create the folder {path.parent}: {exc.strerror}") from None
+        try:
+            _create_private(path)
             _verify(path)
-        except sqlite3.DatabaseError as exc:
+            return cls(path, cfg, metrics)
+        except (OSError, sqlite3.DatabaseError) as exc:
             if not repair:
                 raise ConfigError(f"journal {path} is unreadable: {exc}") from None
-            floor = _move_aside(path, exc)
-            journal = cls(path, cfg, metrics)
-            journal.raise_seq_floor(floor)
-            return journal
-        return cls(path, cfg, metrics)
+            problem = exc
+        try:
+            floor = _move_aside(path, problem)
+            _create_private(path)
+        except OSError as exc:
+            raise ConfigError(f"journal {path} is unusable ({problem}) and cannot be moved aside: "
+                              f"{exc.strerror}") from None
+        journal = cls(path, cfg, metrics)
+        journal.raise_seq_floor(floor)
+        return journal
 
     def _ids(self) -> tuple[int, int]:
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
@@ -235,13 +242,12 @@ def _unix(iso: str) -> float:
 
 
 def _create_private(path: Path) -> None:
-    """Create the file (and its folder) readable by its owner only: it holds people's emotions."""
+    """Create the file readable by its owner only: it holds people's emotions."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-        os.chmod(path, 0o600)
-    except OSError as exc:
-        raise ConfigError(f"journal.path: cannot create {path}: {exc.strerror}") from None
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -283,5 +289,4 @@ def _move_aside(path: Path, exc: Exception) -> int:
         if part.exists():
             part.rename(Path(f"{aside}{suffix}"))
     log.error("journal %s is unreadable (%s); moved it to %s and started a fresh journal", path, exc, aside)
-    _create_private(path)
     return int(time.time() * 1000)
