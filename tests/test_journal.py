@@ -159,6 +159,7 @@ def test_full_journal_during_an_outage_drops_the_oldest_and_counts_them(tmp_path
     path.upkeep.tick()
     kept = path.journal.query(limit=10**6)
     assert path.journal.used_bytes() <= cfg.journal.max_bytes
+    assert (tmp_path / "journal.db").stat().st_size <= cfg.journal.max_bytes  # the file shrinks too
     dropped = 600 - len(kept)
     assert dropped > 0 and kept[-1]["seq"] == 600                  # the newest stay
     assert [p["seq"] for p in kept] == list(range(dropped + 1, 601))  # the oldest went, in order
