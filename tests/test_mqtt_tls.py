@@ -1,0 +1,143 @@
+"""MQTT over TLS with a password, against a real mosquitto with a TLS listener and a password file.
+
+Certificates are made with openssl per session (conftest.py). A wrong password, an unknown CA and a
+wrong host name each give one clear line while paho keeps retrying; nothing crashes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from edgeemo.config import ConfigError, MqttConfig, TlsConfig
+from edgeemo.metrics import Metrics
+from edgeemo.sinks.mqtt import MqttPublisher
+
+from conftest import Subscriber, TlsBroker, mosquitto_binary
+
+LOGGER = "edgeemo.sinks.mqtt"
+
+
+def tls_config(broker: TlsBroker, ca: Path, **tls: object) -> MqttConfig:
+    return MqttConfig(url=broker.url, keepalive_s=5, discovery_prefix=None,
+                      tls=TlsConfig(enabled=True, ca_file=ca, **tls))
+
+
+def publisher_for(cfg: MqttConfig) -> tuple[MqttPublisher, Metrics]:
+    metrics = Metrics(["cam"], "onnxruntime")
+    return MqttPublisher(cfg, f"t{uuid.uuid4().hex[:10]}", metrics), metrics
+
+
+def failure_lines(caplog: pytest.LogCaptureFixture, text: str) -> tuple[list[str], list[str]]:
+    """(lines at WARNING and above, DEBUG repeats) of our logger that contain `text`."""
+    ours = [r for r in caplog.records if r.name == LOGGER and text in r.getMessage()]
+    return ([r.getMessage() for r in ours if r.levelno >= logging.WARNING],
+            [r.getMessage() for r in ours if r.levelno == logging.DEBUG])
+
+
+def assert_one_line_and_retrying(publisher: MqttPublisher, metrics: Metrics, caplog, text: str) -> None:
+    """Wait for three attempts (paho waits 1 s, then 2 s): one clear line, the rest at DEBUG, no crash."""
+    publisher.start()
+    try:
+        deadline = time.monotonic() + 8
+        while len(failure_lines(caplog, text)[1]) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        loud, repeats = failure_lines(caplog, text)
+        assert len(loud) == 1, [r.getMessage() for r in caplog.records if r.name == LOGGER]
+        assert repeats, "paho stopped retrying"
+        assert "\n" not in loud[0] and "Traceback" not in caplog.text
+        assert publisher.client._thread is not None and publisher.client._thread.is_alive()
+        assert metrics.registry.get_sample_value("edgeemo_mqtt_connected") == 0
+    finally:
+        publisher.close(timeout=0.5)
+
+
+def test_events_are_delivered_over_tls_with_the_password(tls_broker, monkeypatch, caplog):
+    monkeypatch.setenv("EDGEEMO_MQTT_PASSWORD", tls_broker.password)
+    publisher, metrics = publisher_for(tls_config(tls_broker, tls_broker.ca[0]))
+    sub = Subscriber(tls_broker, f"edgeemo/{publisher.device}/#", configure=tls_broker.configure)
+    try:
+        publisher.start()
+        publisher.publish_event({"v": 1, "seq": 1, "type": "start"})
+        got = sub.wait_for(lambda msgs: any(t.endswith("/events") for t, _, _ in msgs))
+        assert [json.loads(p)["seq"] for t, p, _ in got if t.endswith("/events")] == [1]
+        assert (f"edgeemo/{publisher.device}/availability", b"online") in [(t, p) for t, p, _ in got]
+        assert metrics.registry.get_sample_value("edgeemo_mqtt_connected") == 1
+    finally:
+        publisher.close()
+        sub.close()
+    assert tls_broker.password not in caplog.text
+
+
+def test_wrong_password_is_one_clear_line_and_retried(tls_broker, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    monkeypatch.setenv("EDGEEMO_MQTT_PASSWORD", "not-the-password")
+    publisher, metrics = publisher_for(tls_config(tls_broker, tls_broker.ca[0]))
+    assert_one_line_and_retrying(publisher, metrics, caplog, "refused the login (bad user name or password)")
+    assert "not-the-password" not in caplog.text
+
+
+def test_unknown_ca_is_one_clear_line_and_retried(tls_broker, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    monkeypatch.setenv("EDGEEMO_MQTT_PASSWORD", tls_broker.password)
+    publisher, metrics = publisher_for(tls_config(tls_broker, tls_broker.wrong_ca[0]))
+    text = f"TLS: the broker's certificate is not signed by mqtt.tls.ca_file ({tls_broker.wrong_ca[0]})"
+    assert_one_line_and_retrying(publisher, metrics, caplog, text)
+
+
+def test_insecure_skips_only_the_host_name_check(tls_broker, monkeypatch, caplog):
+    """tls.insecure is paho's tls_insecure_set: the certificate must still come from ca_file."""
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    monkeypatch.setenv("EDGEEMO_MQTT_PASSWORD", tls_broker.password)
+    publisher, metrics = publisher_for(tls_config(tls_broker, tls_broker.wrong_ca[0], insecure=True))
+    assert_one_line_and_retrying(publisher, metrics, caplog, "TLS: the broker's certificate is not signed by")
+
+
+@pytest.fixture(scope="module")
+def misnamed_broker(tmp_path_factory) -> TlsBroker:
+    """A broker whose certificate (from the right CA) is made for another host name."""
+    broker = TlsBroker(mosquitto_binary(), tmp_path_factory.mktemp("mosquitto-misnamed"), san="DNS:broker.invalid")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def test_wrong_host_name_is_one_clear_line_and_retried(misnamed_broker, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    monkeypatch.setenv("EDGEEMO_MQTT_PASSWORD", misnamed_broker.password)
+    publisher, metrics = publisher_for(tls_config(misnamed_broker, misnamed_broker.ca[0]))
+    assert_one_line_and_retrying(publisher, metrics, caplog, "TLS: certificate does not match host 127.0.0.1")
+
+
+def test_insecure_accepts_a_wrong_host_name(misnamed_broker, monkeypatch):
+    monkeypatch.setenv("EDGEEMO_MQTT_PASSWORD", misnamed_broker.password)
+    publisher, metrics = publisher_for(tls_config(misnamed_broker, misnamed_broker.ca[0], insecure=True))
+    try:
+        publisher.start()
+        deadline = time.monotonic() + 5
+        while metrics.registry.get_sample_value("edgeemo_mqtt_connected") != 1:
+            assert time.monotonic() < deadline, "no connection with tls.insecure: true"
+            time.sleep(0.05)
+    finally:
+        publisher.close(timeout=1)
+
+
+@pytest.mark.parametrize("key, content, expected", [
+    ("ca_file", None, "mqtt.tls.ca_file: cannot read {path}: No such file or directory"),
+    ("ca_file", b"not a certificate\n", "mqtt.tls.ca_file: {path} is not a PEM certificate"),
+    ("cert_file", None, "mqtt.tls.cert_file: cannot read {path}: No such file or directory"),
+    ("cert_file", b"garbage\n", "mqtt.tls.cert_file/key_file: cannot load the client certificate {path}"),
+])
+def test_a_bad_tls_file_is_a_config_error_naming_it(tmp_path, key, content, expected):
+    path = tmp_path / "file.pem"
+    if content is not None:
+        path.write_bytes(content)
+    cfg = MqttConfig(url="mqtts://u@127.0.0.1:1", tls=TlsConfig(enabled=True, **{key: path}))
+    with pytest.raises(ConfigError) as caught:
+        MqttPublisher(cfg, "dev")
+    assert expected.format(path=path) in str(caught.value)
