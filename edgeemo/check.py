@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
+import threading
 from collections.abc import Callable
-from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
 
 from edgeemo.audio import audio_target, open_reader
 from edgeemo.capture import FrameReader, parse_source
@@ -15,6 +18,8 @@ from edgeemo.config import Config, SourceConfig
 from edgeemo.detector import FaceDetector
 from edgeemo.modelcard import ModelCard, load_card
 from edgeemo.pipeline import model_paths
+from edgeemo.sinks.mqtt import parse_broker_url
+from edgeemo.sinks.mqtt_login import apply_login, apply_tls, connect_error, refusal
 from edgeemo.voice import VoiceClassifier
 
 log = logging.getLogger(__name__)
@@ -74,17 +79,36 @@ def check_source(url: str) -> str:
     return f"{spec.kind} {spec.target}: {w}x{h}" + (f" at {reader.fps:.2f} fps" if reader.fps else "")
 
 
-def check_broker(cfg: Config) -> str:
+def check_broker(cfg: Config, timeout: float = 5.0) -> str:
+    """The TLS handshake and the MQTT login (CONNECT/CONNACK), then a clean disconnect: no message sent."""
     if cfg.mqtt.url is None:
         return "no broker configured: events go to the event log and stdout"
-    parsed = urlparse(cfg.mqtt.url)
-    port = parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
+    broker = parse_broker_url(cfg.mqtt.url, cfg.mqtt.tls.enabled)
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                         client_id=f"edgeemo-check-{cfg.device_id}-{os.getpid()}")
+    unused_password = apply_login(client, cfg.mqtt, broker.username)
+    if broker.tls:
+        apply_tls(client, cfg.mqtt.tls)
+    answered = threading.Event()
+    outcome: list = []
+    client.on_connect = lambda _c, _u, _f, reason, _p: (outcome.append(reason), answered.set())
+    client.connect_timeout = timeout
     try:
-        with socket.create_connection((parsed.hostname, port), timeout=5):
-            pass
-    except OSError as exc:
-        raise RuntimeError(f"broker {parsed.hostname}:{port} not reachable: {exc.strerror or exc}") from None
-    return f"broker {parsed.hostname}:{port} accepts connections"
+        client.connect(broker.host, broker.port, keepalive=max(5, int(timeout) + 5))
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(connect_error(exc, broker.host, broker.port, cfg.mqtt.tls)) from None
+    client.loop_start()
+    try:
+        if not answered.wait(timeout):
+            raise RuntimeError(f"broker {broker.host}:{broker.port} gave no CONNACK within {timeout:.0f} s")
+        if outcome[0].is_failure:
+            raise RuntimeError(refusal(outcome[0], broker.host, broker.port))
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    who = f" as {broker.username}" if broker.username else " without a user name"
+    note = " (a password was found but mqtt.url has no user@)" if unused_password else ""
+    return f"broker {broker.host}:{broker.port}: {'TLS verified, ' if broker.tls else ''}logged in{who}{note}"
 
 
 def check_metrics_port(cfg: Config) -> str:

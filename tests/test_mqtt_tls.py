@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from edgeemo.config import ConfigError, MqttConfig, TlsConfig
+from edgeemo.check import check_broker
+from edgeemo.config import Config, ConfigError, MqttConfig, TlsConfig
 from edgeemo.metrics import Metrics
 from edgeemo.sinks.mqtt import MqttPublisher
 
@@ -141,3 +146,41 @@ def test_a_bad_tls_file_is_a_config_error_naming_it(tmp_path, key, content, expe
     with pytest.raises(ConfigError) as caught:
         MqttPublisher(cfg, "dev")
     assert expected.format(path=path) in str(caught.value)
+
+
+# ------------------------------------------------------------------------ `edgeemo check` logs in
+
+def check_config(broker: TlsBroker, ca: Path) -> Config:
+    return Config(mqtt=tls_config(broker, ca))
+
+
+def test_check_logs_in_over_tls_through_the_cli(tls_broker, tmp_path):
+    config = tmp_path / "edgeemo.yaml"
+    config.write_text(f"voice:\n  enabled: false\nmqtt:\n  url: {tls_broker.url}\n  tls:\n    ca_file: {tls_broker.ca[0]}\n")
+    env = os.environ | {"EDGEEMO_MQTT_PASSWORD": tls_broker.password}
+    result = subprocess.run([sys.executable, "-m", "edgeemo.cli", "check", "--config", str(config), "--metrics-port", "0"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"OK    mqtt: broker 127.0.0.1:{tls_broker.port}: TLS verified, logged in as edgeemo" in result.stdout
+    assert tls_broker.password not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("password, ca, expected", [
+    ("wrong", "ca", "refused the login (bad user name or password)"),
+    ("right", "wrong_ca", "TLS: the broker's certificate is not signed by mqtt.tls.ca_file"),
+])
+def test_check_fails_on_a_wrong_password_or_ca(tls_broker, monkeypatch, password, ca, expected):
+    monkeypatch.setenv("EDGEEMO_MQTT_PASSWORD", tls_broker.password if password == "right" else "wrong")
+    with pytest.raises(RuntimeError, match=re.escape(expected)):
+        check_broker(check_config(tls_broker, getattr(tls_broker, ca)[0]), timeout=3)
+
+
+def test_check_fails_on_a_wrong_host_name(misnamed_broker, monkeypatch):
+    monkeypatch.setenv("EDGEEMO_MQTT_PASSWORD", misnamed_broker.password)
+    with pytest.raises(RuntimeError, match="TLS: certificate does not match host 127.0.0.1"):
+        check_broker(check_config(misnamed_broker, misnamed_broker.ca[0]), timeout=3)
+
+
+def test_check_names_a_missing_ca_file(tls_broker, tmp_path):
+    with pytest.raises(ConfigError, match=re.escape(f"mqtt.tls.ca_file: cannot read {tmp_path / 'nope.pem'}")):
+        check_broker(check_config(tls_broker, tmp_path / "nope.pem"), timeout=3)

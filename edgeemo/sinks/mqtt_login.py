@@ -85,8 +85,8 @@ def connect_error(exc: BaseException | None, host: str, port: int, tls: TlsConfi
         hint = "; is this port a TLS listener?" if "WRONG_VERSION_NUMBER" in str(exc) else ""
         return f"TLS handshake with {host}:{port} failed: {exc.reason or exc}{hint}"
     if isinstance(exc, OSError):
-        return f"cannot reach {host}:{port}: {exc.strerror or exc}"
-    return f"cannot reach {host}:{port}"
+        return f"broker {host}:{port} not reachable: {exc.strerror or exc}"
+    return f"broker {host}:{port} not reachable"
 
 
 def refusal(reason: Any, host: str, port: int) -> str:
