@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 from edgeemo.audio import audio_target, open_reader
 from edgeemo.capture import FrameReader, parse_source
 from edgeemo.classifier import ExpressionClassifier
-from edgeemo.config import Config, SourceConfig
+from edgeemo.config import Config, SourceConfig, redact
 from edgeemo.detector import FaceDetector
 from edgeemo.modelcard import ModelCard, load_card
 from edgeemo.pipeline import model_paths
@@ -60,23 +60,23 @@ def check_sound(source: SourceConfig, cfg: Config) -> str:
     finally:
         reader.close()
     if first is None:
-        raise RuntimeError(f"sound {target!r} opened but gave no samples")
-    return f"{target}: sound decoded to 16 kHz mono"
+        raise RuntimeError(f"sound {redact(target)!r} opened but gave no samples")
+    return f"{redact(target)}: sound decoded to 16 kHz mono"
 
 
 def check_source(url: str) -> str:
     spec = parse_source(url)
     if spec.kind == "audio":
-        return f"sound only ({spec.target}): voice events, no faces"
+        return f"sound only ({redact(spec.target)}): voice events, no faces"
     reader = FrameReader(spec)
     try:
         item = reader.read()
     finally:
         reader.close()
     if item is None:
-        raise RuntimeError(f"source {url!r} opened but gave no frame")
+        raise RuntimeError(f"source {redact(url)!r} opened but gave no frame")
     h, w = item[0].shape[:2]
-    return f"{spec.kind} {spec.target}: {w}x{h}" + (f" at {reader.fps:.2f} fps" if reader.fps else "")
+    return f"{spec.kind} {redact(spec.target)}: {w}x{h}" + (f" at {reader.fps:.2f} fps" if reader.fps else "")
 
 
 def check_broker(cfg: Config, timeout: float = 5.0) -> str:
@@ -135,6 +135,6 @@ def check_main(cfg: Config) -> int:
             sys.stdout.write(f"OK    {name}: {run()}\n")
         except Exception as exc:  # every failure is reported, none stops the other checks
             failed += 1
-            sys.stdout.write(f"FAIL  {name}: {exc}\n")
+            sys.stdout.write(f"FAIL  {name}: {redact(str(exc))}\n")
     sys.stdout.write("all checks passed\n" if not failed else f"{failed} check(s) failed\n")
     return 1 if failed else 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edgeemo import __version__
 from edgeemo.capture import SourceError
-from edgeemo.config import Config, ConfigError, load_config
+from edgeemo.config import Config, ConfigError, load_config, redact, with_source_passwords
 from edgeemo.modelcard import ModelCardError
 from edgeemo.runtime import ModelError
 
@@ -62,6 +62,7 @@ def config_from(args: argparse.Namespace) -> Config:
     source = getattr(args, "source", None)
     if source is not None:
         cfg.sources = [cfg.sources[0].model_copy(update={"url": source})]
+        with_source_passwords(cfg)
     return cfg
 
 
@@ -69,6 +70,16 @@ def setup_logging(level: str) -> None:
     under_systemd = "JOURNAL_STREAM" in os.environ  # journald stamps the time itself
     fmt = "%(levelname)s %(name)s: %(message)s" if under_systemd else "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(RedactingFormatter(fmt))
+
+
+class RedactingFormatter(logging.Formatter):
+    """Every log line, traceback included, with URL passwords masked: the last line of defence for
+    a message (ours or a library's) that carries a camera URL."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return str(redact(super().format(record)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             from edgeemo.daemon import Daemon
             live = [s.url for s in cfg.sources if parse_source(s.url).live]
             if args.once and live:
-                raise ConfigError(f"--once reads files to their end; {', '.join(live)} is a live source")
+                raise ConfigError(f"--once reads files to their end; {redact(', '.join(live))} is a live source")
+            os.umask(0o077)  # every file the daemon writes (event log, journal) holds emotions: owner only
             return Daemon(cfg, lossless=args.once).run()
         if args.command == "detect":
             from edgeemo.detect import detect_main
