@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edgeemo import __version__
 from edgeemo.capture import SourceError
-from edgeemo.config import Config, ConfigError, load_config, redact, with_source_passwords
+from edgeemo.config import Config, ConfigError, SourceConfig, load_config, redact, with_source_passwords
 from edgeemo.modelcard import ModelCardError
 from edgeemo.runtime import ModelError
 
@@ -35,11 +35,17 @@ def parser() -> argparse.ArgumentParser:
     detect.add_argument("--json", action="store_true", help="one JSON object per image / video frame / speech segment")
     detect.add_argument("--annotate", type=Path, metavar="OUT",
                         help="write the image/video with boxes and labels (a folder when several inputs)")
-    detect.add_argument("--every", type=int, default=1, metavar="N", help="analyse every Nth video frame")
+    detect.add_argument("--every", type=whole_number, default=1, metavar="N", help="analyse every Nth video frame")
 
     check = sub.add_parser("check", help="validate config, models, sources and broker, then exit")
     add_config_args(check)
     return p
+
+
+def whole_number(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -82,6 +88,24 @@ class RedactingFormatter(logging.Formatter):
         return str(redact(super().format(record)))
 
 
+def check_first_frame(source: SourceConfig) -> None:
+    """A video or image file whose first frame cannot be read stops start-up (exit 2) instead of
+    ending the run quietly with no events."""
+    from edgeemo.capture import FrameReader, parse_source
+
+    spec = parse_source(source.url)
+    if spec.kind not in ("video", "image"):
+        return
+    reader = FrameReader(spec)  # raises SourceError when it cannot open the file at all
+    try:
+        frame = reader.read()
+    finally:
+        reader.close()
+    if frame is None:
+        raise SourceError(f"sources.{source.name}.url: {spec.target}: no frame could be read "
+                          "(empty, damaged, or not a video or image)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging("INFO")
@@ -94,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             live = [s.url for s in cfg.sources if parse_source(s.url).live]
             if args.once and live:
                 raise ConfigError(f"--once reads files to their end; {redact(', '.join(live))} is a live source")
+            for source in cfg.sources:
+                check_first_frame(source)
             os.umask(0o077)  # every file the daemon writes (event log, journal) holds emotions: owner only
             return Daemon(cfg, lossless=args.once).run()
         if args.command == "detect":

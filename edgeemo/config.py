@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ID_PATTERN = r"^[a-zA-Z0-9_-]+$"
+STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "udp", "tcp")  # what capture.parse_source opens as a stream
 
 
 class ConfigError(Exception):
@@ -39,6 +40,23 @@ class SourceConfig(Section):
     audio: str = Field("auto", min_length=1)
     # The password of the url's user@, kept out of the YAML (see source_password).
     password_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _stream_url(cls, url: str) -> str:
+        """A stream URL without a host or with an impossible port would be retried forever."""
+        parsed = urlparse(url)
+        if parsed.scheme not in STREAM_SCHEMES:
+            return url
+        if not parsed.hostname:
+            raise ValueError(f"a stream URL needs a host ({parsed.scheme}://[user@]host[:port]/...)")
+        try:
+            port = parsed.port
+        except ValueError:
+            port = 0
+        if port is not None and not 1 <= port <= 65535:
+            raise ValueError("port must be a number from 1 to 65535")
+        return url
 
 
 class DetectorConfig(Section):
@@ -233,9 +251,11 @@ def load_config(path: Path | None, overrides: dict | None = None) -> Config:
     raw: dict = {}
     if path is not None:
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): is this the config file?") from None
         try:
             raw = yaml.load(text, Loader=UniqueKeyLoader) or {}
         except yaml.YAMLError as exc:
@@ -307,13 +327,20 @@ def source_password(source: SourceConfig) -> str | None:
         path = Path(creds) / f"source_{source.name}_password"
     if path is None:
         return os.environ.get(f"EDGEEMO_SOURCE_{source.name.upper().replace('-', '_')}_PASSWORD") or None
+    return read_secret(key, path)
+
+
+def read_secret(key: str, path: Path) -> str:
+    """The first line of a password file, surrounding whitespace stripped; a problem names key and file."""
     try:
-        password = path.read_text().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{key}: cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    if not password:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: cannot read {path}: not UTF-8 text") from None
+    if not secret:
         raise ConfigError(f"{key}: {path} is empty")
-    return password
+    return secret
 
 
 def set_dotted(raw: dict, dotted: str, value: object) -> None:
@@ -351,10 +378,7 @@ def _child(node: object, part: str, default: object) -> object:
 def mqtt_password(cfg: MqttConfig) -> str | None:
     """The broker password from a file, systemd credentials, or the environment: never from the YAML."""
     if cfg.password_file is not None:
-        try:
-            return cfg.password_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"mqtt.password_file: cannot read {cfg.password_file}: {exc.strerror}") from None
+        return read_secret("mqtt.password_file", cfg.password_file)
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
     if creds and (Path(creds) / "mqtt_password").is_file():
         return (Path(creds) / "mqtt_password").read_text().strip()
