@@ -8,9 +8,11 @@ import os
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from edgeemo import __version__
 from edgeemo.capture import SourceError
-from edgeemo.config import Config, ConfigError, SourceConfig, load_config, redact, with_source_passwords
+from edgeemo.config import Config, ConfigError, SourceConfig, describe, load_config, redact, with_source_passwords
 from edgeemo.modelcard import ModelCardError
 from edgeemo.runtime import ModelError
 
@@ -67,7 +69,10 @@ def config_from(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config, overrides)
     source = getattr(args, "source", None)
     if source is not None:
-        cfg.sources = [cfg.sources[0].model_copy(update={"url": source})]
+        try:  # validated like the YAML's url (model_copy would skip that)
+            cfg.sources = [SourceConfig.model_validate(cfg.sources[0].model_dump() | {"url": source})]
+        except ValidationError as exc:
+            raise ConfigError(describe(exc, "--source")) from None
         with_source_passwords(cfg)
     return cfg
 

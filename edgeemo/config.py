@@ -231,7 +231,8 @@ def redact(value: object) -> object:
     pass through it, because a source URL may carry a camera's password.
     """
     if isinstance(value, str):
-        return re.sub(r"(://[^/@:\s'\"]*):[^/@\s'\"]*@", r"\1:***@", value)
+        # `:/+`: a URL passed through pathlib (`detect rtsp://...`) has lost one of its slashes.
+        return re.sub(r"(:/+[^/@:\s'\"]*):[^/@\s'\"]*@", r"\1:***@", value)
     return value
 
 

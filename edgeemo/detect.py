@@ -22,7 +22,7 @@ from edgeemo import LABELS
 from edgeemo.audio import AudioUnavailable, FileAudioReader
 from edgeemo.capture import IMAGE_SUFFIXES, FrameReader, SourceError, SourceSpec, list_images, parse_source
 from edgeemo.classifier import ExpressionClassifier
-from edgeemo.config import Config
+from edgeemo.config import Config, redact
 from edgeemo.detector import FaceDetector
 from edgeemo.fusion import fuse
 from edgeemo.modelcard import load_card
@@ -164,6 +164,10 @@ def detect_main(cfg: Config, args: argparse.Namespace) -> int:
     """Exit 0, or 2 when any input could not be read at all (each named on one line; the rest analysed)."""
     paths = expand(args.paths)
     specs = [parse_source(str(path)) for path in paths]  # fail on a bad path before any work
+    for path, spec in zip(paths, specs):
+        if spec.live:
+            raise SourceError(f"{redact(str(path))}: detect reads files; for a camera or stream use "
+                              "`edgeemo run --source ...`")
     analyzer = Analyzer(cfg) if any(spec.kind != "audio" for spec in specs) else None
     has_sound = cfg.voice.enabled and any(spec.kind in ("audio", "video") for spec in specs)
     voice = VoiceAnalyzer(cfg) if has_sound else None

@@ -163,6 +163,7 @@ def url_and_port_cases(c: Corpus, busy_port: int) -> None:
                  forbid=("Cam-Pw-5521",))
     for url in ["/nonexistent/video.mp4", "ftp://cam/x", "~/nope.mkv"]:
         c.add(f"source-missing-{url}", ["run", "--once", "--source", url, "--metrics-port", "0"], "no such file")
+    c.add("override-source-no-host", ["check", "--source", "rtsp://"], "--source: url: Value error, a stream URL needs a host")
     c.add("once-live", ["run", "--once", "--source", "rtsp://cam/s"], "is a live source")
     c.add("metrics-port-busy", ["run", "--once", "--source", IMAGE, "--metrics-port", busy_port],
           f"cannot serve metrics on 127.0.0.1:{busy_port}: Address already in use")
@@ -311,6 +312,9 @@ def media_cases(c: Corpus) -> None:
     c.add("detect-good-and-broken", ["detect", IMAGE, c.file("broken.jpg", b"\xff\xd8garbage")],
           "broken.jpg: not a readable image")
     c.add("detect-missing", ["detect", c.folder / "nope.jpg"], "nope.jpg': no such file")
+    c.add("detect-stream-url", ["detect", "rtsp://viewer:Detect-Pw-31@cam/s"], "detect reads files",
+          forbid=("Detect-Pw-31",))
+    c.add("detect-camera-index", ["detect", "0"], "0: detect reads files")
     c.add("detect-every-zero", ["detect", IMAGE, "--every", "0"], "--every: must be a whole number >= 1")
     c.add("detect-every-text", ["detect", IMAGE, "--every", "x"], "--every: ")
     # Partly readable: analysed as far as it goes, with a warning naming the file; exit 0.
