@@ -100,7 +100,8 @@ def check_broker(cfg: Config, timeout: float = 5.0) -> str:
     client.loop_start()
     try:
         if not answered.wait(timeout):
-            raise RuntimeError(f"broker {broker.host}:{broker.port} gave no CONNACK within {timeout:.0f} s")
+            hint = "" if broker.tls else " (a TLS port? then use mqtts://)"
+            raise RuntimeError(f"broker {broker.host}:{broker.port} gave no CONNACK within {timeout:.0f} s{hint}")
         if outcome[0].is_failure:
             raise RuntimeError(refusal(outcome[0], broker.host, broker.port))
     finally:

@@ -184,3 +184,9 @@ def test_check_fails_on_a_wrong_host_name(misnamed_broker, monkeypatch):
 def test_check_names_a_missing_ca_file(tls_broker, tmp_path):
     with pytest.raises(ConfigError, match=re.escape(f"mqtt.tls.ca_file: cannot read {tmp_path / 'nope.pem'}")):
         check_broker(check_config(tls_broker, tmp_path / "nope.pem"), timeout=3)
+
+
+def test_check_on_a_tls_port_without_tls_says_so(tls_broker):
+    cfg = Config(mqtt=MqttConfig(url=f"mqtt://edgeemo@127.0.0.1:{tls_broker.port}"))
+    with pytest.raises(RuntimeError, match=re.escape("gave no CONNACK within 2 s (a TLS port? then use mqtts://)")):
+        check_broker(cfg, timeout=2)
