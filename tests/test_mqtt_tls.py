@@ -21,6 +21,7 @@ import pytest
 from edgeemo.check import check_broker
 from edgeemo.config import Config, ConfigError, MqttConfig, TlsConfig
 from edgeemo.metrics import Metrics
+from edgeemo.resources import sample_video
 from edgeemo.sinks.mqtt import MqttPublisher
 
 from conftest import Subscriber, TlsBroker, mosquitto_binary
@@ -62,21 +63,32 @@ def assert_one_line_and_retrying(publisher: MqttPublisher, metrics: Metrics, cap
         publisher.close(timeout=0.5)
 
 
-def test_events_are_delivered_over_tls_with_the_password(tls_broker, monkeypatch, caplog):
-    monkeypatch.setenv("EDGEEMO_MQTT_PASSWORD", tls_broker.password)
-    publisher, metrics = publisher_for(tls_config(tls_broker, tls_broker.ca[0]))
-    sub = Subscriber(tls_broker, f"edgeemo/{publisher.device}/#", configure=tls_broker.configure)
+def test_the_daemon_delivers_events_over_tls_with_the_password(tls_broker, tmp_path):
+    """The real daemon (`run --once` on 2 s of the sample) logs in over TLS with $EDGEEMO_MQTT_PASSWORD."""
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(sample_video()), "-t", "2", "-c", "copy", str(clip)],
+                   check=True, timeout=60)
+    device = f"t{uuid.uuid4().hex[:10]}"
+    config = tmp_path / "edgeemo.yaml"
+    config.write_text(f"device_id: {device}\nvoice:\n  enabled: false\nmqtt:\n  url: {tls_broker.url}\n"
+                      f"  discovery_prefix: null\n  tls:\n    ca_file: {tls_broker.ca[0]}\n"
+                      f"journal:\n  path: {tmp_path / 'journal.db'}\n"
+                      f"event_log:\n  path: {tmp_path / 'events.jsonl'}\n  stdout: false\n")
+    sub = Subscriber(tls_broker, f"edgeemo/{device}/#", configure=tls_broker.configure)
     try:
-        publisher.start()
-        publisher.publish_event({"v": 1, "seq": 1, "type": "start"})
-        got = sub.wait_for(lambda msgs: any(t.endswith("/events") for t, _, _ in msgs))
-        assert [json.loads(p)["seq"] for t, p, _ in got if t.endswith("/events")] == [1]
-        assert (f"edgeemo/{publisher.device}/availability", b"online") in [(t, p) for t, p, _ in got]
-        assert metrics.registry.get_sample_value("edgeemo_mqtt_connected") == 1
+        env = os.environ | {"EDGEEMO_MQTT_PASSWORD": tls_broker.password}
+        run = subprocess.run([sys.executable, "-m", "edgeemo.cli", "run", "--once", "--config", str(config), "--source",
+                              str(clip), "--metrics-port", "0"], capture_output=True, text=True, timeout=120, env=env)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert f"MQTT: connected to 127.0.0.1:{tls_broker.port}" in run.stderr
+        got = sub.wait_for(lambda msgs: any(t.endswith("/events") and json.loads(p)["type"] == "end"
+                                            for t, p, _ in msgs))
     finally:
-        publisher.close()
         sub.close()
-    assert tls_broker.password not in caplog.text
+    events = [json.loads(p) for t, p, _ in got if t.endswith("/events")]
+    assert [e["type"] for e in events][0] == "start" and all(e["device"] == device for e in events)
+    assert (f"edgeemo/{device}/availability", b"offline") in [(t, p) for t, p, _ in got]
+    assert tls_broker.password not in run.stdout + run.stderr
 
 
 def test_wrong_password_is_one_clear_line_and_retried(tls_broker, monkeypatch, caplog):

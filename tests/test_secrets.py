@@ -38,7 +38,7 @@ def test_a_debug_run_prints_and_writes_no_secret(tls_broker, tmp_path):
         f"sources:\n  - name: cam\n    url: http://viewer@127.0.0.1:{closed}/live.mjpg\n"
         f"    password_file: {password_file}\n    reconnect_initial_s: 0.2\n    reconnect_max_s: 0.4\n"
         f"mqtt:\n  url: {tls_broker.url}\n  tls:\n    ca_file: {tls_broker.ca[0]}\n"
-        f"event_log:\n  path: {tmp_path / 'events.jsonl'}\n")
+        f"event_log:\n  path: {tmp_path / 'events.jsonl'}\njournal:\n  path: {tmp_path / 'journal.db'}\n")
     env = os.environ | {"EDGEEMO_MQTT_PASSWORD": tls_broker.password}
     run = subprocess.Popen([sys.executable, "-m", "edgeemo.cli", "run", "--config", str(config), "--log-level",
                             "DEBUG", "--metrics-port", "0"], cwd=tmp_path, env=env, text=True,
