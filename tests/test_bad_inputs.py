@@ -40,8 +40,10 @@ def judge(case: Case, result: dict) -> str | None:
 
 
 def run_batch(cases: list[Case], cwd: Path) -> list[str | None]:
-    env = os.environ | {"PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
-    env.pop("EDGEEMO_MQTT_PASSWORD", None)
+    # The journal's default place is $XDG_DATA_HOME/edgeemo: keep what `run` cases write in tmp.
+    env = os.environ | {"PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", "XDG_DATA_HOME": str(cwd)}
+    for name in ("EDGEEMO_MQTT_PASSWORD", "STATE_DIRECTORY", "CREDENTIALS_DIRECTORY", "LOGS_DIRECTORY"):
+        env.pop(name, None)
     try:
         done = subprocess.run([sys.executable, str(REPO / "tests" / "cli_batch.py")], input=json.dumps(
             [case.args for case in cases]), capture_output=True, text=True, timeout=CASE_LIMIT_S * len(cases), cwd=cwd,
