@@ -39,6 +39,8 @@ def parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate config, models, sources and broker, then exit")
     add_config_args(check)
+    from edgeemo.web.usercli import add_parser
+    add_parser(sub)
     return p
 
 
@@ -87,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "detect":
             from edgeemo.detect import detect_main
             return detect_main(cfg, args)
+        if args.command == "user":
+            from edgeemo.web.usercli import user_main
+            return user_main(cfg, args)
         from edgeemo.check import check_main
         return check_main(cfg)
     except USER_ERRORS as exc:

@@ -1,0 +1,76 @@
+"""A real HTTP client for the dashboard tests (http.client), and the server fixture they share."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeemo.config import load_config
+from edgeemo.web.server import WebServer
+from webjournal import SqliteJournal, make_event
+
+ADMIN_PW = "correct horse battery"
+VIEWER_PW = "viewer password 1"
+RULES = [{"name": "happy-now", "emotion": "happy", "min_share": 0.5, "window_s": 2, "text": "Keep smiling",
+          "modality": "face"}]
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+@dataclass
+class Client:
+    port: int
+    cookie: str | None = None
+    csrf: str = ""
+    address: str = "127.0.0.1"
+    sent: list = field(default_factory=list)
+
+    def request(self, method: str, path: str, body: object = None, headers: dict | None = None) -> Reply:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10, source_address=(self.address, 0))
+        hdrs = dict(headers or {})
+        if self.cookie:
+            hdrs["Cookie"] = self.cookie
+        data = None if body is None else json.dumps(body).encode()
+        if data is not None:
+            hdrs["Content-Type"] = "application/json"
+        conn.request(method, path, data, hdrs)
+        r = conn.getresponse()
+        reply = Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+        conn.close()
+        if "set-cookie" in reply.headers:
+            self.cookie = reply.headers["set-cookie"].split(";")[0]
+        return reply
+
+    def login(self, user: str, password: str) -> Reply:
+        reply = self.request("POST", "/api/login", {"username": user, "password": password})
+        if reply.status == 200:
+            self.csrf = reply.json()["csrf"]
+        return reply
+
+    def write(self, method: str, path: str, body: object = None) -> Reply:
+        return self.request(method, path, body, {"X-CSRF-Token": self.csrf})
+
+
+def start_server(tmp: Path, events: int = 0, t0: float | None = None, tick_s: float = 1.0,
+                 alerts: list | None = None) -> tuple[WebServer, SqliteJournal]:
+    cfg = load_config(None, {"web.port": 0, "web.users_path": str(tmp / "users.db"), "web.rules": RULES})
+    journal = SqliteJournal(tmp / "journal.db")
+    start = time.time() - events if t0 is None else t0
+    journal.append(*(make_event(seq, start + seq, ("happy", "sad", "neutral")[seq % 3], track=1 + seq % 2,
+                                modality="voice" if seq % 5 == 0 else "face") for seq in range(1, events + 1)))
+    server = WebServer(cfg, journal, publish_alert=(alerts.append if alerts is not None else None), tick_s=tick_s)
+    server.users.add("admin", "admin", ADMIN_PW)
+    server.users.add("viewer", "viewer", VIEWER_PW)
+    server.start()
+    return server, journal
