@@ -15,19 +15,20 @@ import time
 from edgeemo.config import Config
 from edgeemo.metrics import Metrics
 from edgeemo.pipeline import Pipeline
-from edgeemo.journal.dispatch import Publisher
+from edgeemo.journal.setup import open_event_path
 from edgeemo.sdnotify import SystemdNotifier
 
 log = logging.getLogger(__name__)
 TICK_S = 0.5
+PIPELINE_DRAIN_S = 5.0  # plus the MQTT drain (journal.setup): inside the unit's TimeoutStopSec=
 
 
 class Daemon:
     def __init__(self, cfg: Config, lossless: bool = False) -> None:
         self.cfg = cfg
         self.metrics = Metrics([s.name for s in cfg.sources], cfg.detector.backend)
-        self.publisher = Publisher(cfg, self.metrics)
-        self.pipeline = Pipeline(cfg, self.metrics, self.publisher, lossless)
+        self.events = open_event_path(cfg, self.metrics)
+        self.pipeline = Pipeline(cfg, self.metrics, self.events.dispatcher, lossless)
         self.notifier = SystemdNotifier()
         self.stop_requested = threading.Event()
         self.metrics_port: int | None = None
@@ -43,7 +44,7 @@ class Daemon:
         if self.cfg.metrics.enabled:
             self.metrics_port = self.metrics.serve(self.cfg.metrics.host, self.cfg.metrics.port)
             log.info("metrics on http://%s:%d/metrics", self.cfg.metrics.host, self.metrics_port)
-        self.publisher.start()
+        self.events.start()
         self.pipeline.start()
         self.notifier.ready()
         log.info("edgeemo running: device %s, sources %s", self.cfg.device_id,
@@ -75,10 +76,10 @@ class Daemon:
     def shutdown(self) -> int:
         self.notifier.stopping()
         self.pipeline.stop()
-        drained = self.pipeline.join(timeout=30)
+        drained = self.pipeline.join(timeout=PIPELINE_DRAIN_S)
         if not drained:
-            log.error("pipeline did not drain within 30 s; some frames were not analysed")
-        self.publisher.close()
+            log.error("pipeline did not drain within %.0f s; some frames were not analysed", PIPELINE_DRAIN_S)
+        self.events.stop()
         self.metrics.close()
         log.info("edgeemo stopped after %d frames", self.pipeline.frames_done)
         return 0 if drained else 1

@@ -15,6 +15,7 @@ from edgeemo import LABELS, __version__
 STAGES = ("capture", "detect", "classify", "track", "publish", "voice")
 EVENT_TYPES = ("start", "change", "update", "end")
 MODALITIES = ("face", "voice", "fused")
+DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0, 86400.0)
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
@@ -58,6 +59,16 @@ class Metrics:
                                      registry=registry)
         self.speech_ratio = Gauge("edgeemo_speech_ratio", "Share of the last analysed audio window that was speech",
                                   ["source"], registry=registry)
+        self.events_dropped = Counter("edgeemo_events_dropped", "Events lost before delivery: journal_full = "
+                                      "the journal reached journal.max_bytes with undelivered events",
+                                      ["reason"], registry=registry)
+        self.journal_undelivered = Gauge("edgeemo_journal_undelivered_events",
+                                         "Events in the journal that MQTT has not delivered yet", registry=registry)
+        self.journal_bytes = Gauge("edgeemo_journal_bytes", "Bytes the journal's rows take on disk",
+                                   registry=registry)
+        self.delivery_lag = Histogram("edgeemo_delivery_lag_seconds",
+                                      "From an event's commit to the journal to its delivery to the broker",
+                                      buckets=DELIVERY_BUCKETS, registry=registry)
         self.errors = Counter("edgeemo_errors", "Errors by where they happened", ["where"], registry=registry)
         self.build = Info("edgeemo_build", "Version and inference backend", registry=registry)
         self.build.info({"version": __version__, "backend": backend})
@@ -80,7 +91,8 @@ class Metrics:
             for kind in EVENT_TYPES:
                 for emotion in LABELS:
                     self.events.labels(modality=modality, type=kind, emotion=emotion)
-        for where in ("capture", "pipeline", "publish", "event_log", "audio", "voice"):
+        self.events_dropped.labels(reason="journal_full")
+        for where in ("capture", "pipeline", "publish", "journal", "event_log", "audio", "voice"):
             self.errors.labels(where=where)
 
     def serve(self, host: str, port: int) -> int:

@@ -26,7 +26,7 @@ from edgeemo.detector import FaceDetector
 from edgeemo.fusion import Fuser
 from edgeemo.metrics import Metrics
 from edgeemo.modelcard import load_card
-from edgeemo.journal.dispatch import Publisher
+from edgeemo.journal.dispatch import Dispatcher
 from edgeemo.resources import models_dir, resolve_model
 from edgeemo.tracker import FaceTracker
 from edgeemo.types import VoiceWindow, Work
@@ -89,12 +89,12 @@ def model_paths(cfg: Config) -> tuple[Path, Path]:
 class Pipeline:
     """Builds every stage from the config; `start()`, then `join()` or `stop()`."""
 
-    def __init__(self, cfg: Config, metrics: Metrics, publisher: Publisher, lossless: bool = False) -> None:
+    def __init__(self, cfg: Config, metrics: Metrics, publisher: Dispatcher, lossless: bool = False) -> None:
         self.cfg, self.metrics, self.publisher = cfg, metrics, publisher
         detector_path, card_path = model_paths(cfg)
         self.detector = FaceDetector(cfg.detector, detector_path)
         self.classifier = ExpressionClassifier(cfg.classifier, load_card(card_path))
-        ids = itertools.count(1)
+        ids = itertools.count(publisher.next_track_id)  # ids continue across restarts, never reused
         self.trackers = {s.name: FaceTracker(cfg.tracker, s.name, ids) for s in cfg.sources}
         self.stop_event = threading.Event()
         video = [s for s in cfg.sources if parse_source(s.url).kind != "audio"]

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgeemo import LABELS
 from edgeemo.config import TrackerConfig
+from edgeemo.journal.payload import rounded_probs
 from edgeemo.types import Faces, TrackEvent
 
 
@@ -35,6 +36,14 @@ class Track:
 
 def pixel_box(track: Track) -> tuple[int, int, int, int]:
     return tuple(int(round(v)) for v in track.box)
+
+
+def reading(track: Track, source: str) -> dict:
+    """A face in view as the state topic and the dashboard's bars show it."""
+    probs = dict(zip(LABELS, rounded_probs(track.probs)))
+    label = LABELS[track.emotion]
+    return {"track": track.id, "source": source, "emotion": label, "confidence": probs[label],
+            "probs": probs, "box": list(pixel_box(track))}
 
 
 def event_kind(reported: bool, dominant: int, emotion: int, since_event: float, heartbeat_s: float) -> str | None:
@@ -129,9 +138,8 @@ class FaceTracker:
         return ended
 
     def present(self) -> list[dict]:
-        """Reported tracks visible now, for the retained state topic (changes only when a label does)."""
-        return [{"track": t.id, "source": self.source, "emotion": LABELS[t.emotion]}
-                for t in self.tracks if t.reported]
+        """Reported tracks visible now: their label (as last reported in an event) and smoothed bars."""
+        return [reading(t, self.source) for t in self.tracks if t.reported]
 
     def seen_at(self, pts: float) -> list[tuple[int, np.ndarray, tuple[int, int, int, int]]]:
         """(id, smoothed probs, box) of the reported tracks matched in the frame at ``pts`` (for fusion)."""

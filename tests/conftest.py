@@ -75,6 +75,15 @@ class Broker:
         self.process = None
 
 
+@pytest.fixture(autouse=True)
+def own_journal(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test (and every daemon it starts) gets a journal of its own, away from the user's data dir."""
+    data = tmp_path_factory.mktemp("xdg-data")
+    monkeypatch.setenv("XDG_DATA_HOME", str(data))
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    return data / "edgeemo" / "journal.db"
+
+
 @pytest.fixture(scope="session")
 def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     broker = Broker(mosquitto_binary(), tmp_path_factory.mktemp("mosquitto"))

@@ -85,6 +85,8 @@ def test_heartbeat_updates_and_finish_ends_every_reported_track():
     tracker = FaceTracker(TrackerConfig(min_hits=1, heartbeat_s=1.0), "cam", ids)
     events = run(tracker, [faces(((10, 10, 50, 50), "neutral"))] * 25)  # 2.4 s at 10 fps
     assert [e.type for e in events] == ["start", "update", "update"]
-    assert tracker.present() == [{"track": 7, "source": "cam", "emotion": "neutral"}]
+    [face] = tracker.present()
+    assert (face["track"], face["source"], face["emotion"], face["box"]) == (7, "cam", "neutral", [10, 10, 50, 50])
+    assert face["confidence"] == face["probs"]["neutral"] == max(face["probs"].values())
     ended = tracker.finish()
     assert [(e.type, e.track) for e in ended] == [("end", 7)] and tracker.tracks == []

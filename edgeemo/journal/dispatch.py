@@ -1,61 +1,87 @@
-"""What the pipeline calls: numbers events, logs them, sends them to MQTT, counts them."""
+"""The one writer of events: number them, commit them to the journal, then hand them to every sink.
+
+Delivery is at-least-once: a sink may see an event again after a restart (the MQTT sender resends
+what the broker had not acknowledged), and `seq` is the key that tells a repeat from a new event.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+from typing import Protocol
 
-from edgeemo.config import Config
 from edgeemo.journal.payload import event_payload
+from edgeemo.journal.store import Journal
 from edgeemo.metrics import Metrics
-from edgeemo.sinks.eventlog import EventLog
-from edgeemo.sinks.mqtt import MqttPublisher
 from edgeemo.types import TrackEvent
 
 log = logging.getLogger(__name__)
 
 
-class Publisher:
-    """What the pipeline calls: numbers events, logs them, sends them to MQTT, counts them."""
+class Sink(Protocol):
+    """Where committed events go (Frigate's Communicator, minus commands: we take none yet)."""
 
-    def __init__(self, cfg: Config, metrics: Metrics | None = None) -> None:
-        self.cfg = cfg
-        self.metrics = metrics
-        self.event_log = EventLog(cfg.event_log, metrics)
-        self.mqtt = MqttPublisher(cfg.mqtt, cfg.device_id, metrics) if cfg.mqtt.url else None
-        self._seq = 0  # per device and process; a reconnect never resets it, so gaps show lost events
+    def publish(self, events: list[dict]) -> None:
+        """Committed schema-v1 payloads, in seq order. Must not block the pipeline."""
+
+    def state(self, faces: list[dict]) -> None:
+        """After every analysed frame: the reported face tracks in view now."""
+
+    def stop(self) -> None:
+        """Deliver what can be delivered within the sink's bound, then let go."""
+
+
+class Dispatcher:
+    """What the pipeline calls, from the track and voice threads alike."""
+
+    def __init__(self, journal: Journal, device: str, metrics: Metrics | None = None,
+                 delivered: bool = True) -> None:
+        self.journal, self.device, self.metrics = journal, device, metrics
+        self.delivered = delivered   # True: no sender delivers from the journal, rows count as delivered
+        self.sinks: list[Sink] = []
+        self._seq = journal.last_seq
         self._lock = threading.Lock()
 
-    def start(self) -> None:
-        if self.mqtt is not None:
-            self.mqtt.start()
-        log.info("events go to %s%s%s", self.event_log.path, ", stdout" if self.cfg.event_log.stdout else "",
-                 f", MQTT {self.mqtt.topics['events']}" if self.mqtt else "")
+    @property
+    def next_track_id(self) -> int:
+        """Track and stream ids continue above the journal's, so none is ever reused."""
+        return self.journal.last_track + 1
+
+    def add_sink(self, sink: Sink) -> None:
+        self.sinks.append(sink)
 
     def handle(self, events: list[TrackEvent], present: list[dict] | None = None) -> None:
-        """Publish events in order, then (from the face side) the faces visible now (the state topic)."""
+        """Commit events in order, then give them (and, from the face side, the faces in view) to the sinks."""
         with self._lock:
-            for event in events:
-                self._seq += 1
-                try:
-                    self._publish(event_payload(event, self._seq, self.cfg.device_id))
-                except Exception:  # one bad event must not stop the pipeline; its seq stays a visible gap
-                    log.exception("cannot publish event seq %d (%s, track %s)", self._seq, event.type, event.track)
-                    if self.metrics is not None:
-                        self.metrics.errors.labels(where="publish").inc()
-            if self.mqtt is not None and present is not None:
-                self.mqtt.publish_state(present)
+            payloads = self._payloads(events)
+            self._commit(payloads)
+            for sink in self.sinks:
+                if payloads:
+                    sink.publish(payloads)
+                if present is not None:
+                    sink.state(present)
 
-    def _publish(self, payload: dict) -> None:
-        self.event_log.write(payload)
-        if self.mqtt is not None:
-            self.mqtt.publish_event(payload)
+    def _payloads(self, events: list[TrackEvent]) -> list[dict]:
+        payloads = []
+        for event in events:
+            self._seq += 1
+            try:
+                payloads.append(event_payload(event, self._seq, self.device))
+            except Exception:  # one bad event must not stop the pipeline; its seq stays a visible gap
+                log.exception("cannot publish event seq %d (%s, track %s)", self._seq, event.type, event.track)
+                self._count_error("publish")
+        return payloads
+
+    def _commit(self, payloads: list[dict]) -> None:
+        try:
+            self.journal.append(payloads, delivered=self.delivered)
+        except Exception as exc:  # a full or failing disk: the sinks still get the events, MQTT will not
+            log.error("journal %s: cannot record %d event(s): %s", self.journal.path, len(payloads), exc)
+            self._count_error("journal")
         if self.metrics is not None:
-            self.metrics.events.labels(modality=payload["modality"], type=payload["type"],
-                                       emotion=payload["emotion"]).inc()
+            for p in payloads:
+                self.metrics.events.labels(modality=p["modality"], type=p["type"], emotion=p["emotion"]).inc()
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Flush MQTT (waiting up to `timeout` s for the broker) and close the event log."""
-        if self.mqtt is not None:
-            self.mqtt.close(timeout)
-        self.event_log.close()
+    def _count_error(self, where: str) -> None:
+        if self.metrics is not None:
+            self.metrics.errors.labels(where=where).inc()

@@ -54,6 +54,16 @@ class EventLog:
         self._stdout = cfg.stdout
         self._metrics = metrics
 
+    def publish(self, events: list[dict]) -> None:
+        for payload in events:
+            self.write(payload)
+
+    def state(self, faces: list[dict]) -> None:
+        """The log holds events only."""
+
+    def stop(self) -> None:
+        self.close()
+
     def write(self, payload: dict) -> None:
         line = to_json(payload)
         self._handler.handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))

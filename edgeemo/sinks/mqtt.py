@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlparse
 
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 paho_log = logging.getLogger(f"{__name__}.paho")
 
 FIRST_CONNECT_WAIT_S = 2.0
+WINDOW = 20                # events in flight at once (paho's default max_inflight)
+QUEUE_LIMIT = WINDOW + 16  # paho's whole outgoing queue: events plus availability, state, discovery
+STATE_KEYS = ("track", "source", "emotion")  # what the retained state holds of each face
 
 
 class BrokerUrl(NamedTuple):
@@ -45,10 +49,11 @@ def parse_broker_url(url: str, tls_enabled: bool = False) -> BrokerUrl:
 
 
 class MqttPublisher:
-    """One MQTT connection that never blocks the pipeline and never loses a QoS>0 message.
+    """One MQTT connection that never blocks the pipeline, with bounded memory however long the broker is away.
 
-    paho's network thread connects, reconnects (1 s doubling to 30 s) and keeps QoS>0 messages
-    queued while the broker is away, then sends them after the reconnect.
+    paho's network thread connects and reconnects (1 s doubling to 30 s). Events come from the
+    journal sender (sinks.delivery), which publishes only while connected; the retained state is
+    published while connected and again after every reconnect.
     """
 
     def __init__(self, cfg: MqttConfig, device_id: str, metrics: Metrics | None = None) -> None:
@@ -70,6 +75,9 @@ class MqttPublisher:
         self._state_pending: list[dict] | None = None
         self._state_at = -float("inf")           # monotonic time of the last state publish
         self._started = False
+        self.connected = False
+        self.epoch = 0                           # +1 per successful connect: the sender's reconnect signal
+        self.on_change: Callable[[], None] | None = None  # connect, disconnect or an acknowledgement
         self._first_attempt = threading.Event()  # set once the first connection attempt has an outcome
         self._down_logged = False
         self.client_id = cfg.client_id or f"edgeemo-{device_id}"
@@ -80,7 +88,8 @@ class MqttPublisher:
         client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         client.on_log = self._on_log
         client.suppress_exceptions = True  # a bug in a callback must not kill the network thread
-        client.max_queued_messages_set(0)  # unlimited: nothing is dropped while the broker is away
+        client.max_inflight_messages_set(WINDOW)
+        client.max_queued_messages_set(QUEUE_LIMIT)  # the backlog waits in the journal, not in RAM
         client.reconnect_delay_set(1, 30)
         password = mqtt_password(self.cfg)
         if self.broker.username:
@@ -95,6 +104,7 @@ class MqttPublisher:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = lambda *_: self._changed()
         return client
 
     def _set_tls(self, client: mqtt.Client) -> None:
@@ -126,13 +136,19 @@ class MqttPublisher:
             return
         log.info("MQTT: connected to %s:%d", self.broker.host, self.broker.port)
         self._down_logged = False
+        self.epoch += 1
         self._set_connected(True)
-        self._first_attempt.set()
         # After every (re)connect: the will may have fired, or the broker may have lost its retained state.
         if "discovery" in self.topics:
             client.subscribe(self.topics["ha_status"], qos=1)
             self._publish_discovery()
         client.publish(self.topics["availability"], "online", qos=1, retain=True)
+        with self._lock:  # the broker may have lost the retained state: send the current one again
+            self._state_pending = self._state_sent if self._state_pending is None else self._state_pending
+            self._state_at = -float("inf")
+        self._flush_state()
+        self._first_attempt.set()
+        self._changed()
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         """Home Assistant came (back) online: it may have lost our config, so send it again."""
@@ -172,35 +188,51 @@ class MqttPublisher:
             paho_log.debug("%s", message)
 
     def _set_connected(self, connected: bool) -> None:
+        self.connected = connected
+        if not connected:
+            self._changed()
         if self.metrics is not None:
             self.metrics.mqtt_connected.set(1 if connected else 0)
 
     # -- publishing
 
-    def publish_event(self, payload: dict) -> None:
-        self._send(self.topics["events"], to_json(payload), self.cfg.qos, retain=False)
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def publish_event(self, payload_json: str) -> mqtt.MQTTMessageInfo | None:
+        """Hand one journaled event to paho; None when paho would not take it (it stays in the journal)."""
+        info = self.client.publish(self.topics["events"], payload_json, qos=self.cfg.qos, retain=False)
+        if info.rc == mqtt.MQTT_ERR_NO_CONN and self.cfg.qos > 0:
+            info.rc = mqtt.MQTT_ERR_SUCCESS  # paho keeps it and sends it after the reconnect
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            self._count_error(f"{self.topics['events']}: {mqtt.error_string(info.rc)}", logging.DEBUG)
+            return None
+        return info
 
     def publish_state(self, faces: list[dict]) -> None:
         """Retained `{"v","ts","device","faces"}`, only on change and at most once per state_min_interval_s.
 
-        A change inside the interval is kept and goes out on a later call (or at close), so the
-        retained state always ends up equal to the last list passed in.
+        Each face keeps its track, source and emotion (the bars change every frame; the label only
+        with an event). A change inside the interval, or while disconnected, is kept and goes out
+        later (at the latest at the reconnect or at close), so the retained state always ends up
+        equal to the last list passed in.
         """
-        if faces == self._state_sent:
-            self._state_pending = None  # back to what subscribers already have
-        else:
-            self._state_pending = faces
-        if time.monotonic() - self._state_at >= self.cfg.state_min_interval_s:
+        faces = [{key: face[key] for key in STATE_KEYS if key in face} for face in faces]
+        with self._lock:
+            self._state_pending = None if faces == self._state_sent else faces
+            due = time.monotonic() - self._state_at >= self.cfg.state_min_interval_s
+        if due:
             self._flush_state()
 
     def _flush_state(self) -> None:
-        if self._state_pending is None:
-            return
-        faces, self._state_pending = self._state_pending, None
+        with self._lock:
+            if self._state_pending is None or not self.connected:
+                return
+            faces, self._state_pending = self._state_pending, None
+            self._state_sent, self._state_at = faces, time.monotonic()
         state = {"v": SCHEMA_VERSION, "ts": iso_utc(), "device": self.device, "faces": faces}
         self._send(self.topics["state"], to_json(state), qos=1, retain=True)
-        self._state_sent = faces
-        self._state_at = time.monotonic()
 
     def _send(self, topic: str, payload: str, qos: int, retain: bool) -> None:
         try:
