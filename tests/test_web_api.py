@@ -19,8 +19,7 @@ from starlette.routing import Mount, Route
 from edgeemo.web.users import UserStore
 
 sys.path.insert(0, str(Path(__file__).parent))
-from webclient import ADMIN_PW, VIEWER_PW, Client, start_server  # noqa: E402
-from webjournal import make_event  # noqa: E402
+from webclient import ADMIN_PW, VIEWER_PW, Client, make_event, start_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +53,8 @@ def routes(app) -> list[tuple[str, str]]:
 
 
 def test_login_sets_a_strict_httponly_cookie_and_wrong_password_is_401(web):
-    server, _ = web
+    server, journal = web
+    assert server.users.path == journal.path.parent / "users.db"  # the user store follows journal.path
     c = Client(server.port)
     assert c.login("admin", "not the password").status == 401
     assert c.login("nobody", ADMIN_PW).status == 401

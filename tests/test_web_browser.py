@@ -25,8 +25,7 @@ from edgeemo import LABELS
 from edgeemo.metrics import Metrics
 
 sys.path.insert(0, str(Path(__file__).parent))
-from webclient import ADMIN_PW, VIEWER_PW, start_server  # noqa: E402
-from webjournal import make_event  # noqa: E402
+from webclient import ADMIN_PW, VIEWER_PW, make_event, start_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"

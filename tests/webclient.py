@@ -10,7 +10,9 @@ from pathlib import Path
 
 from edgeemo.config import load_config
 from edgeemo.web.server import WebServer
-from webjournal import SqliteJournal, make_event
+from edgeemo import LABELS
+from edgeemo.journal.payload import iso_utc
+from edgeemo.journal.store import Journal
 
 ADMIN_PW = "correct horse battery"
 VIEWER_PW = "viewer password 1"
@@ -62,13 +64,23 @@ class Client:
         return self.request(method, path, body, {"X-CSRF-Token": self.csrf})
 
 
+def make_event(seq: int, t: float, emotion: str = "happy", track: int = 1, modality: str = "face",
+               source: str = "default", kind: str = "update") -> dict:
+    probs = {label: 0.02 for label in LABELS}
+    probs[emotion] = round(1 - 0.02 * (len(LABELS) - 1), 4)
+    return {"v": 1, "seq": seq, "ts": iso_utc(t), "device": "edgeemo", "source": source, "pts": float(seq),
+            "type": kind, "track": track, "modality": modality, "emotion": emotion, "confidence": probs[emotion],
+            "probs": probs, "box": None if modality == "voice" else [10, 20, 100, 100]}
+
+
 def start_server(tmp: Path, events: int = 0, t0: float | None = None, tick_s: float = 1.0,
-                 alerts: list | None = None) -> tuple[WebServer, SqliteJournal]:
-    cfg = load_config(None, {"web.port": 0, "web.users_path": str(tmp / "users.db"), "web.rules": RULES})
-    journal = SqliteJournal(tmp / "journal.db")
+                 alerts: list | None = None) -> tuple[WebServer, Journal]:
+    """The real server on the real journal (journal.db in `tmp`, users.db beside it), `events` in it."""
+    cfg = load_config(None, {"web.port": 0, "journal.path": str(tmp / "journal.db"), "web.rules": RULES})
+    journal = Journal.open(cfg.journal)
     start = time.time() - events if t0 is None else t0
-    journal.append(*(make_event(seq, start + seq, ("happy", "sad", "neutral")[seq % 3], track=1 + seq % 2,
-                                modality="voice" if seq % 5 == 0 else "face") for seq in range(1, events + 1)))
+    journal.append([make_event(seq, start + seq, ("happy", "sad", "neutral")[seq % 3], track=1 + seq % 2,
+                                modality="voice" if seq % 5 == 0 else "face") for seq in range(1, events + 1)], delivered=True)
     server = WebServer(cfg, journal, publish_alert=(alerts.append if alerts is not None else None), tick_s=tick_s)
     server.users.add("admin", "admin", ADMIN_PW)
     server.users.add("viewer", "viewer", VIEWER_PW)

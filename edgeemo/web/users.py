@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from edgeemo.config import Config
+from edgeemo.journal.store import journal_path
 
 log = logging.getLogger(__name__)
 ROLES = ("admin", "viewer")
@@ -38,20 +39,7 @@ def users_path(cfg: Config) -> Path:
     """`web.users_path`, else users.db in the journal's folder."""
     if cfg.web.users_path is not None:
         return cfg.web.users_path
-    try:
-        from edgeemo.journal.store import journal_path
-    except ImportError:  # the journal store is not merged yet: the same default it documents
-        return _default_journal_folder(cfg) / "users.db"
     return journal_path(cfg.journal).parent / "users.db"
-
-
-def _default_journal_folder(cfg: Config) -> Path:
-    if cfg.journal.path is not None:
-        return cfg.journal.path.parent
-    state = os.environ.get("STATE_DIRECTORY")
-    if state:
-        return Path(state.split(":")[0])
-    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "edgeemo"
 
 
 def hash_password(password: str, salt: bytes) -> bytes:
