@@ -17,6 +17,7 @@ from collections.abc import Callable
 import uvicorn
 
 from edgeemo.config import Config, ConfigError, RuleConfig
+from edgeemo.journal.setup import EventPath
 from edgeemo.metrics import Metrics
 from edgeemo.sinks.livefeed import LiveFeed
 from edgeemo.web.app import RULES, WebContext, create_app
@@ -51,8 +52,14 @@ class WebServer:
         host = self.cfg.web.host if ":" not in self.cfg.web.host else f"[{self.cfg.web.host}]"
         return f"{scheme}://{host}:{self.port}/"
 
-    def start(self) -> None:
-        sock = self._bind()
+    def start(self) -> bool:
+        """Serve; False (logged) when the port is taken: the daemon's events matter more than its dashboard."""
+        try:
+            sock = self._bind()
+        except OSError as exc:
+            log.error("dashboard off: cannot listen on %s:%d: %s (set web.port)", self.cfg.web.host,
+                      self.cfg.web.port, exc.strerror)
+            return False
         self.port = sock.getsockname()[1]
         tls = self.cfg.web.tls
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
@@ -73,6 +80,7 @@ class WebServer:
                         "`edgeemo user passwd admin`)", password)
         else:
             log.info("dashboard: log in with an account from `edgeemo user add NAME --role admin|viewer`")
+        return True
 
     def _bind(self) -> socket.socket:
         host, port = self.cfg.web.host, self.cfg.web.port
@@ -81,9 +89,9 @@ class WebServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
-        except OSError as exc:
+        except OSError:
             sock.close()
-            raise ConfigError(f"web: cannot listen on {host}:{port}: {exc.strerror}") from None
+            raise
         sock.listen(128)
         sock.set_inheritable(True)
         return sock
@@ -93,12 +101,14 @@ class WebServer:
         asyncio.run(self._server.serve(sockets=[sock]))
 
     def stop(self) -> None:
+        """Idempotent; the live feed's stop() ends every SSE stream so uvicorn can close at once."""
         self.engine.stop()
         self.feed.stop()
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(5)
+            self._thread = None
         self.users.close()
 
 
@@ -106,3 +116,11 @@ def stored_rules(users: UserStore) -> list[RuleConfig] | None:
     """Rules an admin saved from the dashboard win over web.rules (they are the later edit)."""
     raw = users.setting("rules")
     return None if raw is None else RULES.validate_python(json.loads(raw))
+
+
+def daemon_dashboard(cfg: Config, events: EventPath, metrics: Metrics) -> WebServer:
+    """The daemon's dashboard: reads the journal, gets the live feed as a sink, sends alerts over MQTT."""
+    mqtt = events.mqtt.mqtt if events.mqtt is not None else None
+    server = WebServer(cfg, events.journal, metrics=metrics, publish_alert=mqtt.publish_alert if mqtt else None)
+    events.dispatcher.add_sink(server.feed)
+    return server
