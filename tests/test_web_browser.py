@@ -22,6 +22,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from edgeemo import LABELS
+from edgeemo.config import load_config
+from edgeemo.daemon import Daemon
 from edgeemo.metrics import Metrics
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -111,12 +113,44 @@ def test_login_and_live_bars_move_while_events_flow(browser, web, tmp_path):
         first = browser.find_element(By.CSS_SELECTOR, bar).get_attribute("style")
         wait(browser).until(lambda d: d.find_element(By.CSS_SELECTOR, bar).get_attribute("style") != first)
         wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, '#voice .card[data-key="voice/default"]'))
-        browser.save_screenshot(str(shots(tmp_path) / "dashboard-live.png"))
     finally:
         stop.set()
         player.join(2)
     web.feed.state([face(2, time.time())])  # track 1 left: its card goes
     wait(browser).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#faces .card")) == 1)
+
+
+def test_the_sample_in_the_real_daemon_live_then_history(browser, tmp_path, caplog):
+    """The sample plays (like a camera): live bars move with it; then History draws its events."""
+    caplog.set_level("INFO")
+    cfg = load_config(None, {"device_id": "browser", "metrics.port": 0, "web.port": 0, "event_log.stdout": False,
+                             "journal.path": str(tmp_path / "journal.db"), "event_log.path": str(tmp_path / "e.jsonl")})
+    daemon = Daemon(cfg)
+    daemon.start()
+    try:
+        password = caplog.text.split("with password ")[1].split()[0]
+        login(browser, daemon.web, "admin", password)
+        wait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#faces .card"))
+        bars = "#faces .card .fill"
+        first = [b.get_attribute("style") for b in browser.find_elements(By.CSS_SELECTOR, bars)]
+        wait(browser, 20).until(lambda d: [b.get_attribute("style") for b in d.find_elements(By.CSS_SELECTOR, bars)] != first)
+        time.sleep(1.5)  # a voice reading joins once someone has spoken for a window
+        browser.save_screenshot(str(shots(tmp_path) / "dashboard-live.png"))
+        deadline = time.monotonic() + 60
+        while daemon.pipeline.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        browser.get(f"http://127.0.0.1:{daemon.web.port}/history")
+        wait(browser).until(lambda d: int(d.find_element(By.ID, "timeline").get_attribute("data-segments") or 0) > 0)
+        wait(browser).until(lambda d: int(d.find_element(By.ID, "chart").get_attribute("data-points") or 0) > 0)
+        shown = int(browser.find_element(By.ID, "count").text.strip("( events)"))
+        assert shown == len(daemon.events.journal.query(limit=100_000)) > 0
+        browser.save_screenshot(str(shots(tmp_path) / "dashboard-history.png"))
+        browser.get(f"http://127.0.0.1:{daemon.web.port}/system")
+        wait(browser).until(lambda d: "frames/s" in d.find_element(By.ID, "system").text)
+        browser.save_screenshot(str(shots(tmp_path) / "dashboard-system.png"))
+    finally:
+        daemon.stop_requested.set()
+        daemon.shutdown()
 
 
 def test_history_draws_the_journal_and_exports_csv(browser, web, downloads, tmp_path):
@@ -126,7 +160,6 @@ def test_history_draws_the_journal_and_exports_csv(browser, web, downloads, tmp_
     wait(browser).until(lambda d: int(d.find_element(By.ID, "timeline").get_attribute("data-segments") or 0) > 0)
     assert browser.find_elements(By.CSS_SELECTOR, "#chart .uplot canvas")
     assert "(600 events)" in browser.find_element(By.ID, "count").text
-    browser.save_screenshot(str(shots(tmp_path) / "dashboard-history.png"))
     browser.find_element(By.ID, "modality").send_keys("voice")
     browser.find_element(By.CSS_SELECTOR, "#filters button").click()
     wait(browser).until(lambda d: "(120 events)" in d.find_element(By.ID, "count").text)
@@ -149,7 +182,6 @@ def test_suggestions_and_system_pages(browser, web, tmp_path):
     browser.save_screenshot(str(shots(tmp_path) / "dashboard-suggestions.png"))
     browser.get(f"http://127.0.0.1:{web.port}/system")
     wait(browser).until(lambda d: "29.8" in d.find_element(By.ID, "system").text)
-    browser.save_screenshot(str(shots(tmp_path) / "dashboard-system.png"))
 
 
 def test_a_viewer_cannot_open_the_rules_editor(browser, web):

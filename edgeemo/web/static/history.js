@@ -51,12 +51,14 @@ function timeline(events) {
 
 function chart(stats) {
   const box = document.getElementById("chart"); box.innerHTML = "";
+  box.dataset.points = String(stats.t.length);
+  if (!stats.t.length) { box.append(el("p", {class: "dim"}, "No events in this selection.")); return; }
   const series = [{}].concat(LABELS.map((l) => ({label: l, stroke: COLORS[l], width: 2,
                                                     value: (u, v) => v == null ? "-" : `${Math.round(100 * v)} %`})));
   const data = [stats.t].concat(LABELS.map((l) => stats.share[l]));
   plot = new uPlot({width: Math.min(1000, box.clientWidth || 900), height: 280, series,
-                    scales: {y: {range: [0, 1]}}, axes: [{stroke: "#8a939e"}, {stroke: "#8a939e"}]}, data, box);
-  box.dataset.points = String(stats.t.length);
+                    scales: {x: {time: true, auto: false, range: [stats.t[0] - stats.bucket_s, stats.t[stats.t.length - 1] + stats.bucket_s]},
+                             y: {range: [0, 1]}}, axes: [{stroke: "#8a939e"}, {stroke: "#8a939e"}]}, data, box);
 }
 
 async function show(ev) {
