@@ -19,7 +19,7 @@ from starlette.routing import Mount, Route
 from edgeemo.web.users import UserStore
 
 sys.path.insert(0, str(Path(__file__).parent))
-from webclient import ADMIN_PW, VIEWER_PW, Client, make_event, start_server  # noqa: E402
+from webclient import ADMIN_PW, VIEWER_PW, Client, LiveStream, make_event, start_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,24 +171,15 @@ def test_state_and_live_feed(web):
             "probs": {"sad": 0.8, "neutral": 0.2}, "box": [1, 2, 3, 4]}
     server.feed.state([face])
     assert c.request("GET", "/api/state").json()["faces"] == [face]
-    import http.client
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-    conn.request("GET", "/api/live", headers={"Cookie": c.cookie})
-    stream = conn.getresponse()
-    assert stream.status == 200 and stream.getheader("content-type").startswith("text/event-stream")
-    got: list[str] = []
-
-    def read() -> None:
-        while '"seq":999' not in "".join(got):
-            got.append(stream.readline().decode())
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    live = LiveStream(c)
+    assert live.response.status == 200 and live.response.getheader("content-type").startswith("text/event-stream")
     time.sleep(0.3)
     server.feed.publish([make_event(999, time.time(), "surprise", track=3)])
-    reader.join(5)
-    conn.close()
-    text = "".join(got)
+    deadline = time.monotonic() + 5
+    while '"seq":999' not in live.text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    live.close()
+    text = live.text()
     assert "event: state" in text and '"sad"' in text
     assert "event: event" in text and '"seq":999' in text
 
@@ -255,3 +246,43 @@ def test_user_command_reads_the_password_from_stdin(tmp_path):
     store = UserStore(tmp_path / "u.db")
     assert store.verify("ann", "another long one") == "viewer" and store.verify("ann", "a long password") is None
     store.close()
+
+
+def test_live_feed_queues_are_bounded_and_drop_the_oldest():
+    import asyncio
+
+    from edgeemo.sinks.livefeed import LiveFeed
+
+    async def run() -> None:
+        feed = LiveFeed(queue_size=8)
+        sub = feed.subscribe(asyncio.get_running_loop())
+        feed.publish([make_event(seq, 0.0) for seq in range(1, 21)])  # a client that never reads
+        assert [e["seq"] for e in sub.events] == list(range(13, 21)) and sub.dropped == 12
+        await asyncio.sleep(0)
+        assert sub.wake.is_set()
+        feed.unsubscribe(sub)
+        feed.state([])
+        assert feed.listeners == 0 and len(sub.events) == 8  # nothing more reaches a client that left
+
+    asyncio.run(run())
+
+
+def test_live_state_is_throttled_per_client_and_sent_only_on_change(web):
+    server, _ = web
+    c = admin(server)
+    live = LiveStream(c)
+    end, i = time.monotonic() + 1.0, 0
+    while time.monotonic() < end:  # 100 states a second, each visibly different
+        i += 1
+        server.feed.state([{"track": 1, "source": "default", "emotion": "happy", "confidence": (i % 50) / 50,
+                            "probs": {"happy": (i % 50) / 50}, "box": None}])
+        time.sleep(0.01)
+    states_busy = live.count("state")
+    for _ in range(50):  # the same reading again and again: nothing new to send
+        server.feed.state([{"track": 1, "source": "default", "emotion": "happy", "confidence": 0.5,
+                            "probs": {"happy": 0.5}, "box": None}])
+        time.sleep(0.01)
+    time.sleep(0.3)
+    states_same = live.count("state") - states_busy
+    live.close()
+    assert 1 <= states_busy <= 12 and states_same <= 2

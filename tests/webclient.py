@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,3 +87,33 @@ def start_server(tmp: Path, events: int = 0, t0: float | None = None, tick_s: fl
     server.users.add("viewer", "viewer", VIEWER_PW)
     server.start()
     return server, journal
+
+
+class LiveStream:
+    """GET /api/live read line by line on a thread; close() ends it."""
+
+    def __init__(self, client: Client) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", client.port, timeout=10)
+        self.conn.request("GET", "/api/live", headers={"Cookie": client.cookie or ""})
+        self.response = self.conn.getresponse()
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            while line := self.response.readline():
+                self.lines.append(line.decode())
+        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+            pass  # closed by close()
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def count(self, kind: str) -> int:
+        return sum(line == f"event: {kind}\n" for line in list(self.lines))
+
+    def close(self) -> None:
+        self.conn.sock.shutdown(2) if self.conn.sock else None
+        self.conn.close()
+        self.thread.join(5)

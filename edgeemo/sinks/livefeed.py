@@ -49,13 +49,12 @@ class Subscriber:
 class LiveFeed:
     """Sink interface: publish(events), state(faces), stop()."""
 
-    def __init__(self, queue_size: int = 256, recent: int = 64) -> None:
+    def __init__(self, queue_size: int = 256) -> None:
         self.queue_size = queue_size
         self.faces: list[dict] = []
         self.state_at = 0.0                     # time.time() of the latest state
         self.state_version = 0
         self.voice: dict[tuple[str, str], dict] = {}   # (source, modality) -> latest voice/fused event
-        self.recent: deque[dict] = deque(maxlen=recent)
         self._subscribers: list[Subscriber] = []
         self._lock = threading.Lock()
         self.stopped = False
@@ -63,7 +62,6 @@ class LiveFeed:
     # --- the sink interface (pipeline thread) -------------------------------------------------
     def publish(self, events: list[dict]) -> None:
         for event in events:
-            self.recent.append(event)
             if event.get("modality") in VOICE_MODALITIES:
                 self.voice[(event["source"], event["modality"])] = event
         subscribers = self._subscribers
@@ -87,7 +85,7 @@ class LiveFeed:
     def snapshot(self) -> dict:
         """What /api/state answers: the faces in view now and the latest voice/fused readings."""
         return {"ts": self.state_at or None, "faces": list(self.faces),
-                "voice": [v for v in list(self.voice.values())]}
+                "voice": list(self.voice.values())}
 
     def subscribe(self, loop: asyncio.AbstractEventLoop) -> Subscriber:
         sub = Subscriber(loop, self.queue_size)

@@ -146,7 +146,7 @@ def create_app(ctx: WebContext) -> Starlette:
 
     async def my_rule(request: Request) -> Response:
         s = session_of(request)
-        body = await request.json()
+        body = await json_object(request)
         name = request.path_params["name"]
         if name not in {r.name for r in ctx.engine.rules}:
             raise HTTPException(404, f"no rule {name!r}")
@@ -168,7 +168,7 @@ def create_app(ctx: WebContext) -> Starlette:
     async def users(request: Request) -> Response:
         session_of(request, admin=True)
         if request.method == "POST":
-            body = await request.json()
+            body = await json_object(request)
             try:
                 await asyncio.to_thread(ctx.users.add, str(body.get("username", "")), str(body.get("role", "")),
                                         str(body.get("password", "")))
@@ -202,6 +202,16 @@ def create_app(ctx: WebContext) -> Starlette:
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.add_middleware(AuthMiddleware, sessions=ctx.sessions)
     return app
+
+
+async def json_object(request: Request) -> dict:
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise HTTPException(400, "send a JSON object")
+    return body
 
 
 async def http_error(_: Request, exc: HTTPException) -> Response:

@@ -1,6 +1,6 @@
 "use strict";
 // Live: one card per face track (from the SSE `state` readings and face events), voice/fused readings.
-window.__shown = [];  // {seq, ts, at}: when an event's bars were drawn (tools/bench_dashboard.py reads it)
+window.__shown = [];  // {seq, ts, at}: the frame an event's bars were drawn in (tools/bench_dashboard.py reads it)
 const cards = new Map();
 
 function card(key, title, parent) {
@@ -55,8 +55,10 @@ function onEvent(e) {
     draw(card(key, e.modality === "face" ? `Face ${e.track} · ${e.source}` : `${e.modality} · ${e.source}`, parent), e);
   }
   nobody();
-  window.__shown.push({seq: e.seq, ts: e.ts, at: Date.now()});
-  if (window.__shown.length > 2000) window.__shown.splice(0, 1000);
+  requestAnimationFrame(() => {  // the frame that shows the new bars
+    window.__shown.push({seq: e.seq, ts: e.ts, at: Date.now()});
+    if (window.__shown.length > 2000) window.__shown.splice(0, 1000);
+  });
 }
 
 me().then(() => {
