@@ -11,6 +11,8 @@ from pathlib import Path
 from edgeemo import __version__
 from edgeemo.capture import SourceError
 from edgeemo.config import Config, ConfigError, load_config
+from edgeemo.journal.cli import add_events_parser
+from edgeemo.web.usercli import add_parser as add_user_parser, user_main
 from edgeemo.modelcard import ModelCardError
 from edgeemo.runtime import ModelError
 
@@ -39,8 +41,8 @@ def parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate config, models, sources and broker, then exit")
     add_config_args(check)
-    from edgeemo.web.usercli import add_parser
-    add_parser(sub)
+    add_events_parser(sub)
+    add_user_parser(sub)
     return p
 
 
@@ -86,11 +88,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.once and live:
                 raise ConfigError(f"--once reads files to their end; {', '.join(live)} is a live source")
             return Daemon(cfg, lossless=args.once).run()
+        if args.command == "events":
+            from edgeemo.journal.cli import events_main
+            return events_main(cfg, args)
         if args.command == "detect":
             from edgeemo.detect import detect_main
             return detect_main(cfg, args)
         if args.command == "user":
-            from edgeemo.web.usercli import user_main
             return user_main(cfg, args)
         from edgeemo.check import check_main
         return check_main(cfg)

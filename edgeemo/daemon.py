@@ -1,7 +1,8 @@
 """The daemon's life: start every part, supervise it, and stop it without losing an event.
 
-SIGTERM / SIGINT stop capture; the frames already read flow through, remaining tracks get their
-`end` event, the publisher flushes and says `offline`. Under systemd, READY=1 goes out once the
+SIGTERM / SIGINT stop capture; the frames already read flow through (for up to PIPELINE_DRAIN_S),
+remaining tracks get their `end` event, MQTT delivers what it can of the journal's backlog and says
+`offline`; the rest stays in the journal for the next start. Under systemd, READY=1 goes out once the
 pipeline runs, and WATCHDOG=1 only while frames keep flowing, so a stalled pipeline is restarted.
 """
 

@@ -36,11 +36,13 @@ class Broker:
 
     host = "127.0.0.1"
 
-    def __init__(self, binary: str, workdir: Path) -> None:
+    def __init__(self, binary: str, workdir: Path, persistent: bool = False) -> None:
         self.binary = binary
         self.port = free_port()
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n")
+        # persistent: sessions and their queued messages survive a restart of the broker
+        persistence = f"persistence true\npersistence_location {workdir}/\n" if persistent else "persistence false\n"
+        self.conf.write_text(f"listener {self.port} {self.host}\nallow_anonymous true\n{persistence}")
         self.log = workdir / "mosquitto.log"
         self.process: subprocess.Popen | None = None
 
@@ -97,13 +99,16 @@ def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 class Subscriber:
     """Records every message on a topic filter; resubscribes after a broker restart."""
 
-    def __init__(self, broker: Broker, topic: str, timeout: float = 5.0) -> None:
+    def __init__(self, broker: Broker, topic: str, timeout: float = 5.0, persistent: bool = False) -> None:
+        """`persistent`: a fixed client id and a persistent QoS 1 session, so the broker queues
+        what arrives while this subscriber is away (and keeps it across its own restart)."""
         self.topic = topic
         self._messages: list[Message] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=f"test-sub-{uuid.uuid4().hex[:8]}")
+        client_id = f"test-sub-{uuid.uuid5(uuid.NAMESPACE_URL, topic).hex[:8] if persistent else uuid.uuid4().hex[:8]}"
+        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=not persistent)
         self.client.reconnect_delay_set(1, 2)
         self.client.on_connect = lambda client, *_: client.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *_: self._subscribed.set()

@@ -91,6 +91,7 @@ class RunSpec:
     input_width: int = 320
     flip_margin: float | None = DEFAULTS.classifier.flip_margin  # mirror pass for unsure faces; None: the card's
     voice: bool = DEFAULTS.voice.enabled     # analyse the video's sound too (voice and fused events)
+    journal: bool = True                     # False: the journal's append is skipped (its cost, side by side)
     max_frames: int | None = None
     mqtt_url: str | None = None
     pin_cpus: int | None = None              # restrict the process to this many CPUs
@@ -157,6 +158,7 @@ def bench_config(spec: RunSpec, folder: Path) -> Config:
     cfg = load_config(None, {
         "device_id": "bench", "metrics.enabled": False, "mqtt.url": spec.mqtt_url,
         "event_log.path": str(folder / "events.jsonl"), "event_log.stdout": False,
+        "journal.path": str(folder / "journal.db"),
         "detector.backend": spec.backend, "detector.threads": spec.threads,
         "detector.input_width": spec.input_width,
         "classifier.backend": spec.backend, "classifier.threads": spec.threads,
@@ -196,6 +198,8 @@ def run_once(spec: RunSpec) -> dict:
         cfg = bench_config(spec, Path(tmp))
         loading = time.perf_counter()
         daemon = Daemon(cfg, lossless=spec.mode == "file")
+        if not spec.journal:  # measure what the journal costs: the same run with its commit left out
+            daemon.events.journal.append = lambda payloads, delivered=False: None  # type: ignore[method-assign]
         warm_up(daemon.pipeline, spec.video)
         load_s = time.perf_counter() - loading
         for stage in daemon.pipeline.stages:
@@ -362,6 +366,7 @@ def expand(args: argparse.Namespace, mqtt_url: str | None) -> list[RunSpec]:
         "input_width": args.input_width or ([320, 640] if args.matrix else [320]),
         "flip_margin": args.flip_margin or [DEFAULTS.classifier.flip_margin],
         "voice": [choice == "on" for choice in args.voice] if args.voice else [DEFAULTS.voice.enabled],
+        "journal": [choice == "on" for choice in args.journal] if args.journal else [True],
     }
     return [RunSpec(**dict(zip(axes, combo, strict=True)), max_frames=args.max_frames, mqtt_url=mqtt_url,
                     pin_cpus=args.pin_cpus) for combo in itertools.product(*axes.values())]
@@ -395,7 +400,7 @@ def table_row(r: dict) -> str:
     video = f"{Path(s['video']).name} ({r['video']['width']}x{r['video']['height']})"
     margin = s.get("flip_margin")
     model = Path(s["classifier"]).stem + (f" (flip margin {margin})" if margin is not None else "") + \
-        (" + voice" if s.get("voice") else "")
+        (" + voice" if s.get("voice") else "") + ("" if s.get("journal", True) else ", no journal")
     cells = [video, s["mode"], str(s["threads"]), s["backend"], model, str(s["input_width"]),
              fmt(r["fps"]), fmt(r["cpu_s_per_frame"] * 1000, 2), fmt(r["cpu_cores"], 2),
              f"{r['frames_processed']}/{r['frames_captured']}", fmt(r["faces_per_frame"], 2),
@@ -474,6 +479,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="classifier.flip_margin, 0-1 or 'card' (default: the daemon's, the card's margin)")
     p.add_argument("--voice", nargs="+", choices=["on", "off"],
                    help="voice.enabled: the sound analysed too (default: the daemon's, on)")
+    p.add_argument("--journal", nargs="+", choices=["on", "off"],
+                   help="off: skip the journal's commit, to measure its cost side by side (default: on)")
     p.add_argument("--max-frames", type=int, help="stop reading after N frames")
     p.add_argument("--repeat", type=int, default=1, help="runs per setting, each in a fresh process; medians")
     p.add_argument("--mqtt-url", help="publish to this broker; 'local' starts a throw-away mosquitto")
@@ -499,10 +506,16 @@ def benchmark(args: argparse.Namespace, mqtt_url: str | None) -> int:
         return 0
     specs = expand(args, mqtt_url)
     isolated = len(specs) > 1 or args.repeat > 1 or args.pin_cpus
-    results = []
-    for i, spec in enumerate(specs, 1):
-        print(f"[{i}/{len(specs)}] {json.dumps(asdict(spec))}", file=sys.stderr, flush=True)
-        results.append(run_isolated(spec, args.repeat) if isolated else run_once(spec))
+    if not isolated:
+        results = [run_once(specs[0])]
+    else:  # round-robin: drift of the machine's load hits every setting alike
+        runs: list[list[dict]] = [[] for _ in specs]
+        for round_ in range(1, args.repeat + 1):
+            for i, spec in enumerate(specs):
+                print(f"[round {round_}/{args.repeat}, {i + 1}/{len(specs)}] {json.dumps(asdict(spec))}",
+                      file=sys.stderr, flush=True)
+                runs[i] += run_isolated(spec, 1)["runs"]
+        results = [median_record(r) | {"repeat": args.repeat, "runs": r} for r in runs]
     print(markdown_table(results))
     write_json(args.json, {"machine": machine_info(), "results": results})
     return 0

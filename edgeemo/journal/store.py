@@ -50,10 +50,6 @@ CREATE INDEX IF NOT EXISTS events_undelivered ON events (seq) WHERE delivered_at
 PRUNE_CHUNK = 100  # rows per delete when over the bound: drop no more than needed
 
 
-class JournalError(Exception):
-    """The journal cannot be used at all (its folder is not writable, the disk is gone)."""
-
-
 @dataclass(frozen=True, slots=True)
 class Row:
     seq: int
@@ -84,18 +80,31 @@ class Journal:
         self.last_seq, self.last_track = self._ids()
 
     @classmethod
-    def open(cls, cfg: JournalConfig, metrics: Metrics | None = None) -> Journal:
-        """Open or create the journal; a corrupt one is moved aside and a fresh one started."""
+    def open(cls, cfg: JournalConfig, metrics: Metrics | None = None, repair: bool = True) -> Journal:
+        """Open or create the journal. One that cannot be opened or is corrupt is moved aside and a
+        fresh one started (`repair`), so a bad file never becomes a restart loop."""
         path = journal_path(cfg)
-        _create_private(path)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"journal.path: cannot create the folder {path.parent}: {exc.strerror}") from None
+        try:
+            _create_private(path)
             _verify(path)
-        except sqlite3.DatabaseError as exc:
-            floor = _move_aside(path, exc)
-            journal = cls(path, cfg, metrics)
-            journal.raise_seq_floor(floor)
-            return journal
-        return cls(path, cfg, metrics)
+            return cls(path, cfg, metrics)
+        except (OSError, sqlite3.DatabaseError) as exc:
+            if not repair:
+                raise ConfigError(f"journal {path} is unreadable: {exc}") from None
+            problem = exc
+        try:
+            floor = _move_aside(path, problem)
+            _create_private(path)
+        except OSError as exc:
+            raise ConfigError(f"journal {path} is unusable ({problem}) and cannot be moved aside: "
+                              f"{exc.strerror}") from None
+        journal = cls(path, cfg, metrics)
+        journal.raise_seq_floor(floor)
+        return journal
 
     def _ids(self) -> tuple[int, int]:
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
@@ -194,15 +203,18 @@ class Journal:
     # -- upkeep (the upkeep thread)
 
     def sync(self) -> None:
-        """Flush the WAL to disk: what a power cut can lose ends here."""
-        with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        """Flush the WAL to disk: what a power cut can lose ends here.
+
+        On this thread's own connection: a passive checkpoint never holds up the writer.
+        """
+        self._reader().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def prune(self) -> int:
         """Apply retention and the size bound; returns how many undelivered events had to be dropped."""
         cutoff = time.time() - self.cfg.retention_days * 86400
-        with self._lock, self._db:
-            self._db.execute("DELETE FROM events WHERE delivered_at IS NOT NULL AND ts < ?", (cutoff,))
+        if self._reader().execute("SELECT 1 FROM events WHERE ts < ? LIMIT 1", (cutoff,)).fetchone():
+            with self._lock, self._db:
+                self._db.execute("DELETE FROM events WHERE delivered_at IS NOT NULL AND ts < ?", (cutoff,))
         dropped = 0
         while self.used_bytes() > self.cfg.max_bytes:
             if self._delete_oldest("delivered_at IS NOT NULL"):
@@ -211,8 +223,9 @@ class Journal:
             if not lost:
                 break
             dropped += lost
-        with self._lock:
-            self._db.execute("PRAGMA incremental_vacuum")
+        if self._reader().execute("PRAGMA freelist_count").fetchone()[0]:
+            with self._lock:
+                self._db.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page a call
         return dropped
 
     def _delete_oldest(self, condition: str) -> int:
@@ -233,13 +246,12 @@ def _unix(iso: str) -> float:
 
 
 def _create_private(path: Path) -> None:
-    """Create the file (and its folder) readable by its owner only: it holds people's emotions."""
+    """Create the file readable by its owner only: it holds people's emotions."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-        os.chmod(path, 0o600)
-    except OSError as exc:
-        raise ConfigError(f"journal.path: cannot create {path}: {exc.strerror}") from None
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -281,5 +293,4 @@ def _move_aside(path: Path, exc: Exception) -> int:
         if part.exists():
             part.rename(Path(f"{aside}{suffix}"))
     log.error("journal %s is unreadable (%s); moved it to %s and started a fresh journal", path, exc, aside)
-    _create_private(path)
     return int(time.time() * 1000)

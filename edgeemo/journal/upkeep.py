@@ -24,8 +24,8 @@ class JournalUpkeep(threading.Thread):
             self.tick()
 
     def tick(self) -> None:
-        self.journal.sync()
         dropped = self.journal.prune()
+        self.journal.sync()
         if dropped:
             log.warning("journal %s is full (journal.max_bytes = %d): dropped the %d oldest undelivered "
                         "event(s)", self.journal.path, self.journal.cfg.max_bytes, dropped)

@@ -43,8 +43,8 @@ class _EventFileHandler(RotatingFileHandler):
 class EventLog:
     """Every event payload as one JSON line in a size-rotated file, and optionally on stdout.
 
-    The file is the record that survives a broker outage; stdout is the CLI's output. The rotating
-    handler is used directly (not through a logger) so events never mix with diagnostic logging.
+    The journal is the record; the file is for scripts that tail it; stdout is the CLI's output.
+    The rotating handler is used directly (not through a logger) so events never mix with diagnostic logging.
     """
 
     def __init__(self, cfg: EventLogConfig, metrics: Metrics | None = None) -> None:

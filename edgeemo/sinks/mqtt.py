@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 paho_log = logging.getLogger(f"{__name__}.paho")
 
 FIRST_CONNECT_WAIT_S = 2.0
+RECONNECT_MAX_S = 5      # a broker that is back is found within this: a retry is one cheap TCP connect
 WINDOW = 20                # events in flight at once (paho's default max_inflight)
 QUEUE_LIMIT = WINDOW + 16  # paho's whole outgoing queue: events plus availability, state, discovery
 STATE_KEYS = ("track", "source", "emotion")  # what the retained state holds of each face
@@ -51,7 +52,7 @@ def parse_broker_url(url: str, tls_enabled: bool = False) -> BrokerUrl:
 class MqttPublisher:
     """One MQTT connection that never blocks the pipeline, with bounded memory however long the broker is away.
 
-    paho's network thread connects and reconnects (1 s doubling to 30 s). Events come from the
+    paho's network thread connects and reconnects (1 s doubling to RECONNECT_MAX_S). Events come from the
     journal sender (sinks.delivery), which publishes only while connected; the retained state is
     published while connected and again after every reconnect.
     """
@@ -90,7 +91,7 @@ class MqttPublisher:
         client.suppress_exceptions = True  # a bug in a callback must not kill the network thread
         client.max_inflight_messages_set(WINDOW)
         client.max_queued_messages_set(QUEUE_LIMIT)  # the backlog waits in the journal, not in RAM
-        client.reconnect_delay_set(1, 30)
+        client.reconnect_delay_set(1, RECONNECT_MAX_S)
         password = mqtt_password(self.cfg)
         if self.broker.username:
             client.username_pw_set(self.broker.username, password)
@@ -164,8 +165,8 @@ class MqttPublisher:
         self._set_connected(False)
         self._first_attempt.set()
         level = logging.DEBUG if self._down_logged else logging.WARNING
-        log.log(level, "MQTT: cannot reach %s:%d; retrying (every 1 s up to 30 s), messages are queued",
-                self.broker.host, self.broker.port)
+        log.log(level, "MQTT: cannot reach %s:%d; retrying (every 1 s up to %d s), events wait in the journal",
+                self.broker.host, self.broker.port, RECONNECT_MAX_S)
         self._down_logged = True
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
