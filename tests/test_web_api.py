@@ -286,3 +286,51 @@ def test_live_state_is_throttled_per_client_and_sent_only_on_change(web):
     states_same = live.count("state") - states_busy
     live.close()
     assert 1 <= states_busy <= 12 and states_same <= 2
+
+
+def test_tls_serves_https_with_a_secure_cookie(tmp_path):
+    import http.client
+    import ssl
+    import subprocess
+
+    from edgeemo.config import load_config
+    from edgeemo.journal.store import Journal
+    from edgeemo.web.server import WebServer
+
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-days", "1",
+                    "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
+                   check=True, capture_output=True, timeout=60)
+    cfg = load_config(None, {"web.port": 0, "journal.path": str(tmp_path / "journal.db"),
+                             "web.tls.cert_file": str(tmp_path / "cert.pem"), "web.tls.key_file": str(tmp_path / "key.pem")})
+    journal = Journal.open(cfg.journal)
+    server = WebServer(cfg, journal)
+    server.users.add("admin", "admin", ADMIN_PW)
+    assert server.start() and server.url.startswith("https://")
+    try:
+        context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+        context.check_hostname = False
+        conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=10)
+        conn.request("POST", "/api/login", json.dumps({"username": "admin", "password": ADMIN_PW}),
+                     {"Content-Type": "application/json"})
+        reply = conn.getresponse()
+        assert reply.status == 200 and "secure" in reply.getheader("set-cookie").lower()
+        conn.close()
+    finally:
+        server.stop()
+        journal.close()
+
+
+def test_a_bad_tls_file_is_a_config_error(tmp_path):
+    from edgeemo.config import ConfigError, load_config
+    from edgeemo.journal.store import Journal
+    from edgeemo.web.server import WebServer
+
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    cfg = load_config(None, {"web.port": 0, "journal.path": str(tmp_path / "journal.db"),
+                             "web.tls.cert_file": str(tmp_path / "bad.pem"), "web.tls.key_file": str(tmp_path / "bad.pem")})
+    journal = Journal.open(cfg.journal)
+    server = WebServer(cfg, journal)
+    with pytest.raises(ConfigError, match="web.tls: cannot load"):
+        server.start()
+    server.stop()
+    journal.close()
