@@ -253,8 +253,9 @@ def test_live_feed_queues_are_bounded_and_drop_the_oldest():
 
     from edgeemo.sinks.livefeed import LiveFeed
 
+    feed = LiveFeed(queue_size=8)
+
     async def run() -> None:
-        feed = LiveFeed(queue_size=8)
         sub = feed.subscribe(asyncio.get_running_loop())
         feed.publish([make_event(seq, 0.0) for seq in range(1, 21)])  # a client that never reads
         assert [e["seq"] for e in sub.events] == list(range(13, 21)) and sub.dropped == 12
@@ -263,8 +264,11 @@ def test_live_feed_queues_are_bounded_and_drop_the_oldest():
         feed.unsubscribe(sub)
         feed.state([])
         assert feed.listeners == 0 and len(sub.events) == 8  # nothing more reaches a client that left
+        feed.subscribe(asyncio.get_running_loop())  # one whose loop closes before it unsubscribes
 
     asyncio.run(run())
+    feed.publish([make_event(21, 0.0)])  # the pipeline never sees the closed loop's error
+    feed.state([])
 
 
 def test_live_state_is_throttled_per_client_and_sent_only_on_change(web):

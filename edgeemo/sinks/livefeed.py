@@ -39,7 +39,10 @@ class Subscriber:
             self.events.append(event)
         if not self._pending:
             self._pending = True
-            self.loop.call_soon_threadsafe(self._set)
+            try:
+                self.loop.call_soon_threadsafe(self._set)
+            except RuntimeError:  # the web server's loop has closed: this client is gone
+                pass
 
     def _set(self) -> None:
         self._pending = False
