@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeemo.capture import SourceError, live_pts, parse_source
-from edgeemo.config import MicrophoneConfig, SourceConfig
+from edgeemo.config import MicrophoneConfig, SourceConfig, redact
 from edgeemo.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,10 @@ class FileAudioReader:
         try:
             self._container = av.open(target, timeout=10.0)
         except (av.FFmpegError, OSError) as exc:
-            raise SourceError(f"audio {target}: cannot open: {exc}") from None
+            raise SourceError(redact(f"audio {target}: cannot open: {exc}")) from None
         if not self._container.streams.audio:
             self._container.close()
-            raise AudioUnavailable(f"{target} has no audio track")
+            raise AudioUnavailable(f"{redact(target)} has no audio track")
         self.target = target
         self._stream = self._container.streams.audio[0]
         self._stream.thread_type = "SLICE"
@@ -73,7 +73,7 @@ class FileAudioReader:
                 yield samples, self._pts(out, done)
                 done += len(samples)
         except self._av.FFmpegError as exc:
-            log.warning("audio of %s stops at %.2f s: %s", self.target, done / SAMPLE_RATE, exc)
+            log.warning("audio of %s stops at %.2f s: %s", redact(self.target), done / SAMPLE_RATE, redact(str(exc)))
 
     def _resampled(self) -> Iterator:
         for frame in self._container.decode(self._stream):
@@ -170,7 +170,7 @@ def open_reader(target: str, mic: MicrophoneConfig) -> FileAudioReader | MicRead
     if target == "mic":
         return MicReader(mic)
     if "://" not in target and not Path(target).is_file():
-        raise SourceError(f"audio {target!r}: no such file")
+        raise SourceError(f"audio {redact(target)!r}: no such file")
     return FileAudioReader(target, live="://" in target)
 
 

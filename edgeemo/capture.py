@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import cv2
 import numpy as np
 
-from edgeemo.config import SourceConfig
+from edgeemo.config import SourceConfig, redact
 from edgeemo.metrics import Metrics
 from edgeemo.resources import sample_video
 from edgeemo.types import Frame
@@ -66,7 +66,7 @@ def parse_source(url: str) -> SourceSpec:
     if path.is_dir():
         return SourceSpec("folder", str(path))
     if not path.is_file():
-        raise SourceError(f"source {url!r}: no such file, folder, camera or URL")
+        raise SourceError(f"source {redact(url)!r}: no such file, folder, camera or URL")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return SourceSpec("image", str(path))
     if path.suffix.lower() in AUDIO_SUFFIXES:
@@ -92,7 +92,7 @@ class FrameReader:
         params = [] if spec.kind == "camera" else [cv2.CAP_PROP_N_THREADS, 1]
         self._cap = cv2.VideoCapture(spec.target, cv2.CAP_ANY, params)
         if not self._cap.isOpened():
-            raise SourceError(f"source {spec.target}: cannot open (not a video, or camera/stream not available)")
+            raise SourceError(f"source {redact(spec.target)}: cannot open (not a video, or camera/stream not available)")
         self.fps = self._cap.get(cv2.CAP_PROP_FPS) or 0.0
         if self.fps > 1000:  # some webcams report nonsense
             self.fps = 0.0
@@ -235,7 +235,7 @@ class Capture(threading.Thread):
                     return
                 backoff = min(backoff * 2, self.cfg.reconnect_max_s)
                 continue
-            log.info("source %s opened (%s)", self.cfg.name, self.spec.target)
+            log.info("source %s opened (%s)", self.cfg.name, redact(self.spec.target))
             self._read_live(reader)
             reader.close()
             if not self.stop.is_set():

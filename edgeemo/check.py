@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
+import threading
 from collections.abc import Callable
-from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
 
 from edgeemo.audio import audio_target, open_reader
 from edgeemo.capture import FrameReader, parse_source
 from edgeemo.classifier import ExpressionClassifier
-from edgeemo.config import Config, SourceConfig
+from edgeemo.config import Config, SourceConfig, redact
 from edgeemo.detector import FaceDetector
 from edgeemo.modelcard import ModelCard, load_card
 from edgeemo.pipeline import model_paths
+from edgeemo.sinks.mqtt import parse_broker_url
+from edgeemo.sinks.mqtt_login import apply_login, apply_tls, connect_error, refusal
 from edgeemo.voice import VoiceClassifier
 
 log = logging.getLogger(__name__)
@@ -55,36 +60,56 @@ def check_sound(source: SourceConfig, cfg: Config) -> str:
     finally:
         reader.close()
     if first is None:
-        raise RuntimeError(f"sound {target!r} opened but gave no samples")
-    return f"{target}: sound decoded to 16 kHz mono"
+        raise RuntimeError(f"sound {redact(target)!r} opened but gave no samples")
+    return f"{redact(target)}: sound decoded to 16 kHz mono"
 
 
 def check_source(url: str) -> str:
     spec = parse_source(url)
     if spec.kind == "audio":
-        return f"sound only ({spec.target}): voice events, no faces"
+        return f"sound only ({redact(spec.target)}): voice events, no faces"
     reader = FrameReader(spec)
     try:
         item = reader.read()
     finally:
         reader.close()
     if item is None:
-        raise RuntimeError(f"source {url!r} opened but gave no frame")
+        raise RuntimeError(f"source {redact(url)!r} opened but gave no frame")
     h, w = item[0].shape[:2]
-    return f"{spec.kind} {spec.target}: {w}x{h}" + (f" at {reader.fps:.2f} fps" if reader.fps else "")
+    return f"{spec.kind} {redact(spec.target)}: {w}x{h}" + (f" at {reader.fps:.2f} fps" if reader.fps else "")
 
 
-def check_broker(cfg: Config) -> str:
+def check_broker(cfg: Config, timeout: float = 5.0) -> str:
+    """The TLS handshake and the MQTT login (CONNECT/CONNACK), then a clean disconnect: no message sent."""
     if cfg.mqtt.url is None:
         return "no broker configured: events go to the event log and stdout"
-    parsed = urlparse(cfg.mqtt.url)
-    port = parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
+    broker = parse_broker_url(cfg.mqtt.url, cfg.mqtt.tls.enabled)
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                         client_id=f"edgeemo-check-{cfg.device_id}-{os.getpid()}")
+    unused_password = apply_login(client, cfg.mqtt, broker.username)
+    if broker.tls:
+        apply_tls(client, cfg.mqtt.tls)
+    answered = threading.Event()
+    outcome: list = []
+    client.on_connect = lambda _c, _u, _f, reason, _p: (outcome.append(reason), answered.set())
+    client.connect_timeout = timeout
     try:
-        with socket.create_connection((parsed.hostname, port), timeout=5):
-            pass
-    except OSError as exc:
-        raise RuntimeError(f"broker {parsed.hostname}:{port} not reachable: {exc.strerror or exc}") from None
-    return f"broker {parsed.hostname}:{port} accepts connections"
+        client.connect(broker.host, broker.port, keepalive=max(5, int(timeout) + 5))
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(connect_error(exc, broker.host, broker.port, cfg.mqtt.tls)) from None
+    client.loop_start()
+    try:
+        if not answered.wait(timeout):
+            hint = "" if broker.tls else " (a TLS port? then use mqtts://)"
+            raise RuntimeError(f"broker {broker.host}:{broker.port} gave no CONNACK within {timeout:.0f} s{hint}")
+        if outcome[0].is_failure:
+            raise RuntimeError(refusal(outcome[0], broker.host, broker.port))
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    who = f" as {broker.username}" if broker.username else " without a user name"
+    note = " (a password was found but mqtt.url has no user@)" if unused_password else ""
+    return f"broker {broker.host}:{broker.port}: {'TLS verified, ' if broker.tls else ''}logged in{who}{note}"
 
 
 def check_metrics_port(cfg: Config) -> str:
@@ -111,6 +136,6 @@ def check_main(cfg: Config) -> int:
             sys.stdout.write(f"OK    {name}: {run()}\n")
         except Exception as exc:  # every failure is reported, none stops the other checks
             failed += 1
-            sys.stdout.write(f"FAIL  {name}: {exc}\n")
+            sys.stdout.write(f"FAIL  {name}: {redact(str(exc))}\n")
     sys.stdout.write("all checks passed\n" if not failed else f"{failed} check(s) failed\n")
     return 1 if failed else 0

@@ -8,9 +8,11 @@ import os
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from edgeemo import __version__
 from edgeemo.capture import SourceError
-from edgeemo.config import Config, ConfigError, load_config
+from edgeemo.config import Config, ConfigError, SourceConfig, describe, load_config, redact, with_source_passwords
 from edgeemo.journal.cli import add_events_parser
 from edgeemo.web.usercli import add_parser as add_user_parser, user_main
 from edgeemo.modelcard import ModelCardError
@@ -37,13 +39,19 @@ def parser() -> argparse.ArgumentParser:
     detect.add_argument("--json", action="store_true", help="one JSON object per image / video frame / speech segment")
     detect.add_argument("--annotate", type=Path, metavar="OUT",
                         help="write the image/video with boxes and labels (a folder when several inputs)")
-    detect.add_argument("--every", type=int, default=1, metavar="N", help="analyse every Nth video frame")
+    detect.add_argument("--every", type=whole_number, default=1, metavar="N", help="analyse every Nth video frame")
 
     check = sub.add_parser("check", help="validate config, models, sources and broker, then exit")
     add_config_args(check)
     add_events_parser(sub)
     add_user_parser(sub)
     return p
+
+
+def whole_number(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -65,7 +73,11 @@ def config_from(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config, overrides)
     source = getattr(args, "source", None)
     if source is not None:
-        cfg.sources = [cfg.sources[0].model_copy(update={"url": source})]
+        try:  # validated like the YAML's url (model_copy would skip that)
+            cfg.sources = [SourceConfig.model_validate(cfg.sources[0].model_dump() | {"url": source})]
+        except ValidationError as exc:
+            raise ConfigError(describe(exc, "--source")) from None
+        with_source_passwords(cfg)
     return cfg
 
 
@@ -73,6 +85,34 @@ def setup_logging(level: str) -> None:
     under_systemd = "JOURNAL_STREAM" in os.environ  # journald stamps the time itself
     fmt = "%(levelname)s %(name)s: %(message)s" if under_systemd else "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(RedactingFormatter(fmt))
+
+
+class RedactingFormatter(logging.Formatter):
+    """Every log line, traceback included, with URL passwords masked: the last line of defence for
+    a message (ours or a library's) that carries a camera URL."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return str(redact(super().format(record)))
+
+
+def check_first_frame(source: SourceConfig) -> None:
+    """A video or image file whose first frame cannot be read stops start-up (exit 2) instead of
+    ending the run quietly with no events."""
+    from edgeemo.capture import FrameReader, parse_source
+
+    spec = parse_source(source.url)
+    if spec.kind not in ("video", "image"):
+        return
+    reader = FrameReader(spec)  # raises SourceError when it cannot open the file at all
+    try:
+        frame = reader.read()
+    finally:
+        reader.close()
+    if frame is None:
+        raise SourceError(f"sources.{source.name}.url: {spec.target}: no frame could be read "
+                          "(empty, damaged, or not a video or image)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
             from edgeemo.daemon import Daemon
             live = [s.url for s in cfg.sources if parse_source(s.url).live]
             if args.once and live:
-                raise ConfigError(f"--once reads files to their end; {', '.join(live)} is a live source")
+                raise ConfigError(f"--once reads files to their end; {redact(', '.join(live))} is a live source")
+            for source in cfg.sources:
+                check_first_frame(source)
+            os.umask(0o077)  # every file the daemon writes (event log, journal) holds emotions: owner only
             return Daemon(cfg, lossless=args.once).run()
         if args.command == "events":
             from edgeemo.journal.cli import events_main

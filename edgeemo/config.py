@@ -11,12 +11,13 @@ import os
 import re
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse, urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ID_PATTERN = r"^[a-zA-Z0-9_-]+$"
+STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "udp", "tcp")  # what capture.parse_source opens as a stream
 
 
 class ConfigError(Exception):
@@ -37,6 +38,25 @@ class SourceConfig(Section):
     # auto: the source's own sound (a video file's or stream's audio track, an audio file);
     # off; mic: the microphone of the `microphone` section; or a WAV/FLAC file or stream URL.
     audio: str = Field("auto", min_length=1)
+    # The password of the url's user@, kept out of the YAML (see source_password).
+    password_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _stream_url(cls, url: str) -> str:
+        """A stream URL without a host or with an impossible port would be retried forever."""
+        parsed = urlparse(url)
+        if parsed.scheme not in STREAM_SCHEMES:
+            return url
+        if not parsed.hostname:
+            raise ValueError(f"a stream URL needs a host ({parsed.scheme}://[user@]host[:port]/...)")
+        try:
+            port = parsed.port
+        except ValueError:
+            port = 0
+        if port is not None and not 1 <= port <= 65535:
+            raise ValueError("port must be a number from 1 to 65535")
+        return url
 
 
 class DetectorConfig(Section):
@@ -248,9 +268,14 @@ def describe(error: ValidationError, origin: str) -> str:
 
 
 def redact(value: object) -> object:
-    """Mask the password of a `scheme://user:password@host` URL: error messages end up in the journal."""
+    """Mask the password of every `scheme://user:password@host` URL in a text.
+
+    The one redaction helper: log lines (edgeemo.cli's formatter), error messages and check output
+    pass through it, because a source URL may carry a camera's password.
+    """
     if isinstance(value, str):
-        return re.sub(r"(://[^/@:\s]*):[^/@\s]*@", r"\1:***@", value)
+        # `:/+`: a URL passed through pathlib (`detect rtsp://...`) has lost one of its slashes.
+        return re.sub(r"(:/+[^/@:\s'\"]*):[^/@\s'\"]*@", r"\1:***@", value)
     return value
 
 
@@ -270,21 +295,96 @@ def load_config(path: Path | None, overrides: dict | None = None) -> Config:
     raw: dict = {}
     if path is not None:
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): is this the config file?") from None
         try:
-            raw = yaml.safe_load(text) or {}
+            raw = yaml.load(text, Loader=UniqueKeyLoader) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+            raise ConfigError(yaml_problem(path, exc)) from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
     for dotted, value in (overrides or {}).items():
         set_dotted(raw, dotted, value)
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(describe(exc, origin)) from None
+    return with_source_passwords(cfg)
+
+
+def yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
+    """One line: `file: line N, column M: not valid YAML: what` (PyYAML's own text spans several)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    if problem.startswith("duplicate key"):
+        return f"{path}: {where}{problem}"
+    context = getattr(exc, "context", None)
+    return redact(f"{path}: {where}not valid YAML: {problem}" + (f" ({context})" if context else ""))
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps
+    the last silently, so a second `url:` pasted below the first would win unseen)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark)
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def with_source_passwords(cfg: Config) -> Config:
+    """Put each source's password (from outside the YAML) into its url's `user@`, in memory only."""
+    for i, source in enumerate(cfg.sources):
+        password = source_password(source)
+        if password is not None:
+            parts = urlsplit(source.url)
+            netloc = f"{parts.netloc.split('@')[0]}:{quote(password, safe='')}@{parts.netloc.split('@', 1)[1]}"
+            cfg.sources[i] = source.model_copy(update={"url": urlunsplit(parts._replace(netloc=netloc))})
+    return cfg
+
+
+def source_password(source: SourceConfig) -> str | None:
+    """A stream's password: `password_file`, else the systemd credential `source_<name>_password`
+    ($CREDENTIALS_DIRECTORY, LoadCredential=), else $EDGEEMO_SOURCE_<NAME>_PASSWORD; only for a url
+    with a `user@` and no password of its own."""
+    parsed = urlparse(source.url)
+    key = f"sources.{source.name}.password_file"
+    if "://" not in source.url or not parsed.username or parsed.password is not None:
+        if source.password_file is not None:
+            raise ConfigError(f"{key}: needs a url with a user name and no password (rtsp://user@host/...), "
+                              f"got {redact(source.url)!r}")
+        return None
+    path = source.password_file
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if path is None and creds and (Path(creds) / f"source_{source.name}_password").is_file():
+        path = Path(creds) / f"source_{source.name}_password"
+    if path is None:
+        return os.environ.get(f"EDGEEMO_SOURCE_{source.name.upper().replace('-', '_')}_PASSWORD") or None
+    return read_secret(key, path)
+
+
+def read_secret(key: str, path: Path) -> str:
+    """The first line of a password file, surrounding whitespace stripped; a problem names key and file."""
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: cannot read {path}: not UTF-8 text") from None
+    if not secret:
+        raise ConfigError(f"{key}: {path} is empty")
+    return secret
 
 
 def set_dotted(raw: dict, dotted: str, value: object) -> None:
@@ -322,10 +422,7 @@ def _child(node: object, part: str, default: object) -> object:
 def mqtt_password(cfg: MqttConfig) -> str | None:
     """The broker password from a file, systemd credentials, or the environment: never from the YAML."""
     if cfg.password_file is not None:
-        try:
-            return cfg.password_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"mqtt.password_file: cannot read {cfg.password_file}: {exc.strerror}") from None
+        return read_secret("mqtt.password_file", cfg.password_file)
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
     if creds and (Path(creds) / "mqtt_password").is_file():
         return (Path(creds) / "mqtt_password").read_text().strip()

@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 
-from edgeemo.config import Config
+from edgeemo.config import Config, redact
 from edgeemo.metrics import Metrics
 from edgeemo.pipeline import Pipeline
 from edgeemo.journal.setup import open_event_path
@@ -53,7 +53,7 @@ class Daemon:
         self.pipeline.start()
         self.notifier.ready()
         log.info("edgeemo running: device %s, sources %s", self.cfg.device_id,
-                 ", ".join(f"{s.name}={s.url}" for s in self.cfg.sources))
+                 ", ".join(f"{s.name}={redact(s.url)}" for s in self.cfg.sources))
 
     def supervise(self) -> None:
         """Keep metrics, systemd status and watchdog up to date until the sources end or a stop."""

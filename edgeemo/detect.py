@@ -20,9 +20,9 @@ import numpy as np
 
 from edgeemo import LABELS
 from edgeemo.audio import AudioUnavailable, FileAudioReader
-from edgeemo.capture import FrameReader, list_images, parse_source
+from edgeemo.capture import IMAGE_SUFFIXES, FrameReader, SourceError, SourceSpec, list_images, parse_source
 from edgeemo.classifier import ExpressionClassifier
-from edgeemo.config import Config
+from edgeemo.config import Config, redact
 from edgeemo.detector import FaceDetector
 from edgeemo.fusion import fuse
 from edgeemo.modelcard import load_card
@@ -67,8 +67,9 @@ class VoiceAnalyzer:
         self.threshold_db = cfg.voice.vad_threshold_db
         self.min_speech_s = cfg.voice.min_speech_s
 
-    def segments(self, path: Path) -> list[tuple[float, float, np.ndarray]]:
-        """[(start_s, end_s, probs)] of every speech segment; [] for a file without sound."""
+    def segments(self, path: Path) -> list[tuple[float, float, np.ndarray]] | None:
+        """[(start_s, end_s, probs)] of every speech segment; [] for a file without sound, None when
+        its sound decodes to nothing."""
         try:
             reader = FileAudioReader(str(path))
         except AudioUnavailable as exc:
@@ -79,7 +80,7 @@ class VoiceAnalyzer:
         finally:
             reader.close()
         if not chunks:
-            return []
+            return None
         samples = np.concatenate([c for c, _ in chunks])
         origin = chunks[0][1]  # pts of the first sample, on the video clock
         sr = self.sample_rate
@@ -160,26 +161,93 @@ class Annotator:
 
 
 def detect_main(cfg: Config, args: argparse.Namespace) -> int:
-    paths = [p for path in args.paths for p in (list_images(path) if path.is_dir() else [path])]
+    """Exit 0, or 2 when any input could not be read at all (each named on one line; the rest analysed)."""
+    paths = expand(args.paths)
     specs = [parse_source(str(path)) for path in paths]  # fail on a bad path before any work
+    for path, spec in zip(paths, specs):
+        if spec.live:
+            raise SourceError(f"{redact(str(path))}: detect reads files; for a camera or stream use "
+                              "`edgeemo run --source ...`")
     analyzer = Analyzer(cfg) if any(spec.kind != "audio" for spec in specs) else None
     has_sound = cfg.voice.enabled and any(spec.kind in ("audio", "video") for spec in specs)
     voice = VoiceAnalyzer(cfg) if has_sound else None
     annotator = Annotator(args.annotate, many=len(paths) > 1)
+    unreadable = 0
     for path, spec in zip(paths, specs):
         frames: list[tuple[float, Faces]] = []
-        if spec.kind != "audio":
-            reader = FrameReader(spec)
-            for image, pts in frames_of(reader, max(1, args.every)):
-                faces = analyzer.analyse(image)
-                frames.append((pts, faces))
-                emit(path, pts, faces, args.json)
-                annotator.add(path, image, faces, spec.kind == "video", reader.fps)
-            annotator.finish()
+        if spec.kind == "image":
+            image = read_image(path)
+            if image is None:
+                unreadable += 1
+                continue
+            faces = analyzer.analyse(image)
+            emit(path, 0.0, faces, args.json)
+            annotator.add(path, image, faces, False, 0.0)
+        elif spec.kind == "video":
+            frames = analyse_video(path, spec, analyzer, annotator, args)
+            if not frames:
+                log.error("%s: no video frame could be read (not a video, or damaged)", path)
+                unreadable += 1
+                continue
         if voice is not None and spec.kind in ("audio", "video"):
-            for record in segment_records(path, voice.segments(path), frames, cfg):
+            segments = voice.segments(path)
+            if spec.kind == "audio" and segments is None:
+                log.error("%s: no sound could be decoded (not a sound file, or damaged)", path)
+                unreadable += 1
+            for record in segment_records(path, segments or [], frames, cfg):
                 emit_segment(record, args.json)
-    return 0
+    if unreadable:
+        log.error("%d of %d input(s) could not be read", unreadable, len(paths))
+    return 2 if unreadable else 0
+
+
+def expand(paths: list[Path]) -> list[Path]:
+    """Folders become their images; a folder without any is an error, not silence."""
+    out = []
+    for path in paths:
+        found = list_images(path) if path.is_dir() else [path]
+        if not found:
+            raise SourceError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        out += found
+    return out
+
+
+def read_image(path: Path) -> np.ndarray | None:
+    """The image, or None with one line naming it (empty, not an image, damaged, or too large)."""
+    try:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error:  # some decoders raise instead of returning None (a huge BMP header)
+        image = None
+    if image is None:
+        log.error("%s: not a readable image (empty, damaged, too large, or not an image)", path)
+    return image
+
+
+def frame_count(path: Path) -> int:
+    """The frame count the container's header claims (0 when it says nothing)."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+    finally:
+        cap.release()
+
+
+def analyse_video(path: Path, spec: SourceSpec, analyzer: Analyzer, annotator: Annotator,
+                  args: argparse.Namespace) -> list[tuple[float, Faces]]:
+    """Every Nth frame analysed; a video that ends early is analysed as far as it goes, with a warning."""
+    reader = FrameReader(spec)
+    expected = frame_count(path)
+    frames = []
+    for image, pts in frames_of(reader, args.every):
+        faces = analyzer.analyse(image)
+        frames.append((pts, faces))
+        emit(path, pts, faces, args.json)
+        annotator.add(path, image, faces, True, reader.fps)
+    annotator.finish()
+    if frames and expected > 0 and reader.index < expected - 1:
+        log.warning("%s: the video ends after %d of %d frames (truncated or damaged); analysed as far as it goes",
+                    path, reader.index, expected)
+    return frames
 
 
 def emit_segment(record: dict, as_json: bool) -> None:

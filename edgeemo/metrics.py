@@ -11,6 +11,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
 from edgeemo import LABELS, __version__
+from edgeemo.config import ConfigError
 
 STAGES = ("capture", "detect", "classify", "track", "publish", "voice")
 EVENT_TYPES = ("start", "change", "update", "end")
@@ -97,7 +98,11 @@ class Metrics:
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP endpoint; returns the bound port (useful with port 0)."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        try:
+            server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:  # a busy port or an unknown host: the user's to fix (exit 2)
+            raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} "
+                              f"(metrics.host, metrics.port)") from None
         self._server = server
         return server.server_address[1]
 

@@ -69,11 +69,15 @@ def read_card(path: Path, parse: Callable[[dict, Path], T]) -> T:
     """Read a model card's JSON and ``parse(raw, folder)`` it; every error names the card (and the key)."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ModelCardError(f"cannot read model card {path}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
         raise ModelCardError(f"model card {path} is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise ModelCardError(f"model card {path} is not JSON text (not UTF-8): is it the card, not the model?") from None
+    if not isinstance(raw, dict):
+        raise ModelCardError(f"model card {path}: the top level must be a JSON object, got {type(raw).__name__}")
     try:
         return parse(raw, path.parent)
     except KeyError as exc:
@@ -92,6 +96,8 @@ def parse_card(raw: dict, folder: Path) -> ModelCard:
             raise KeyError(f"input.{key}")
     if len(inp.get("size", ())) != 2:
         raise ValueError(f"input.size must be [H, W], got {inp.get('size')!r}")
+    if not all(isinstance(n, int) and n >= 8 for n in inp["size"]):
+        raise ValueError(f"input.size must be two whole numbers >= 8, got {inp['size']!r}")
     if raw.get("task") == "face-expression" and sorted(labels) != sorted(LABELS):
         raise ValueError(f"labels must be a permutation of {list(LABELS)}, got {list(labels)}")
     if raw.get("output", "logits") not in ("logits", "probs"):
@@ -107,6 +113,7 @@ def parse_card(raw: dict, folder: Path) -> ModelCard:
     if mean.shape != (channels,) or std.shape != (channels,) or np.any(std <= 0):
         raise ValueError("input.mean and input.std need one value per channel, std > 0")
     crop = raw["crop"]
+    check_crop(crop)
     flip_margin = float(raw.get("flip_margin", 0.0))
     if not 0 <= flip_margin <= 1:
         raise ValueError(f"flip_margin must be between 0 and 1, got {flip_margin}")
@@ -119,6 +126,15 @@ def parse_card(raw: dict, folder: Path) -> ModelCard:
                   eye_distance=float(crop["eye_distance"]), rotate=bool(crop.get("rotate", True))),
         flip_margin=flip_margin, metrics=raw.get("metrics", {}), raw=raw,
     )
+
+
+def check_crop(crop: dict) -> None:
+    """The eye midpoint must land inside the crop and the eyes fit in it, or every face crop is wrong."""
+    center = [float(v) for v in crop["eye_center"]]
+    if len(center) != 2 or not all(0 < v < 1 for v in center):
+        raise ValueError(f"crop.eye_center must lie inside the crop (0..1, 0..1), got {crop['eye_center']!r}")
+    if not 0 < float(crop["eye_distance"]) < 1:
+        raise ValueError(f"crop.eye_distance must be between 0 and 1 (of the crop width), got {crop['eye_distance']!r}")
 
 
 def to_tensor(card: ModelCard, crops: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from pathlib import Path
 from edgeemo.audio import AudioCapture, AudioRing, audio_target
 from edgeemo.capture import Capture, FrameReader, Mailbox, SourceError, parse_source
 from edgeemo.classifier import ExpressionClassifier
-from edgeemo.config import Config, SourceConfig
+from edgeemo.config import Config, SourceConfig, redact
 from edgeemo.detector import FaceDetector
 from edgeemo.fusion import Fuser
 from edgeemo.metrics import Metrics
@@ -199,4 +199,4 @@ class Pipeline:
 def check_audio_target(source: SourceConfig, target: str) -> None:
     """A named audio file that is not there stops start-up, like a missing video file."""
     if target != "mic" and "://" not in target and not Path(target).is_file():
-        raise SourceError(f"sources.{source.name}.audio: {target!r}: no such file")
+        raise SourceError(f"sources.{source.name}.audio: {redact(target)!r}: no such file")

@@ -1,7 +1,10 @@
-"""Shared fixtures: a real mosquitto broker on a loopback port, and an MQTT subscriber that records."""
+"""Shared fixtures: real mosquitto brokers on loopback ports (plain, and TLS with a password file),
+and an MQTT subscriber that records."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -99,7 +102,8 @@ def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 class Subscriber:
     """Records every message on a topic filter; resubscribes after a broker restart."""
 
-    def __init__(self, broker: Broker, topic: str, timeout: float = 5.0, persistent: bool = False) -> None:
+    def __init__(self, broker: Broker, topic: str, timeout: float = 5.0, persistent: bool = False,
+                 configure: Callable[[mqtt.Client], None] | None = None) -> None:
         """`persistent`: a fixed client id and a persistent QoS 1 session, so the broker queues
         what arrives while this subscriber is away (and keeps it across its own restart)."""
         self.topic = topic
@@ -113,6 +117,8 @@ class Subscriber:
         self.client.on_connect = lambda client, *_: client.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *_: self._subscribed.set()
         self.client.on_message = self._on_message
+        if configure is not None:  # TLS and login for a TlsBroker
+            configure(self.client)
         self.client.connect(broker.host, broker.port, keepalive=10)
         self.client.loop_start()
         if not self._subscribed.wait(timeout):
@@ -146,6 +152,73 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=30)
+
+
+def make_ca(folder: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed CA (EC P-256, two days): (certificate, key)."""
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+            "-subj", f"/CN={name}", "-keyout", key, "-out", cert)
+    return cert, key
+
+
+def make_server_cert(folder: Path, ca: tuple[Path, Path], name: str, san: str) -> tuple[Path, Path]:
+    """A server certificate signed by `ca` for the subjectAltName `san` (e.g. IP:127.0.0.1,DNS:localhost)."""
+    cert, key, csr, ext = (folder / f"{name}.{suffix}" for suffix in ("pem", "key", "csr", "ext"))
+    ext.write_text(f"subjectAltName={san}\n")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", f"/CN={name}",
+            "-keyout", key, "-out", csr)
+    openssl("x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial", "-days", "2",
+            "-extfile", ext, "-out", cert)
+    return cert, key
+
+
+class TlsBroker(Broker):
+    """mosquitto with only a TLS listener and a password file (no anonymous clients).
+
+    `ca` signed the server certificate (made for `san`); `wrong_ca` signed nothing this broker shows.
+    """
+
+    user = "edgeemo"
+    password = "s3cret-mqtt-Pa55"
+
+    def __init__(self, binary: str, workdir: Path, san: str = "IP:127.0.0.1,DNS:localhost") -> None:
+        super().__init__(binary, workdir)
+        self.ca = make_ca(workdir, "test-ca")
+        self.wrong_ca = make_ca(workdir, "wrong-ca")
+        self.server = make_server_cert(workdir, self.ca, "server", san)
+        passwd = workdir / "passwd"
+        subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), self.user, self.password], check=True,
+                       capture_output=True, timeout=30)
+        self.conf.write_text(f"listener {self.port} {self.host}\ncafile {self.ca[0]}\ncertfile {self.server[0]}\n"
+                             f"keyfile {self.server[1]}\nallow_anonymous false\npassword_file {passwd}\n"
+                             # Run as root (CI), mosquitto would drop to its own user, who cannot read tmp_path.
+                             f"user {pwd.getpwuid(os.getuid()).pw_name}\npersistence false\n")
+
+    @property
+    def url(self) -> str:
+        return f"mqtts://{self.user}@{self.host}:{self.port}"
+
+    def configure(self, client: mqtt.Client) -> None:
+        """TLS with the right CA and the right password, for the tests' own clients."""
+        client.tls_set(ca_certs=str(self.ca[0]))
+        client.username_pw_set(self.user, self.password)
+
+
+@pytest.fixture(scope="session")
+def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
+    if shutil.which("mosquitto_passwd") is None:
+        pytest.fail("the TLS tests need mosquitto_passwd (Debian's mosquitto package)", pytrace=False)
+    broker = TlsBroker(mosquitto_binary(), tmp_path_factory.mktemp("mosquitto-tls"))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 @pytest.fixture

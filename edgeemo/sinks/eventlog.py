@@ -11,7 +11,7 @@ import sys
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
-from edgeemo.config import EventLogConfig
+from edgeemo.config import ConfigError, EventLogConfig
 from edgeemo.journal.payload import to_json
 from edgeemo.metrics import Metrics
 
@@ -34,6 +34,15 @@ class _EventFileHandler(RotatingFileHandler):
         self.setFormatter(logging.Formatter("%(message)s"))
         self._metrics = metrics
 
+    def _open(self):  # type: ignore[no-untyped-def]
+        """Owner-only (0600), whatever the umask or an older file's mode: the lines hold emotions.
+
+        Called for the file and again after every rotation (the rotated copies keep this mode).
+        """
+        stream = super()._open()
+        os.chmod(self.baseFilename, 0o600)
+        return stream
+
     def handleError(self, record: logging.LogRecord) -> None:
         if self._metrics is not None:
             self._metrics.errors.labels(where="event_log").inc()
@@ -49,8 +58,11 @@ class EventLog:
 
     def __init__(self, cfg: EventLogConfig, metrics: Metrics | None = None) -> None:
         self.path = Path(cfg.path) if cfg.path is not None else default_event_log_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handler = _EventFileHandler(self.path, cfg, metrics)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handler = _EventFileHandler(self.path, cfg, metrics)
+        except OSError as exc:
+            raise ConfigError(f"event_log.path: cannot write {self.path}: {exc.strerror or exc}") from None
         self._stdout = cfg.stdout
         self._metrics = metrics
 

@@ -9,6 +9,7 @@ announces itself on ``<discovery_prefix>/status``).
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -18,10 +19,11 @@ from urllib.parse import unquote, urlparse
 
 import paho.mqtt.client as mqtt
 
-from edgeemo.config import MqttConfig, mqtt_password
+from edgeemo.config import MqttConfig
 from edgeemo.journal.payload import SCHEMA_VERSION, iso_utc, to_json
 from edgeemo.metrics import Metrics
 from edgeemo.sinks.homeassistant import discovery_payload
+from edgeemo.sinks.mqtt_login import apply_login, apply_tls, connect_error, refusal
 
 log = logging.getLogger(__name__)
 paho_log = logging.getLogger(f"{__name__}.paho")
@@ -92,10 +94,7 @@ class MqttPublisher:
         client.max_inflight_messages_set(WINDOW)
         client.max_queued_messages_set(QUEUE_LIMIT)  # the backlog waits in the journal, not in RAM
         client.reconnect_delay_set(1, RECONNECT_MAX_S)
-        password = mqtt_password(self.cfg)
-        if self.broker.username:
-            client.username_pw_set(self.broker.username, password)
-        elif password:
+        if apply_login(client, self.cfg, self.broker.username):
             log.warning("an MQTT password was found but mqtt.url has no user@: connecting without credentials")
         if self.broker.tls:
             self._set_tls(client)
@@ -109,12 +108,8 @@ class MqttPublisher:
         return client
 
     def _set_tls(self, client: mqtt.Client) -> None:
-        tls = self.cfg.tls
-        client.tls_set(ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                       certfile=str(tls.cert_file) if tls.cert_file else None,
-                       keyfile=str(tls.key_file) if tls.key_file else None)
-        if tls.insecure:
-            client.tls_insecure_set(True)
+        """A missing or broken TLS file is a ConfigError naming the key (exit 2 at start-up)."""
+        apply_tls(client, self.cfg.tls)
 
     # -- connection life cycle (callbacks run on paho's network thread)
 
@@ -131,7 +126,10 @@ class MqttPublisher:
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
-            log.error("MQTT: broker %s:%d refused the connection: %s", self.broker.host, self.broker.port, reason)
+            message = refusal(reason, self.broker.host, self.broker.port)
+            # One line per new reason; paho retries (1 s doubling to RECONNECT_MAX_S), repeats go to DEBUG.
+            log.log(logging.DEBUG if self._down_logged == message else logging.ERROR, "MQTT: %s; retrying", message)
+            self._down_logged = message
             self._set_connected(False)
             self._first_attempt.set()
             return
@@ -162,16 +160,22 @@ class MqttPublisher:
         self.client.publish(self.topics["discovery"], payload, qos=1, retain=True)
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        """paho calls this inside its `except OSError` around the connect: sys.exc_info() says why."""
         self._set_connected(False)
         self._first_attempt.set()
-        level = logging.DEBUG if self._down_logged else logging.WARNING
-        log.log(level, "MQTT: cannot reach %s:%d; retrying (every 1 s up to %d s), events wait in the journal",
-                self.broker.host, self.broker.port, RECONNECT_MAX_S)
-        self._down_logged = True
+        message = connect_error(sys.exc_info()[1], self.broker.host, self.broker.port, self.cfg.tls)
+        # _down_logged holds the last failure logged: each new reason once, its repeats at DEBUG.
+        tls_problem = message.startswith("TLS")
+        level = logging.DEBUG if self._down_logged == message else logging.ERROR if tls_problem else logging.WARNING
+        log.log(level, "MQTT: %s; retrying (every 1 s up to %d s), events wait in the journal", message,
+                RECONNECT_MAX_S)
+        self._down_logged = message
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self._set_connected(False)
-        if reason.is_failure:
+        if reason.is_failure and self._down_logged:  # a refused login closes the socket: already said
+            log.debug("MQTT: disconnected from %s:%d: %s", self.broker.host, self.broker.port, reason)
+        elif reason.is_failure:
             log.warning("MQTT: lost the connection to %s:%d: %s; reconnecting", self.broker.host,
                         self.broker.port, reason)
         else:
