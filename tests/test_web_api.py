@@ -338,3 +338,18 @@ def test_a_bad_tls_file_is_a_config_error(tmp_path):
         server.start()
     server.stop()
     journal.close()
+
+
+def test_rules_an_admin_saves_survive_a_restart_and_bad_rules_are_400(web, tmp_path):
+    server, journal = web
+    c = admin(server)
+    new = [{"name": "sad-now", "emotion": "sad", "min_share": 0.7, "window_s": 30, "text": "Take a break",
+            "modality": "voice"}]
+    assert c.write("PUT", "/api/rules", [{**new[0], "emotion": "bored"}]).status == 400
+    assert c.write("PUT", "/api/rules", {"not": "a list"}).status == 400
+    assert c.write("PUT", "/api/rules", new).json()["rules"] == new
+    server.stop()
+    from edgeemo.web.server import WebServer
+    again = WebServer(server.cfg, journal)
+    assert [r.__dict__ for r in again.engine.rules] == new  # the saved rules win over web.rules
+    again.users.close()

@@ -61,10 +61,6 @@ class Sessions:
         with self._lock:
             self._sessions.pop(token or "", None)
 
-    def drop_user(self, user: str) -> None:
-        with self._lock:
-            self._sessions = {t: s for t, s in self._sessions.items() if s.user != user}
-
 
 class LoginLimiter:
     """At most `failures` wrong logins per `window_s` per client address; then 429 until they age out."""
