@@ -14,6 +14,7 @@ from edgeemo import __version__
 from edgeemo.capture import SourceError
 from edgeemo.config import Config, ConfigError, SourceConfig, describe, load_config, redact, with_source_passwords
 from edgeemo.journal.cli import add_events_parser
+from edgeemo.web.usercli import add_parser as add_user_parser, user_main
 from edgeemo.modelcard import ModelCardError
 from edgeemo.runtime import ModelError
 
@@ -43,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate config, models, sources and broker, then exit")
     add_config_args(check)
     add_events_parser(sub)
+    add_user_parser(sub)
     return p
 
 
@@ -135,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "detect":
             from edgeemo.detect import detect_main
             return detect_main(cfg, args)
+        if args.command == "user":
+            return user_main(cfg, args)
         from edgeemo.check import check_main
         return check_main(cfg)
     except USER_ERRORS as exc:

@@ -184,6 +184,48 @@ class MetricsConfig(Section):
     port: int = Field(9595, ge=0, le=65535)
 
 
+class WebTlsConfig(Section):
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class RuleConfig(Section):
+    name: str = Field(pattern=ID_PATTERN)
+    emotion: Literal["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    min_share: float = Field(gt=0, le=1)
+    window_s: float = Field(gt=0, le=86400)
+    text: str = Field(min_length=1)
+    modality: Literal["face", "voice", "fused"] = "face"
+
+
+class WebConfig(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8600, ge=0, le=65535)
+    tls: WebTlsConfig = WebTlsConfig()
+    allow_plain_http: bool = False
+    users_path: Path | None = None            # null: users.db beside the journal
+    rules: list[RuleConfig] = Field(default_factory=lambda: [RuleConfig(
+        name="sad-a-while", emotion="sad", min_share=0.6, window_s=600,
+        text="You have looked sad for a while: time for a break?")])
+
+    @model_validator(mode="after")
+    def _tls_off_loopback(self) -> WebConfig:
+        if (self.tls.cert_file is None) != (self.tls.key_file is None):
+            raise ValueError("tls needs both cert_file and key_file")
+        if self.tls.cert_file is None and not self.allow_plain_http and not is_loopback(self.host):
+            raise ValueError(f"host {self.host} is not a loopback address: set tls.cert_file and tls.key_file, "
+                             "or allow_plain_http: true")
+        names = [r.name for r in self.rules]
+        if len(set(names)) != len(names):
+            raise ValueError(f"rule names must be unique, got {names}")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
 class Config(Section):
     device_id: str = Field("edgeemo", pattern=ID_PATTERN)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -199,6 +241,7 @@ class Config(Section):
     journal: JournalConfig = JournalConfig()
     event_log: EventLogConfig = EventLogConfig()
     metrics: MetricsConfig = MetricsConfig()
+    web: WebConfig = WebConfig()
 
     @field_validator("sources")
     @classmethod

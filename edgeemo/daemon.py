@@ -18,6 +18,7 @@ from edgeemo.metrics import Metrics
 from edgeemo.pipeline import Pipeline
 from edgeemo.journal.setup import open_event_path
 from edgeemo.sdnotify import SystemdNotifier
+from edgeemo.web.server import daemon_dashboard
 
 log = logging.getLogger(__name__)
 TICK_S = 0.5
@@ -30,6 +31,7 @@ class Daemon:
         self.metrics = Metrics([s.name for s in cfg.sources], cfg.detector.backend)
         self.events = open_event_path(cfg, self.metrics)
         self.pipeline = Pipeline(cfg, self.metrics, self.events.dispatcher, lossless)
+        self.web = daemon_dashboard(cfg, self.events, self.metrics) if cfg.web.enabled and not lossless else None
         self.notifier = SystemdNotifier()
         self.stop_requested = threading.Event()
         self.metrics_port: int | None = None
@@ -46,6 +48,8 @@ class Daemon:
             self.metrics_port = self.metrics.serve(self.cfg.metrics.host, self.cfg.metrics.port)
             log.info("metrics on http://%s:%d/metrics", self.cfg.metrics.host, self.metrics_port)
         self.events.start()
+        if self.web is not None:
+            self.web.start()
         self.pipeline.start()
         self.notifier.ready()
         log.info("edgeemo running: device %s, sources %s", self.cfg.device_id,
@@ -80,6 +84,8 @@ class Daemon:
         drained = self.pipeline.join(timeout=PIPELINE_DRAIN_S)
         if not drained:
             log.error("pipeline did not drain within %.0f s; some frames were not analysed", PIPELINE_DRAIN_S)
+        if self.web is not None:
+            self.web.stop()
         self.events.stop()
         self.metrics.close()
         log.info("edgeemo stopped after %d frames", self.pipeline.frames_done)

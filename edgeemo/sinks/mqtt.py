@@ -215,6 +215,10 @@ class MqttPublisher:
             return None
         return info
 
+    def publish_alert(self, alert: dict) -> None:
+        """A fired suggestion rule (edgeemo/alert.schema.json) on <prefix>/<device>/alerts, QoS 1."""
+        self._send(f"{self.cfg.topic_prefix}/{self.device}/alerts", to_json(alert), qos=1, retain=False)
+
     def publish_state(self, faces: list[dict]) -> None:
         """Retained `{"v","ts","device","faces"}`, only on change and at most once per state_min_interval_s.
 

@@ -1,0 +1,126 @@
+"""The dashboard inside the daemon: uvicorn in a thread of its own, so the pipeline never waits on it.
+
+The socket is bound in start(), so a port in use is a clear error at start-up and port 0 works.
+uvicorn installs signal handlers only on the main thread; in its own thread the daemon keeps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+
+import uvicorn
+
+from edgeemo.config import Config, ConfigError, RuleConfig
+from edgeemo.journal.setup import EventPath
+from edgeemo.metrics import Metrics
+from edgeemo.sinks.livefeed import LiveFeed
+from edgeemo.web.app import RULES, WebContext, create_app
+from edgeemo.web.history import EventQuery
+from edgeemo.web.suggest import RulesEngine
+from edgeemo.web.users import UserStore, users_path
+
+log = logging.getLogger(__name__)
+
+
+class WebServer:
+    """start() / stop(); `feed` is the sink to add to the Dispatcher, `publish_alert` sends to MQTT."""
+
+    def __init__(self, cfg: Config, journal: EventQuery, feed: LiveFeed | None = None,
+                 metrics: Metrics | None = None, publish_alert: Callable[[dict], None] | None = None,
+                 tick_s: float = 1.0) -> None:
+        self.cfg = cfg
+        self.feed = feed or LiveFeed()
+        self.users = UserStore(users_path(cfg))
+        self.engine = RulesEngine(stored_rules(self.users) or cfg.web.rules, self.feed, cfg.device_id, publish_alert,
+                                  self.users.all_prefs, tick_s)
+        tls = cfg.web.tls.cert_file is not None
+        self.ctx = WebContext(cfg, journal, self.feed, self.users, self.engine, metrics, secure_cookie=tls)
+        self.app = create_app(self.ctx)
+        self.port: int | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.cfg.web.tls.cert_file else "http"
+        host = self.cfg.web.host if ":" not in self.cfg.web.host else f"[{self.cfg.web.host}]"
+        return f"{scheme}://{host}:{self.port}/"
+
+    def start(self) -> bool:
+        """Serve; False (logged) when the port is taken: the daemon's events matter more than its dashboard."""
+        try:
+            sock = self._bind()
+        except OSError as exc:
+            log.error("dashboard off: cannot listen on %s:%d: %s (set web.port)", self.cfg.web.host,
+                      self.cfg.web.port, exc.strerror)
+            return False
+        self.port = sock.getsockname()[1]
+        tls = self.cfg.web.tls
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=2, ssl_certfile=tls.cert_file, ssl_keyfile=tls.key_file)
+        try:
+            self._server = uvicorn.Server(config)
+            config.load()  # reads the TLS files now, so a bad one is a start-up error
+        except (OSError, ssl.SSLError) as exc:
+            sock.close()
+            raise ConfigError(f"web.tls: cannot load {tls.cert_file} / {tls.key_file}: {exc}") from None
+        self._thread = threading.Thread(target=self._serve, args=(sock,), name="web", daemon=True)
+        self._thread.start()
+        self.engine.start()
+        password = self.users.ensure_admin()
+        log.info("dashboard on %s", self.url)
+        if password is not None:
+            log.warning("dashboard: created user 'admin' with password %s (shown once; change it with "
+                        "`edgeemo user passwd admin`)", password)
+        else:
+            log.info("dashboard: log in with an account from `edgeemo user add NAME --role admin|viewer`")
+        return True
+
+    def _bind(self) -> socket.socket:
+        host, port = self.cfg.web.host, self.cfg.web.port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        sock.listen(128)
+        sock.set_inheritable(True)
+        return sock
+
+    def _serve(self, sock: socket.socket) -> None:
+        assert self._server is not None
+        asyncio.run(self._server.serve(sockets=[sock]))
+
+    def stop(self) -> None:
+        """Idempotent; the live feed's stop() ends every SSE stream so uvicorn can close at once."""
+        self.engine.stop()
+        self.feed.stop()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+        self.users.close()
+
+
+def stored_rules(users: UserStore) -> list[RuleConfig] | None:
+    """Rules an admin saved from the dashboard win over web.rules (they are the later edit)."""
+    raw = users.setting("rules")
+    return None if raw is None else RULES.validate_python(json.loads(raw))
+
+
+def daemon_dashboard(cfg: Config, events: EventPath, metrics: Metrics) -> WebServer:
+    """The daemon's dashboard: reads the journal, gets the live feed as a sink, sends alerts over MQTT."""
+    mqtt = events.mqtt.mqtt if events.mqtt is not None else None
+    server = WebServer(cfg, events.journal, metrics=metrics, publish_alert=mqtt.publish_alert if mqtt else None)
+    events.dispatcher.add_sink(server.feed)
+    return server
