@@ -242,7 +242,7 @@ class Capture(Supervised):
         backoff = Backoff(self.cfg.reconnect_initial_s, self.cfg.reconnect_max_s)
         while not self.stop.is_set():
             try:
-                reader = FrameReader(self.spec, timeout_s=self.cfg.stall_timeout_s)
+                reader = self.open_live()
             except SourceError as exc:
                 if not self._reconnect_after(backoff, str(exc)):
                     return
@@ -254,6 +254,9 @@ class Capture(Supervised):
                 reader.close()
             if not self._reconnect_after(backoff, f"source {self.cfg.name} stopped delivering frames"):
                 return
+
+    def open_live(self) -> FrameReader:
+        return FrameReader(self.spec, timeout_s=self.cfg.stall_timeout_s)
 
     def _reconnect_after(self, backoff: Backoff, why: str) -> bool:
         """Count a reopen, wait the back-off; False when the daemon stops meanwhile."""

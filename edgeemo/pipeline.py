@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgeemo.audio import AudioCapture, AudioRing, audio_target
-from edgeemo.capture import Capture, FrameReader, Mailbox, SourceError, live_pts, parse_source
+from edgeemo.capture import Capture, FrameReader, Mailbox, SourceError, SourceSpec, live_pts, parse_source
 from edgeemo.classifier import ExpressionClassifier
 from edgeemo.config import Config, SourceConfig
 from edgeemo.detector import FaceDetector
@@ -29,6 +29,7 @@ from edgeemo.modelcard import load_card
 from edgeemo.journal.dispatch import Publisher
 from edgeemo.resources import models_dir, resolve_model
 from edgeemo.service.supervisor import Supervised
+from edgeemo.sources.stream import StreamCapture
 from edgeemo.tracker import FaceTracker
 from edgeemo.types import VoiceWindow, Work
 from edgeemo.voice import VoiceClassifier, VoiceStage
@@ -177,7 +178,10 @@ class Pipeline:
         self.frames_done = 0
 
     def _build_voice(self, lossless: bool) -> None:
-        """An audio capture and a voice stage for every source with sound; one classifier for all."""
+        """An audio capture and a voice stage for every source with sound; one classifier for all.
+
+        A live stream's own sound is read by its video capture, from the same connection (StreamCapture).
+        """
         targets = {s.name: audio_target(s) for s in self.cfg.sources}
         if not any(targets.values()):
             return
@@ -189,8 +193,12 @@ class Pipeline:
                 continue
             check_audio_target(source, target)
             ring = AudioRing(self.cfg.voice.buffer_s, sample_rate)
-            self.audio.append(AudioCapture(source, target, self.cfg.microphone, ring, self.stop_event,
-                                           self.metrics, lossless))
+            if parse_source(source.url) == SourceSpec("stream", target):  # its own sound: one connection
+                k = next(k for k, c in enumerate(self.captures) if c.cfg.name == source.name)
+                self.captures[k] = StreamCapture(source, self.mailbox, self.stop_event, self.metrics, ring)
+            else:
+                self.audio.append(AudioCapture(source, target, self.cfg.microphone, ring, self.stop_event,
+                                               self.metrics, lossless))
             self.voices.append(VoiceStage(source.name, ring, classifier, self.cfg.voice, self.on_voice,
                                           self.metrics, self.abort))
 
@@ -269,8 +277,8 @@ class Pipeline:
             capture.join(CAPTURE_JOIN_S if capture.live else left())
         for capture in self.captures:
             self.mailbox.close(capture.cfg.name)
-        for ring in (a.ring for a in self.audio):
-            ring.close()
+        for voice in self.voices:
+            voice.ring.close()
         for thread in [*self.stages, *self.voices]:
             thread.join(left())
         if self.alive():

@@ -19,10 +19,11 @@ from edgeemo.resources import sample_video
 class StreamServer:
     """The sample looped in real time at http://127.0.0.1:PORT/cam.ts, one reader at a time."""
 
-    def __init__(self, port: int, log: Path, media: Path | None = None, audio: bool = True) -> None:
+    def __init__(self, port: int, log: Path, video: bool = True, serve: bool = True) -> None:
+        """`video=False`: the sample's sound only, like a network microphone; `serve=False`: not up yet."""
         self.url = f"http://127.0.0.1:{port}/cam.ts"
-        self.media = media or sample_video()
-        self.audio = audio
+        self.media = sample_video()
+        self.video = video
         self.log = log
         self.up = False
         self.started_at = 0.0            # monotonic time of the latest start()
@@ -31,10 +32,12 @@ class StreamServer:
         self._closed = threading.Event()
         self._keeper = threading.Thread(target=self._keep_serving, daemon=True)
         self._keeper.start()
+        if serve:
+            self.start()
 
     def _spawn(self) -> subprocess.Popen:
         args = ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(self.media),
-                "-c", "copy", *([] if self.audio else ["-an"]), "-f", "mpegts", "-listen", "1", self.url]
+                "-c", "copy", *([] if self.video else ["-vn"]), "-f", "mpegts", "-listen", "1", self.url]
         with self.log.open("ab") as out:
             return subprocess.Popen(args, stdout=out, stderr=out)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import signal
 import socket
@@ -18,15 +19,19 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cv2
 import pytest
 import yaml
 
 from conftest import free_port
-from edgeemo.config import load_config
+from edgeemo.audio import AudioCapture, AudioRing
+from edgeemo.capture import Capture, Mailbox
+from edgeemo.config import MicrophoneConfig, SourceConfig, load_config
 from edgeemo.daemon import Daemon
 from edgeemo.metrics import Metrics
 from edgeemo.pipeline import END, QueueInbox, Stage
 from edgeemo.service.supervisor import Backoff, Supervised
+from edgeemo.sources.stream import StreamCapture
 from streams import StreamServer
 
 STALL_S = 1.5       # the sources' stall_timeout_s in these tests
@@ -106,7 +111,6 @@ def test_a_worker_that_keeps_crashing_gives_up_as_failed():
 @pytest.fixture
 def stream(tmp_path: Path) -> Iterator[StreamServer]:
     server = StreamServer(free_port(), tmp_path / "ffmpeg.log")
-    server.start()
     try:
         yield server
     finally:
@@ -156,8 +160,9 @@ def live_daemon(stream, mqtt_broker, tmp_path, monkeypatch) -> Iterator[Callable
     monkeypatch.chdir(tmp_path)
     started: list[tuple[Daemon, threading.Thread]] = []
 
-    def make(device: str) -> Daemon:
-        daemon = Daemon(load_config(None, live_overrides(stream.url, mqtt_broker.url, device, tmp_path)))
+    def make(device: str, **overrides: object) -> Daemon:
+        settings = {**live_overrides(stream.url, mqtt_broker.url, device, tmp_path), **overrides}
+        daemon = Daemon(load_config(None, settings))
         daemon.start()
         thread = threading.Thread(target=daemon.supervise)
         thread.start()
@@ -187,6 +192,52 @@ def test_a_killed_stream_is_read_again_within_5_s_of_its_return(stream, live_dae
     back = wait_until(lambda: frames_read(daemon) > before, 10, "frames after the restart")
     assert back - stream.started_at < 5.0
     assert daemon.pipeline.healthy() and daemon.pipeline.failed is False
+
+
+class CrashOnce(Capture):
+    """A capture that meets an error OpenCV could raise (not a SourceError) once, mid-stream."""
+
+    crashed = False
+
+    def _deliver(self, image, pts):
+        if self.frames_read == 5 and not self.crashed:
+            self.crashed = True
+            raise cv2.error("injected decoder failure")
+        super()._deliver(image, pts)
+
+
+def test_a_capture_that_crashes_mid_stream_is_restarted_and_reads_on(stream):
+    metrics, stop = Metrics(["cam"], "onnxruntime"), threading.Event()
+    box = Mailbox(["cam"], metrics)
+    capture = CrashOnce(SourceConfig(name="cam", url=stream.url, stall_timeout_s=STALL_S), box, stop, metrics)
+    try:
+        capture.start()
+        wait_until(lambda: capture.frames_read > 20, 20, "frames after the crash")
+        assert capture.crashed and capture.is_alive()
+        assert restarts(metrics, "capture-cam") == 1
+    finally:
+        stop.set()
+        capture.join(STALL_S + 2)
+    assert not capture.is_alive()
+
+
+def sound_samples(daemon: Daemon) -> float:
+    return daemon.metrics.audio_samples.labels(source="default")._value.get()
+
+
+def test_a_stream_with_sound_is_read_over_one_connection_and_both_come_back(stream, live_daemon):
+    daemon = live_daemon("onelink", **{"voice.enabled": True})
+    capture = daemon.pipeline.captures[0]
+    assert isinstance(capture, StreamCapture) and daemon.pipeline.audio == []
+    # The server takes a single client: frames and sound both flowing means one connection carries both.
+    wait_until(lambda: frames_read(daemon) > 10 and sound_samples(daemon) > 16000, 20, "frames and sound")
+    wait_until(lambda: daemon.pipeline.voices[0].windows_done > 0, 10, "a voice window analysed")
+    stream.kill()
+    wait_until(lambda: not capture.delivering(time.monotonic()), STALL_S + 2, "the source to be down")
+    frames, sound = frames_read(daemon), sound_samples(daemon)
+    stream.start()
+    wait_until(lambda: frames_read(daemon) > frames and sound_samples(daemon) > sound, 10, "frames and sound again")
+    assert time.monotonic() - stream.started_at < 5.0
 
 
 def test_a_frozen_stream_ends_its_tracks_empties_the_state_and_is_reopened(stream, live_daemon, subscribe,
@@ -224,22 +275,46 @@ def test_a_frozen_stream_ends_its_tracks_empties_the_state_and_is_reopened(strea
     assert daemon.metrics.source_up.labels(source="default")._value.get() == 1
 
 
+def test_live_sound_that_appears_late_or_drops_is_reopened_with_backoff_and_counted(tmp_path):
+    """The reopen logic a microphone shares, on a real sound source that is missing, then lost."""
+    metrics, stop, ring = Metrics(["mic"], "onnxruntime"), threading.Event(), AudioRing(10.0)
+    server = StreamServer(free_port(), tmp_path / "ffmpeg.log", video=False, serve=False)
+    source = SourceConfig(name="mic", url="0", audio=server.url, reconnect_initial_s=0.25, reconnect_max_s=1.0,
+                          stall_timeout_s=STALL_S)
+    capture = AudioCapture(source, server.url, MicrophoneConfig(), ring, stop, metrics)
+    reopens = lambda: metrics.audio_reopens.labels(source="mic")._value.get()  # noqa: E731
+    try:
+        capture.start()
+        time.sleep(2.0)                  # not there yet: 0.25, 0.5, 1 s ... not a busy loop
+        assert 2 <= reopens() <= 5 and ring.written == 0 and capture.is_alive()
+        server.start()                   # appears after start-up: picked up
+        wait_until(lambda: ring.written > 16000, 10, "sound from the late source")
+        assert time.monotonic() - server.started_at < 4.0
+        before = reopens()
+        server.kill()                    # lost while read
+        wait_until(lambda: reopens() > before, STALL_S + 2, "a reopen of the lost source")
+        written = ring.written
+        server.start()
+        wait_until(lambda: ring.written > written, 10, "sound after the source came back")
+        assert time.monotonic() - server.started_at < 5.0
+        assert capture.opened == 2 and not ring.closed
+    finally:
+        stop.set()
+        capture.join(STALL_S + 2)
+        server.close()
+    assert not capture.is_alive() and ring.closed
+
+
 def test_sigterm_on_a_live_stream_exits_within_2_s_and_says_offline(stream, mqtt_broker, subscribe, tmp_path):
     sub = subscribe("edgeemo/sigterm/#")
     config = tmp_path / "edgeemo.yaml"
-    cfg: dict = {}
-    for dotted, value in live_overrides(stream.url, mqtt_broker.url, "sigterm", tmp_path).items():
-        node = cfg
-        *parents, key = dotted.replace("sources.0", "sources").split(".")
-        for part in parents:
-            node = node.setdefault(part, [{}] if part == "sources" else {})
-            node = node[0] if isinstance(node, list) else node
-        node[key] = value
-    config.write_text(yaml.safe_dump(cfg))
-    env = {"XDG_DATA_HOME": str(tmp_path), "STATE_DIRECTORY": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    config.write_text(yaml.safe_dump({
+        "device_id": "sigterm", "mqtt": {"url": mqtt_broker.url}, "metrics": {"port": 0},
+        "event_log": {"stdout": False, "path": str(tmp_path / "events.jsonl")}, "tracker": {"max_missed_s": MISSED_S},
+        "sources": [{"url": stream.url, "max_fps": 10, "stall_timeout_s": STALL_S}]}))  # with its sound
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path), "STATE_DIRECTORY": str(tmp_path)}
     daemon = subprocess.Popen([sys.executable, "-m", "edgeemo.cli", "run", "--config", str(config)], cwd=tmp_path,
-                              env={**__import__("os").environ, **env}, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         sub.wait_for(lambda msgs: any(b'"start"' in p for t, p, _ in msgs if t.endswith("/events")), timeout=60)
         sent = time.monotonic()
