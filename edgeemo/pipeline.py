@@ -37,7 +37,7 @@ from edgeemo.voice import VoiceClassifier, VoiceStage
 log = logging.getLogger(__name__)
 END = object()      # flows down the queues when every source has ended
 QUEUE_SIZE = 4
-CAPTURE_JOIN_S = 1.0  # at stop: how long a capture blocked in a read is waited for
+CAPTURE_JOIN_S = 0.5  # at stop: how long a capture blocked in a read is waited for
 
 
 TICK_S = 0.25       # how often a stage runs its tick (time-based track expiry) while frames wait

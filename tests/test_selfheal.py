@@ -305,7 +305,9 @@ def test_live_sound_that_appears_late_or_drops_is_reopened_with_backoff_and_coun
     assert not capture.is_alive() and ring.closed
 
 
-def test_sigterm_on_a_live_stream_exits_within_2_s_and_says_offline(stream, mqtt_broker, subscribe, tmp_path):
+@pytest.mark.parametrize("frozen", [False, True], ids=["flowing", "frozen"])
+def test_sigterm_on_a_live_stream_exits_within_2_s_and_says_offline(stream, mqtt_broker, subscribe, tmp_path, frozen):
+    """Also while a read blocks on a frozen stream: that capture is left behind after a short wait."""
     sub = subscribe("edgeemo/sigterm/#")
     config = tmp_path / "edgeemo.yaml"
     config.write_text(yaml.safe_dump({
@@ -317,6 +319,9 @@ def test_sigterm_on_a_live_stream_exits_within_2_s_and_says_offline(stream, mqtt
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         sub.wait_for(lambda msgs: any(b'"start"' in p for t, p, _ in msgs if t.endswith("/events")), timeout=60)
+        if frozen:
+            stream.pause()
+            time.sleep(0.3)
         sent = time.monotonic()
         daemon.send_signal(signal.SIGTERM)
         _, stderr = daemon.communicate(timeout=10)
