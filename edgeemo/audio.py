@@ -109,6 +109,7 @@ class MicReader:
         except ImportError:
             raise AudioUnavailable("pyaudio is not installed (pip install 'edgeemo[mic]')") from None
         self.cfg = cfg
+        self._name = str(cfg.device) if cfg.device is not None else "(default)"
         self._pa = pyaudio.PyAudio()
         self._paInt16 = pyaudio.paInt16
         self._overflowed = pyaudio.paInputOverflowed
@@ -119,8 +120,7 @@ class MicReader:
                                          frames_per_buffer=cfg.buffer_frames)
         except (OSError, ValueError) as exc:
             self._pa.terminate()
-            raise SourceError(f"microphone {cfg.device if cfg.device is not None else '(default)'}: "
-                              f"{exc}") from None
+            raise SourceError(f"microphone {self._name}: {exc}") from None
         self.lost_samples = 0  # to buffers that overflowed since the capture thread last looked
 
     def chunks(self) -> Iterator[Chunk]:
@@ -130,7 +130,7 @@ class MicReader:
                 data = self._stream.read(self.cfg.buffer_frames, exception_on_overflow=True)
             except OSError as exc:
                 if exc.errno != self._overflowed:
-                    raise DeviceLost(f"microphone {self.cfg.device or '(default)'} lost: {exc}") from None
+                    raise DeviceLost(f"microphone {self._name} lost: {exc}") from None
                 # the input overflowed: one buffer was lost, the stream goes on
                 self.lost_samples += self.cfg.buffer_frames * SAMPLE_RATE // self.cfg.sample_rate
                 continue

@@ -37,11 +37,9 @@ from edgeemo.voice import VoiceClassifier, VoiceStage
 log = logging.getLogger(__name__)
 END = object()      # flows down the queues when every source has ended
 QUEUE_SIZE = 4
-CAPTURE_JOIN_S = 0.5  # at stop: how long a capture blocked in a read is waited for
-
-
-TICK_S = 0.25       # how often a stage runs its tick (time-based track expiry) while frames wait
-PUT_WAIT_S = 0.5    # a hand-off re-checks for an aborted pipeline this often
+TICK_S = 0.25         # how often a stage runs its tick (time-based track expiry), frames or not
+PUT_WAIT_S = 0.5      # a blocked hand-off re-checks for an aborted pipeline this often
+CAPTURE_JOIN_S = 0.5  # at stop: how long a live capture still blocked in a read is waited for
 
 
 class MailboxInbox:
