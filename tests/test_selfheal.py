@@ -158,6 +158,8 @@ def notify_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[l
 def live_daemon(stream, mqtt_broker, tmp_path, monkeypatch) -> Iterator[Callable[[str], Daemon]]:
     """Factory: a real daemon on the stream, supervising in a thread; stopped and shut down after."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))  # where a journal would go
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     started: list[tuple[Daemon, threading.Thread]] = []
 
     def make(device: str, **overrides: object) -> Daemon:
@@ -334,3 +336,27 @@ def test_sigterm_on_a_live_stream_exits_within_2_s_and_says_offline(stream, mqtt
     assert sub.payloads("edgeemo/sigterm/availability")[-1] == b"offline"
     events = [json.loads(p) for p in sub.payloads("edgeemo/sigterm/events")]
     assert events[-1]["type"] == "end"
+
+
+class BrokenStage(Stage):
+    """A classify stage broken for good: every frame makes it crash."""
+
+    def process(self, work):
+        raise RuntimeError("classify is broken")
+
+
+def test_a_stage_that_keeps_crashing_makes_the_daemon_exit_1_for_systemd(stream, mqtt_broker, tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    daemon = Daemon(load_config(None, live_overrides(stream.url, mqtt_broker.url, "broken", tmp_path)))
+    pipeline = daemon.pipeline
+    pipeline.stages[1] = BrokenStage([("classify", pipeline.classify)], QueueInbox(pipeline.queues["classify"]),
+                                     pipeline.queues["track"], daemon.metrics, pipeline.abort)
+    daemon.start()
+    started = time.monotonic()
+    daemon.supervise()                 # returns once the stage gave up: a live source alone never ends it
+    assert time.monotonic() - started < 20
+    assert pipeline.failed and restarts(daemon.metrics, "classify") == BrokenStage.give_up_after - 1
+    assert daemon.shutdown() == 1
+

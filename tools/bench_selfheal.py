@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -59,7 +60,6 @@ def in_process(server: StreamServer, rounds: int, sound: bool, folder: Path) -> 
                 "event_log.path": str(folder / "events.jsonl")}
     daemon = Daemon(load_config(None, settings))
     daemon.start()
-    import threading
     supervisor = threading.Thread(target=daemon.supervise)
     supervisor.start()
     capture = daemon.pipeline.captures[0]
@@ -120,6 +120,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        os.environ["XDG_DATA_HOME"] = tmp  # the daemon's journal, if any, stays in here
+        os.environ.pop("STATE_DIRECTORY", None)
         server = StreamServer(free_port(), folder / "ffmpeg.log")
         try:
             result = in_process(server, args.rounds, args.sound, folder)
