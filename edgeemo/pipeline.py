@@ -309,9 +309,9 @@ class Pipeline:
         return sum(w.restarts for w in self.workers)
 
     def health(self) -> dict[str, bool]:
-        """Per video source: delivering frames within its stall_timeout_s."""
+        """Per video source: delivering frames within its stall_timeout_s (a file that ended is no fault)."""
         now = time.monotonic()
-        return {c.cfg.name: c.delivering(now) for c in self.captures}
+        return {c.cfg.name: c.delivering(now) for c in self.captures if c.live or c.is_alive()}
 
     def healthy(self) -> bool:
         """What the watchdog wants: every video source delivers and no worker is crashing or failed."""
