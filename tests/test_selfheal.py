@@ -242,10 +242,12 @@ def test_a_stream_with_sound_is_read_over_one_connection_and_both_come_back(stre
     assert time.monotonic() - stream.started_at < 5.0
 
 
+@pytest.mark.parametrize("sound", [False, True], ids=["opencv", "pyav-with-sound"])
 def test_a_frozen_stream_ends_its_tracks_empties_the_state_and_is_reopened(stream, live_daemon, subscribe,
-                                                                           notify_socket):
+                                                                           notify_socket, sound):
     sub = subscribe("edgeemo/frozen/#")
-    daemon = live_daemon("frozen")
+    daemon = live_daemon("frozen", **{"voice.enabled": sound})
+    assert isinstance(daemon.pipeline.captures[0], StreamCapture) == sound
     sub.wait_for(lambda msgs: any(b'"start"' in p for t, p, _ in msgs if t.endswith("/events")), timeout=30)
     sub.wait_for(lambda msgs: any(json.loads(p)["faces"] for t, p, _ in msgs if t.endswith("/state")))
     assert any(m == "WATCHDOG=1" for _, m in notify_socket)
