@@ -2,9 +2,7 @@
 
 SIGTERM / SIGINT stop capture; the frames already read flow through, remaining tracks get their
 `end` event, the publisher flushes and says `offline`. Under systemd, READY=1 goes out once the
-pipeline runs, and WATCHDOG=1 only while every video source delivers and no worker is crashing,
-so a stalled pipeline is restarted. The workers heal themselves (edgeemo.service.supervisor); the
-daemon exits 1 only when an analysis stage keeps crashing and it cannot go on.
+pipeline runs, and WATCHDOG=1 only while frames keep flowing, so a stalled pipeline is restarted.
 """
 
 from __future__ import annotations
