@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeemo.capture import SourceError, live_pts, parse_source
-from edgeemo.config import MicrophoneConfig, SourceConfig
+from edgeemo.config import MicrophoneConfig, SourceConfig, redact
 from edgeemo.metrics import Metrics
 from edgeemo.service.supervisor import Backoff, Supervised
 
@@ -187,7 +187,7 @@ def open_reader(target: str, mic: MicrophoneConfig, timeout_s: float = 10.0) -> 
     if target == "mic":
         return MicReader(mic)
     if "://" not in target and not Path(target).is_file():
-        raise SourceError(f"audio {target!r}: no such file")
+        raise SourceError(f"audio {redact(target)!r}: no such file")
     return FileAudioReader(target, live="://" in target, timeout_s=timeout_s)
 
 

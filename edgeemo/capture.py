@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import cv2
 import numpy as np
 
-from edgeemo.config import SourceConfig
+from edgeemo.config import SourceConfig, redact
 from edgeemo.metrics import Metrics
 from edgeemo.resources import sample_video
 from edgeemo.service.supervisor import Backoff, Supervised
@@ -247,7 +247,7 @@ class Capture(Supervised):
                 if not self._reconnect_after(backoff, str(exc)):
                     return
                 continue
-            log.info("source %s opened (%s)", self.cfg.name, self.spec.target)
+            log.info("source %s opened (%s)", self.cfg.name, redact(self.spec.target))
             try:
                 backoff.ran(self._read_live(reader))
             finally:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 
@@ -39,6 +41,14 @@ class Daemon:
         self.start()
         self.supervise()
         code = self.shutdown()
+        if self.pipeline.left_behind():
+            # A capture is still blocked inside FFmpeg (a frozen stream). The interpreter's teardown
+            # would pull objects from under it and can crash the process at exit (SIGSEGV); all is
+            # flushed and closed by now, so end the process here instead.
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
         # The process exits next: everything is flushed and closed, so spare the interpreter's final
         # garbage collection of the models and buffers (a second of a 2 s stop budget on a small board).
         gc.freeze()

@@ -287,6 +287,10 @@ class Pipeline:
         self.publisher.handle(ended, [])
         return not self.failed
 
+    def left_behind(self) -> list[str]:
+        """Captures still blocked in a read after join() gave up waiting for them."""
+        return [c.name for c in [*self.captures, *self.audio] if c.is_alive()]
+
     def alive(self) -> bool:
         return any(t.is_alive() for t in [*self.stages, *self.voices])
 

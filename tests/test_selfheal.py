@@ -25,13 +25,13 @@ import yaml
 
 from conftest import free_port
 from edgeemo.audio import AudioCapture, AudioRing
-from edgeemo.capture import Capture, Mailbox
+from edgeemo.capture import Capture, Mailbox, SourceError
 from edgeemo.config import MicrophoneConfig, SourceConfig, load_config
 from edgeemo.daemon import Daemon
 from edgeemo.metrics import Metrics
 from edgeemo.pipeline import END, QueueInbox, Stage
 from edgeemo.service.supervisor import Backoff, Supervised
-from edgeemo.sources.stream import StreamCapture
+from edgeemo.sources.stream import StreamCapture, StreamReader
 from streams import StreamServer
 
 STALL_S = 1.5       # the sources' stall_timeout_s in these tests
@@ -362,3 +362,11 @@ def test_a_stage_that_keeps_crashing_makes_the_daemon_exit_1_for_systemd(stream,
     assert pipeline.failed and restarts(daemon.metrics, "classify") == BrokenStage.give_up_after - 1
     assert daemon.shutdown() == 1
 
+
+
+def test_a_stream_that_cannot_be_opened_names_it_without_its_password():
+    url = f"http://cam:s3cret@127.0.0.1:{free_port()}/cam.ts"   # nobody listens there
+    with pytest.raises(SourceError) as error:
+        StreamReader(url, 1.0, lambda samples, pts: None)
+    assert "cannot open" in str(error.value) and "127.0.0.1" in str(error.value)
+    assert "s3cret" not in str(error.value)

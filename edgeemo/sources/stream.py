@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeemo.audio import SAMPLE_RATE, AudioRing
 from edgeemo.capture import Capture, Mailbox, SourceError, live_pts
-from edgeemo.config import SourceConfig
+from edgeemo.config import SourceConfig, redact
 from edgeemo.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,10 @@ class StreamReader:
         try:
             self._container = av.open(url, timeout=timeout_s)
         except (av.FFmpegError, OSError) as exc:
-            raise SourceError(f"source {url}: cannot open: {exc}") from None
+            raise SourceError(redact(f"source {url}: cannot open: {exc}")) from None
         if not self._container.streams.video:
             self._container.close()
-            raise SourceError(f"source {url}: no video stream")
+            raise SourceError(f"source {redact(url)}: no video stream")
         video = self._container.streams.video[0]
         video.codec_context.thread_count = 1  # as for OpenCV: frame threads cost more than they save here
         streams = [video, *self._container.streams.audio[:1]]
@@ -61,7 +61,7 @@ class StreamReader:
                     return None
                 self._decode(packet)
         except self._av.FFmpegError as exc:  # a timeout (frozen stream), a dropped connection, bad data
-            log.debug("stream %s: %s", self.url, exc)
+            log.debug("stream %s: %s", redact(self.url), redact(str(exc)))
             return None
         self.index += 1
         return self._frames.popleft(), live_pts()
