@@ -105,7 +105,10 @@ def sigterm(server: StreamServer, frozen: bool, sound: bool, folder: Path) -> fl
         sent = time.monotonic()
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=30)
-        return time.monotonic() - sent
+        took = time.monotonic() - sent
+        if process.returncode != 0:
+            raise SystemExit(f"edgeemo run exited with {process.returncode} after SIGTERM")
+        return took
     finally:
         process.kill()
         server.kill()
