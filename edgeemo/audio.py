@@ -24,6 +24,7 @@ import numpy as np
 from edgeemo.capture import SourceError, live_pts, parse_source
 from edgeemo.config import MicrophoneConfig, SourceConfig, redact
 from edgeemo.metrics import Metrics
+from edgeemo.service.supervisor import Backoff, Supervised
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
@@ -42,12 +43,12 @@ class FileAudioReader:
     A live stream's sound is stamped on the live clock when it arrives, as its video frames are.
     """
 
-    def __init__(self, target: str, live: bool = False) -> None:
+    def __init__(self, target: str, live: bool = False, timeout_s: float = 10.0) -> None:
         import av
 
         self.live = live
-        try:
-            self._container = av.open(target, timeout=10.0)
+        try:  # the timeout bounds opening and every read: a stalled stream ends instead of blocking
+            self._container = av.open(target, timeout=timeout_s)
         except (av.FFmpegError, OSError) as exc:
             raise SourceError(redact(f"audio {target}: cannot open: {exc}")) from None
         if not self._container.streams.audio:
@@ -90,8 +91,17 @@ class FileAudioReader:
         self._container.close()
 
 
+class DeviceLost(SourceError):
+    """The microphone went away while it was read (unplugged, driver error): reopen it."""
+
+
 class MicReader:
-    """A microphone through pyaudio, converted to 16 kHz mono; overflows of its buffer are counted."""
+    """A microphone through pyaudio, converted to 16 kHz mono; overflows of its buffer are counted.
+
+    Without pyaudio there is no microphone at all (AudioUnavailable). A device that is missing or
+    fails to open is a SourceError, so the capture keeps looking for it: one plugged in later is used.
+    A read that fails with anything but an overflow means the device is gone (DeviceLost).
+    """
 
     def __init__(self, cfg: MicrophoneConfig) -> None:
         try:
@@ -99,8 +109,10 @@ class MicReader:
         except ImportError:
             raise AudioUnavailable("pyaudio is not installed (pip install 'edgeemo[mic]')") from None
         self.cfg = cfg
+        self._name = str(cfg.device) if cfg.device is not None else "(default)"
         self._pa = pyaudio.PyAudio()
         self._paInt16 = pyaudio.paInt16
+        self._overflowed = pyaudio.paInputOverflowed
         try:
             index = find_input_device(self._pa, cfg.device)
             self._stream = self._pa.open(format=pyaudio.paInt16, channels=cfg.channels, rate=cfg.sample_rate,
@@ -108,8 +120,7 @@ class MicReader:
                                          frames_per_buffer=cfg.buffer_frames)
         except (OSError, ValueError) as exc:
             self._pa.terminate()
-            raise AudioUnavailable(f"microphone {cfg.device if cfg.device is not None else '(default)'}: "
-                                   f"{exc}") from None
+            raise SourceError(f"microphone {self._name}: {exc}") from None
         self.lost_samples = 0  # to buffers that overflowed since the capture thread last looked
 
     def chunks(self) -> Iterator[Chunk]:
@@ -117,7 +128,10 @@ class MicReader:
             pts = live_pts()
             try:
                 data = self._stream.read(self.cfg.buffer_frames, exception_on_overflow=True)
-            except OSError:  # input overflowed: the buffer was lost, the stream goes on
+            except OSError as exc:
+                if exc.errno != self._overflowed:
+                    raise DeviceLost(f"microphone {self._name} lost: {exc}") from None
+                # the input overflowed: one buffer was lost, the stream goes on
                 self.lost_samples += self.cfg.buffer_frames * SAMPLE_RATE // self.cfg.sample_rate
                 continue
             pcm = np.frombuffer(data, np.int16).reshape(-1, self.cfg.channels)
@@ -125,7 +139,10 @@ class MicReader:
             yield to_16k(samples, self.cfg.sample_rate), pts - len(pcm) / self.cfg.sample_rate
 
     def close(self) -> None:
-        self._stream.close()
+        try:
+            self._stream.close()
+        except OSError:  # a lost device may refuse to close its stream
+            pass
         self._pa.terminate()
 
 
@@ -166,12 +183,12 @@ def audio_target(cfg: SourceConfig) -> str | None:
     return None  # cameras and images have no sound of their own: set audio: mic
 
 
-def open_reader(target: str, mic: MicrophoneConfig) -> FileAudioReader | MicReader:
+def open_reader(target: str, mic: MicrophoneConfig, timeout_s: float = 10.0) -> FileAudioReader | MicReader:
     if target == "mic":
         return MicReader(mic)
     if "://" not in target and not Path(target).is_file():
         raise SourceError(f"audio {redact(target)!r}: no such file")
-    return FileAudioReader(target, live="://" in target)
+    return FileAudioReader(target, live="://" in target, timeout_s=timeout_s)
 
 
 # -------------------------------------------------------------------------------------- ring buffer
@@ -264,21 +281,25 @@ class AudioRing:
 
 # ---------------------------------------------------------------------------------------- the thread
 
-class AudioCapture(threading.Thread):
+class AudioCapture(Supervised):
     """Reads one source's sound into its ring until the sound ends or the daemon stops.
 
-    Files are paced at their own rate unless lossless, like their video. A live source that fails
-    is reopened with the source's back-off; a source without sound ends the thread after one message.
+    Files are paced at their own rate unless lossless, like their video. A live source (microphone,
+    stream) that is missing, lost or stalled is reopened with the source's back-off and counted in
+    `edgeemo_audio_reopens_total`: a microphone plugged in after start-up is picked up. A source
+    without sound (no audio track, no pyaudio) ends the thread after one message.
     """
 
     def __init__(self, cfg: SourceConfig, target: str, mic: MicrophoneConfig, ring: AudioRing,
                  stop: threading.Event, metrics: Metrics | None, lossless: bool = False) -> None:
-        super().__init__(name=f"audio-{cfg.name}", daemon=True)
-        self.cfg, self.target, self.mic, self.ring, self.stop, self.metrics = cfg, target, mic, ring, stop, metrics
+        super().__init__(f"audio-{cfg.name}", stop, metrics)
+        self.cfg, self.target, self.mic, self.ring = cfg, target, mic, ring
         self.live = target == "mic" or "://" in target
+        self.give_up_after = None if self.live else 1
         self.lossless = lossless and not self.live
+        self.opened = 0  # how often the sound was opened
 
-    def run(self) -> None:
+    def work(self) -> None:
         try:
             if self.live:
                 self._run_live()
@@ -286,32 +307,39 @@ class AudioCapture(threading.Thread):
                 self._read(open_reader(self.target, self.mic))
         except AudioUnavailable as exc:
             log.warning("source %s: no voice analysis (%s); faces only", self.cfg.name, exc)
-        except Exception:
-            log.exception("audio capture of source %s failed", self.cfg.name)
-            if self.metrics:
-                self.metrics.errors.labels(where="audio").inc()
-        finally:
-            self.ring.close()
+
+    def finished(self) -> None:
+        self.ring.close()
 
     def _run_live(self) -> None:
-        backoff = self.cfg.reconnect_initial_s
+        backoff = Backoff(self.cfg.reconnect_initial_s, self.cfg.reconnect_max_s)
+        missing = 0
         while not self.stop.is_set():
             try:
-                reader = open_reader(self.target, self.mic)
+                reader = open_reader(self.target, self.mic, self.cfg.stall_timeout_s)
             except SourceError as exc:
-                log.warning("%s; retrying in %.1f s", exc, backoff)
-                if self.stop.wait(backoff):
-                    return
-                backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+                missing += 1  # said once at warning level; a microphone may stay away for days
+                self._reopen_after(backoff, str(exc), logging.WARNING if missing == 1 else logging.DEBUG)
                 continue
-            backoff = self.cfg.reconnect_initial_s
-            self._read(reader)
-            if not self.stop.is_set():
-                log.warning("audio of source %s stopped; reopening", self.cfg.name)
-                self.stop.wait(backoff)
+            if missing:
+                log.info("audio of source %s is back", self.cfg.name)
+            missing = 0
+            backoff.ran(self._read(reader))
+            self._reopen_after(backoff, f"audio of source {self.cfg.name} stopped", logging.WARNING)
 
-    def _read(self, reader: FileAudioReader | MicReader) -> None:
+    def _reopen_after(self, backoff: Backoff, why: str, level: int) -> None:
+        if self.stop.is_set():
+            return
+        wait = backoff.wait_s()
+        log.log(level, "%s; reopening in %.1f s", why, wait)
+        if self.metrics:
+            self.metrics.audio_reopens.labels(source=self.cfg.name).inc()
+        self.stop.wait(wait)
+
+    def _read(self, reader: FileAudioReader | MicReader) -> float:
+        """Chunks into the ring until the sound ends, fails or the daemon stops; seconds it flowed."""
         started = time.monotonic()
+        self.opened += 1
         try:
             for samples, pts in reader.chunks():
                 if self.stop.is_set():
@@ -322,8 +350,11 @@ class AudioCapture(threading.Thread):
                         break
                 lost = self.ring.write(samples, pts, self.lossless, self.stop)
                 self._count(len(samples), lost, reader)
+        except DeviceLost as exc:
+            log.warning("source %s: %s", self.cfg.name, exc)
         finally:
             reader.close()
+        return time.monotonic() - started
 
     def _count(self, samples: int, lost: int, reader: FileAudioReader | MicReader) -> None:
         if self.metrics is None:

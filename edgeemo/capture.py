@@ -22,6 +22,7 @@ import numpy as np
 from edgeemo.config import SourceConfig, redact
 from edgeemo.metrics import Metrics
 from edgeemo.resources import sample_video
+from edgeemo.service.supervisor import Backoff, Supervised
 from edgeemo.types import Frame
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ def parse_source(url: str) -> SourceSpec:
 class FrameReader:
     """Frames of one source with their pts; `read()` returns None at the end or on failure."""
 
-    def __init__(self, spec: SourceSpec) -> None:
+    def __init__(self, spec: SourceSpec, timeout_s: float | None = None) -> None:
+        """`timeout_s`: how long opening or reading a live source may block before it counts as failed."""
         self.spec = spec
         self.fps = 0.0
         self.index = 0
@@ -90,6 +92,9 @@ class FrameReader:
             return
         # One decoder thread: frame-parallel decoding costs more CPU per frame than it saves here.
         params = [] if spec.kind == "camera" else [cv2.CAP_PROP_N_THREADS, 1]
+        if timeout_s is not None and spec.kind == "stream":  # a stalled server must not block a read forever
+            msec = int(timeout_s * 1000)
+            params += [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, msec, cv2.CAP_PROP_READ_TIMEOUT_MSEC, msec]
         self._cap = cv2.VideoCapture(spec.target, cv2.CAP_ANY, params)
         if not self._cap.isOpened():
             raise SourceError(f"source {redact(spec.target)}: cannot open (not a video, or camera/stream not available)")
@@ -179,30 +184,40 @@ class Mailbox:
                 self._cond.wait(remaining)
 
 
-class Capture(threading.Thread):
-    """Reads one source into the mailbox until it ends (files) or the daemon stops (live sources)."""
+class Capture(Supervised):
+    """Reads one source into the mailbox until it ends (files) or the daemon stops (live sources).
+
+    A live source is reopened with back-off whenever it fails or stalls (no frame for
+    `stall_timeout_s`); the back-off starts over only after frames flowed for a while, so a stream
+    that opens and fails at once is retried ever more slowly, up to `reconnect_max_s`. A crash
+    (an OpenCV or FFmpeg error) restarts the thread through its supervisor: a live source never
+    ends. A file that crashes ends its source instead, since reading it again would repeat frames.
+    """
 
     def __init__(self, cfg: SourceConfig, mailbox: Mailbox, stop: threading.Event, metrics: Metrics | None,
                  lossless: bool = False) -> None:
-        super().__init__(name=f"capture-{cfg.name}", daemon=True)
-        self.cfg, self.mailbox, self.stop, self.metrics = cfg, mailbox, stop, metrics
+        super().__init__(f"capture-{cfg.name}", stop, metrics)
+        self.cfg, self.mailbox = cfg, mailbox
         self.spec = parse_source(cfg.url)
+        self.live = self.spec.live
+        self.give_up_after = None if self.live else 1
         self.lossless = lossless and not self.spec.live
         self.paced = not lossless and self.spec.kind == "video"
         self.frames_read = 0
+        self.last_frame_at = time.monotonic()  # start-up counts as a frame: the grace before a stall
 
-    def run(self) -> None:
-        try:
-            if self.spec.live:
-                self._run_live()
-            else:
-                self._run_file()
-        except Exception:
-            log.exception("capture of source %s failed", self.cfg.name)
-            if self.metrics:
-                self.metrics.errors.labels(where="capture").inc()
-        finally:
-            self.mailbox.close(self.cfg.name)
+    def work(self) -> None:
+        if self.spec.live:
+            self._run_live()
+        else:
+            self._run_file()
+
+    def finished(self) -> None:
+        self.mailbox.close(self.cfg.name)
+
+    def delivering(self, now: float) -> bool:
+        """Frames arrived within the source's stall timeout (a file that ended is not delivering)."""
+        return self.is_alive() and now - self.last_frame_at <= self.cfg.stall_timeout_s
 
     def _run_file(self) -> None:
         reader = FrameReader(self.spec)
@@ -223,43 +238,52 @@ class Capture(threading.Thread):
         log.info("source %s ended after %d frames", self.cfg.name, self.frames_read)
 
     def _run_live(self) -> None:
-        """Read until stopped; reopen with exponential back-off when the device or stream fails."""
-        backoff = self.cfg.reconnect_initial_s
+        """Read until stopped; reopen with back-off when the device or stream fails or stalls."""
+        backoff = Backoff(self.cfg.reconnect_initial_s, self.cfg.reconnect_max_s)
         while not self.stop.is_set():
             try:
-                reader = FrameReader(self.spec)
+                reader = self.open_live()
             except SourceError as exc:
-                log.warning("%s; retrying in %.1f s", exc, backoff)
-                self._count_reconnect()
-                if self.stop.wait(backoff):
+                if not self._reconnect_after(backoff, str(exc)):
                     return
-                backoff = min(backoff * 2, self.cfg.reconnect_max_s)
                 continue
             log.info("source %s opened (%s)", self.cfg.name, redact(self.spec.target))
-            self._read_live(reader)
-            reader.close()
-            if not self.stop.is_set():
-                log.warning("source %s stopped delivering frames; reopening", self.cfg.name)
-                self._count_reconnect()
-                self.stop.wait(min(backoff, self.cfg.reconnect_max_s))
-            else:
+            try:
+                backoff.ran(self._read_live(reader))
+            finally:
+                reader.close()
+            if not self._reconnect_after(backoff, f"source {self.cfg.name} stopped delivering frames"):
                 return
-            backoff = self.cfg.reconnect_initial_s
 
-    def _read_live(self, reader: FrameReader) -> None:
+    def open_live(self) -> FrameReader:
+        return FrameReader(self.spec, timeout_s=self.cfg.stall_timeout_s)
+
+    def _reconnect_after(self, backoff: Backoff, why: str) -> bool:
+        """Count a reopen, wait the back-off; False when the daemon stops meanwhile."""
+        if self.stop.is_set():
+            return False
+        wait = backoff.wait_s()
+        log.warning("%s; reopening in %.1f s", why, wait)
+        self._count_reconnect()
+        return not self.stop.wait(wait)
+
+    def _read_live(self, reader: FrameReader) -> float:
+        """Deliver frames until the source fails or stalls; returns for how long frames flowed (s)."""
         min_interval = 1.0 / self.cfg.max_fps if self.cfg.max_fps else 0.0
-        last = 0.0
+        last = first = 0.0
         while not self.stop.is_set():
-            item = self._timed_read(reader)  # cv2 gives up on its own after its read timeout on a dead stream
+            item = self._timed_read(reader)  # gives up after stall_timeout_s on a stalled stream
             if item is None:
-                return
-            now = time.monotonic()
+                break
+            now = self.last_frame_at = time.monotonic()
+            first = first or now
             if now - last < min_interval:
                 if self.metrics:
                     self.metrics.frames_dropped.labels(source=self.cfg.name, reason="max_fps").inc()
                 continue
             last = now
             self._deliver(*item)
+        return time.monotonic() - first if first else 0.0
 
     def _timed_read(self, reader: FrameReader) -> tuple[np.ndarray, float] | None:
         """One frame, its decode time counted as the `capture` stage (waiting for a camera included)."""
@@ -272,6 +296,7 @@ class Capture(threading.Thread):
     def _deliver(self, image: np.ndarray, pts: float) -> None:
         frame = Frame(image, self.cfg.name, self.frames_read, pts, time.monotonic())
         self.frames_read += 1
+        self.last_frame_at = frame.captured_at
         if self.metrics:
             self.metrics.frames.labels(source=self.cfg.name).inc()
             self.metrics.last_frame.labels(source=self.cfg.name).set(time.time())

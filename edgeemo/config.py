@@ -33,7 +33,7 @@ class SourceConfig(Section):
     url: str = "sample"
     max_fps: float | None = Field(None, gt=0)
     reconnect_initial_s: float = Field(1.0, gt=0)
-    reconnect_max_s: float = Field(30.0, gt=0)
+    reconnect_max_s: float = Field(2.0, gt=0)
     stall_timeout_s: float = Field(10.0, gt=0)
     # auto: the source's own sound (a video file's or stream's audio track, an audio file);
     # off; mic: the microphone of the `microphone` section; or a WAV/FLAC file or stream URL.

@@ -8,8 +8,11 @@ pipeline runs, and WATCHDOG=1 only while frames keep flowing, so a stalled pipel
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 
@@ -41,7 +44,19 @@ class Daemon:
         self._install_signal_handlers()
         self.start()
         self.supervise()
-        return self.shutdown()
+        code = self.shutdown()
+        if self.pipeline.left_behind():
+            # A capture is still blocked inside FFmpeg (a frozen stream). The interpreter's teardown
+            # would pull objects from under it and can crash the process at exit (SIGSEGV); all is
+            # flushed and closed by now, so end the process here instead.
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        # The process exits next: everything is flushed and closed, so spare the interpreter's final
+        # garbage collection of the models and buffers (a second of a 2 s stop budget on a small board).
+        gc.freeze()
+        return code
 
     def start(self) -> None:
         if self.cfg.metrics.enabled:
@@ -56,27 +71,35 @@ class Daemon:
                  ", ".join(f"{s.name}={redact(s.url)}" for s in self.cfg.sources))
 
     def supervise(self) -> None:
-        """Keep metrics, systemd status and watchdog up to date until the sources end or a stop."""
+        """Keep metrics, systemd status and watchdog up to date until the sources end, a stop, or a failure.
+
+        The watchdog is fed only while every video source delivers frames, the frames get analysed,
+        and no worker is crashing: a frozen camera or a dead stage gets the service restarted.
+        """
         watchdog_every = self.notifier.watchdog_interval()
-        last_ping = last_tick = time.monotonic()
-        last_done = last_progress_count = 0
-        last_progress = time.monotonic()
-        while self.pipeline.alive() and not self.stop_requested.wait(TICK_S):
-            now = time.monotonic()
-            done, progress = self.pipeline.frames_done, self.pipeline.progress
+        last_ping = last_tick = last_progress = time.monotonic()
+        last_done = 0
+        stall_s = max(s.stall_timeout_s for s in self.cfg.sources)
+        while self.pipeline.alive() and not self.pipeline.failed and not self.stop_requested.wait(TICK_S):
+            now, done = time.monotonic(), self.pipeline.frames_done
             fps = (done - last_done) / max(now - last_tick, 1e-6)
+            if done != last_done:
+                last_progress = now
+            last_done, last_tick = done, now
             for source in self.cfg.sources:
                 self.metrics.fps.labels(source=source.name).set(fps / len(self.cfg.sources))
             for name, q in self.pipeline.queues.items():
                 self.metrics.queue_depth.labels(queue=name).set(q.qsize())
-            if progress != last_progress_count:  # frames or audio windows analysed
-                last_progress = now
-            last_done, last_progress_count, last_tick = done, progress, now
-            stalled = now - last_progress > max(s.stall_timeout_s for s in self.cfg.sources)
-            if watchdog_every and not stalled and now - last_ping >= watchdog_every:
+            health = self.pipeline.health()
+            for name, up in health.items():
+                self.metrics.source_up.labels(source=name).set(int(up))
+            analysing = now - last_progress <= stall_s
+            if watchdog_every and analysing and self.pipeline.healthy() and now - last_ping >= watchdog_every:
                 self.notifier.watchdog()
                 last_ping = now
-            self.notifier.status(f"{fps:.1f} frames/s, {done} frames" + (", STALLED" if stalled else ""))
+            self.notifier.status(status_line(fps, done, health, analysing, self.pipeline.restarts))
+        if self.pipeline.failed:
+            log.error("a pipeline stage keeps failing; exiting so that the service is restarted")
 
     def shutdown(self) -> int:
         self.notifier.stopping()
@@ -101,3 +124,10 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+
+
+def status_line(fps: float, done: int, health: dict[str, bool], analysing: bool, restarts: int) -> str:
+    """`systemctl status` in one line: throughput, each video source up or down, worker restarts."""
+    sources = ", ".join(f"{name} {'up' if up else 'DOWN'}" for name, up in health.items())
+    return (f"{fps:.1f} frames/s, {done} frames" + (f"; sources: {sources}" if sources else "")
+            + ("" if analysing else "; STALLED") + (f"; {restarts} worker restarts" if restarts else ""))

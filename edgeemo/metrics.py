@@ -44,6 +44,12 @@ class Metrics:
                                    registry=registry)
         self.reconnects = Counter("edgeemo_camera_reconnects", "Source reopen attempts", ["source"],
                                   registry=registry)
+        self.audio_reopens = Counter("edgeemo_audio_reopens", "Reopen attempts of a lost microphone or sound stream",
+                                     ["source"], registry=registry)
+        self.source_up = Gauge("edgeemo_source_up", "1 while a video source delivers frames (within its "
+                               "stall_timeout_s)", ["source"], registry=registry)
+        self.worker_restarts = Counter("edgeemo_worker_restarts", "Worker threads restarted after a crash",
+                                       ["worker"], registry=registry)
         self.last_frame = Gauge("edgeemo_last_frame_timestamp_seconds", "Unix time of the last frame read",
                                 ["source"], registry=registry)
         self.queue_depth = Gauge("edgeemo_queue_depth", "Items waiting in a stage queue", ["queue"],
@@ -81,7 +87,8 @@ class Metrics:
             self.speech_ratio.labels(source=source)
             for reason in ("backlog", "device"):
                 self.audio_dropped.labels(source=source, reason=reason)
-            for metric in (self.frames, self.frames_processed, self.faces, self.reconnects):
+            for metric in (self.frames, self.frames_processed, self.faces, self.reconnects, self.audio_reopens,
+                           self.source_up):
                 metric.labels(source=source)
             self.frames_dropped.labels(source=source, reason="backlog")
             self.fps.labels(source=source)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgeemo.audio import AudioCapture, AudioRing, audio_target
-from edgeemo.capture import Capture, FrameReader, Mailbox, SourceError, parse_source
+from edgeemo.capture import Capture, FrameReader, Mailbox, SourceError, SourceSpec, live_pts, parse_source
 from edgeemo.classifier import ExpressionClassifier
 from edgeemo.config import Config, SourceConfig, redact
 from edgeemo.detector import FaceDetector
@@ -28,6 +28,8 @@ from edgeemo.metrics import Metrics
 from edgeemo.modelcard import load_card
 from edgeemo.journal.dispatch import Dispatcher
 from edgeemo.resources import models_dir, resolve_model
+from edgeemo.service.supervisor import Supervised
+from edgeemo.sources.stream import StreamCapture
 from edgeemo.tracker import FaceTracker
 from edgeemo.types import VoiceWindow, Work
 from edgeemo.voice import VoiceClassifier, VoiceStage
@@ -35,6 +37,9 @@ from edgeemo.voice import VoiceClassifier, VoiceStage
 log = logging.getLogger(__name__)
 END = object()      # flows down the queues when every source has ended
 QUEUE_SIZE = 4
+TICK_S = 0.25         # how often a stage runs its tick (time-based track expiry), frames or not
+PUT_WAIT_S = 0.5      # a blocked hand-off re-checks for an aborted pipeline this often
+CAPTURE_JOIN_S = 0.5  # at stop: how long a live capture still blocked in a read is waited for
 
 
 class MailboxInbox:
@@ -43,40 +48,89 @@ class MailboxInbox:
     def __init__(self, mailbox: Mailbox) -> None:
         self.mailbox = mailbox
 
-    def get(self) -> Work | object:
-        while (frame := self.mailbox.get(timeout=0.5)) is False:
-            pass
+    def get(self, timeout: float) -> Work | object | None:
+        """The next item; None when none came within `timeout`."""
+        frame = self.mailbox.get(timeout=timeout)
+        if frame is False:
+            return None
         return END if frame is None else Work(frame)
 
 
-class Stage(threading.Thread):
+class QueueInbox:
+    """A stage queue read with a timeout, so the stage can tick while nothing arrives."""
+
+    def __init__(self, q: queue.Queue) -> None:
+        self.queue = q
+
+    def get(self, timeout: float) -> Work | object | None:
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+def hand_off(outbox: queue.Queue, item: object, abort: threading.Event) -> bool:
+    """Put `item` into a full queue as soon as there is room; False when the pipeline was aborted.
+
+    Never waits forever: a consumer that died for good aborts the pipeline, and the put gives up.
+    """
+    while not abort.is_set():
+        try:
+            outbox.put(item, timeout=PUT_WAIT_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+class Stage(Supervised):
     """Applies its steps in order to each item of `inbox`, hands the result to `outbox`, times each step.
 
     Cheap steps (track, publish) share a thread: every hand-off between threads costs a wake-up.
+    A step that fails drops its frame; anything else that fails restarts the stage (supervisor),
+    and a stage that keeps failing aborts the pipeline. `tick` runs every TICK_S, frames or not.
     """
 
-    def __init__(self, steps: list[tuple[str, Callable[[Work], Work]]], inbox: queue.Queue | MailboxInbox,
-                 outbox: queue.Queue | None, metrics: Metrics, on_end: Callable[[], None] | None = None) -> None:
-        super().__init__(name="+".join(name for name, _ in steps), daemon=True)
-        self.steps = [(name, step, metrics.stage_seconds.labels(stage=name)) for name, step in steps]
-        self.inbox, self.outbox, self.metrics, self.on_end = inbox, outbox, metrics, on_end
+    give_up_after = 5
 
-    def run(self) -> None:
-        while (work := self.inbox.get()) is not END:
-            for name, step, seconds in self.steps:
-                started = time.perf_counter()
-                try:
-                    work = step(work)
-                except Exception:
-                    log.exception("stage %s failed on frame %d of %s", name, work.frame.index, work.frame.source)
-                    self.metrics.errors.labels(where="pipeline").inc()
-                    break
-                finally:
-                    seconds.observe(time.perf_counter() - started)
-            if self.outbox is not None:
-                self.outbox.put(work)
+    def __init__(self, steps: list[tuple[str, Callable[[Work], Work]]], inbox: QueueInbox | MailboxInbox,
+                 outbox: queue.Queue | None, metrics: Metrics, abort: threading.Event,
+                 on_end: Callable[[], None] | None = None, tick: Callable[[], None] | None = None) -> None:
+        super().__init__("+".join(name for name, _ in steps), abort, metrics)
+        self.steps = [(name, step, metrics.stage_seconds.labels(stage=name)) for name, step in steps]
+        self.inbox, self.outbox, self.abort, self.on_end, self.tick = inbox, outbox, abort, on_end, tick
+        self._last_tick = time.monotonic()
+
+    def work(self) -> None:
+        while (work := self.inbox.get(TICK_S)) is not END:
+            self._tick()
+            if work is not None:
+                self.process(work)
+
+    def process(self, work: Work) -> None:
+        for name, step, seconds in self.steps:
+            started = time.perf_counter()
+            try:
+                work = step(work)
+            except Exception:
+                log.exception("stage %s failed on frame %d of %s", name, work.frame.index, work.frame.source)
+                self.metrics.errors.labels(where="pipeline").inc()
+                return
+            finally:
+                seconds.observe(time.perf_counter() - started)
         if self.outbox is not None:
-            self.outbox.put(END)
+            hand_off(self.outbox, work, self.abort)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self.tick is not None and now - self._last_tick >= TICK_S:
+            self._last_tick = now
+            self.tick()
+
+    def finished(self) -> None:
+        """Pass the end on (also when this stage gave up, so the stages behind it end too)."""
+        if self.outbox is not None:
+            hand_off(self.outbox, END, self.abort)
         if self.on_end is not None:
             self.on_end()
 
@@ -97,6 +151,7 @@ class Pipeline:
         ids = itertools.count(publisher.next_track_id)  # ids continue across restarts, never reused
         self.trackers = {s.name: FaceTracker(cfg.tracker, s.name, ids) for s in cfg.sources}
         self.stop_event = threading.Event()
+        self.abort = threading.Event()  # a worker gave up: stop waiting on each other, the daemon exits 1
         video = [s for s in cfg.sources if parse_source(s.url).kind != "audio"]
         self.mailbox = Mailbox([s.name for s in video], metrics)
         self.captures = [Capture(s, self.mailbox, self.stop_event, metrics, lossless) for s in video]
@@ -111,15 +166,20 @@ class Pipeline:
             self._build_voice(lossless)
         self.queues = {"classify": queue.Queue(QUEUE_SIZE), "track": queue.Queue(QUEUE_SIZE)}
         self.stages = [
-            Stage([("detect", self.detect)], MailboxInbox(self.mailbox), self.queues["classify"], metrics),
-            Stage([("classify", self.classify)], self.queues["classify"], self.queues["track"], metrics),
-            Stage([("track", self.track), ("publish", self.publish)], self.queues["track"], None, metrics,
-                  on_end=self.fuser.video_done),
+            Stage([("detect", self.detect)], MailboxInbox(self.mailbox), self.queues["classify"], metrics,
+                  self.abort),
+            Stage([("classify", self.classify)], QueueInbox(self.queues["classify"]), self.queues["track"],
+                  metrics, self.abort),
+            Stage([("track", self.track), ("publish", self.publish)], QueueInbox(self.queues["track"]), None,
+                  metrics, self.abort, on_end=self.fuser.video_done, tick=self.expire_idle),
         ]
         self.frames_done = 0
 
     def _build_voice(self, lossless: bool) -> None:
-        """An audio capture and a voice stage for every source with sound; one classifier for all."""
+        """An audio capture and a voice stage for every source with sound; one classifier for all.
+
+        A live stream's own sound is read by its video capture, from the same connection (StreamCapture).
+        """
         targets = {s.name: audio_target(s) for s in self.cfg.sources}
         if not any(targets.values()):
             return
@@ -131,10 +191,14 @@ class Pipeline:
                 continue
             check_audio_target(source, target)
             ring = AudioRing(self.cfg.voice.buffer_s, sample_rate)
-            self.audio.append(AudioCapture(source, target, self.cfg.microphone, ring, self.stop_event,
-                                           self.metrics, lossless))
+            if parse_source(source.url) == SourceSpec("stream", target):  # its own sound: one connection
+                k = next(k for k, c in enumerate(self.captures) if c.cfg.name == source.name)
+                self.captures[k] = StreamCapture(source, self.mailbox, self.stop_event, self.metrics, ring)
+            else:
+                self.audio.append(AudioCapture(source, target, self.cfg.microphone, ring, self.stop_event,
+                                               self.metrics, lossless))
             self.voices.append(VoiceStage(source.name, ring, classifier, self.cfg.voice, self.on_voice,
-                                          self.metrics))
+                                          self.metrics, self.abort))
 
     def start(self) -> None:
         for thread in [*self.stages, *self.voices, *self.captures, *self.audio]:
@@ -166,6 +230,23 @@ class Pipeline:
         self.frames_done += 1
         return work
 
+    def expire_idle(self) -> None:
+        """End the tracks of live sources that sent no frame for `max_missed_s` (a frozen camera).
+
+        Runs in the track stage's thread, so it never races `track`; its events and the faces still
+        in view take the same path as a frame's, so the retained state empties without a frame
+        (and a state change held back by `state_min_interval_s` still goes out).
+        """
+        now = time.monotonic()
+        idle = [c.cfg.name for c in self.captures if c.live and now - c.last_frame_at > self.cfg.tracker.max_missed_s]
+        if not idle:
+            return
+        now_pts = live_pts()
+        events = [e for name in idle for e in self.trackers[name].expire(now_pts)]
+        self.publisher.handle(events, [face for t in self.trackers.values() for face in t.present()])
+        for name in idle:
+            self.metrics.tracks_active.labels(source=name).set(sum(t.reported for t in self.trackers[name].tracks))
+
     def on_voice(self, source: str, reading: VoiceWindow | None, pts: float) -> None:
         """A voice stage's window: publish its voice and fused events (from the voice stage's thread)."""
         self.publisher.handle(self.fuser.on_window(source, reading, pts))
@@ -180,20 +261,65 @@ class Pipeline:
         self.stop_event.set()
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for every stage to drain; then end the remaining tracks. True when fully drained."""
+        """Wait for every stage to drain; then end the remaining tracks. True when fully drained.
+
+        A live capture still blocked in a read after CAPTURE_JOIN_S is left behind (its thread is a
+        daemon thread and its next frame is not wanted): its source is closed so the stages drain.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in [*self.captures, *self.audio, *self.stages, *self.voices]:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        drained = not self.alive()
-        if drained:
-            ended = [e for tracker in self.trackers.values() for e in tracker.finish()]
-            for voice in self.voices:
-                ended += self.fuser.finish(voice.source, voice.ring.pts_at(voice.ring.written))
-            self.publisher.handle(ended, [])
-        return drained
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        for capture in [*self.captures, *self.audio]:
+            capture.join(CAPTURE_JOIN_S if capture.live else left())
+        for capture in self.captures:
+            self.mailbox.close(capture.cfg.name)
+        for voice in self.voices:
+            voice.ring.close()
+        for thread in [*self.stages, *self.voices]:
+            thread.join(left())
+        if self.alive():
+            return False
+        ended = [e for tracker in self.trackers.values() for e in tracker.finish()]
+        for voice in self.voices:
+            ended += self.fuser.finish(voice.source, voice.ring.pts_at(voice.ring.written))
+        self.publisher.handle(ended, [])
+        return not self.failed
+
+    def left_behind(self) -> list[str]:
+        """Captures still blocked in a read after join() gave up waiting for them."""
+        return [c.name for c in [*self.captures, *self.audio] if c.is_alive()]
 
     def alive(self) -> bool:
         return any(t.is_alive() for t in [*self.stages, *self.voices])
+
+    @property
+    def workers(self) -> list[Supervised]:
+        return [*self.captures, *self.stages, *self.audio, *self.voices]
+
+    @property
+    def failed(self) -> bool:
+        """A stage gave up after crashing again and again: the daemon cannot go on (exit non-zero).
+
+        (Live captures never give up; a file whose capture crashes just ends early.)
+        """
+        if any(w.failed for w in [*self.stages, *self.voices]):
+            self.abort.set()
+        return self.abort.is_set()
+
+    @property
+    def restarts(self) -> int:
+        return sum(w.restarts for w in self.workers)
+
+    def health(self) -> dict[str, bool]:
+        """Per video source: delivering frames within its stall_timeout_s (a file that ended is no fault)."""
+        now = time.monotonic()
+        return {c.cfg.name: c.delivering(now) for c in self.captures if c.live or c.is_alive()}
+
+    def healthy(self) -> bool:
+        """What the watchdog wants: every video source delivers and no worker is crashing or failed."""
+        return all(self.health().values()) and not any(w.failing or w.failed for w in self.workers)
 
 
 def check_audio_target(source: SourceConfig, target: str) -> None:

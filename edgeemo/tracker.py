@@ -104,7 +104,7 @@ class FaceTracker:
                 track = Track(next(self.ids), faces.boxes[f].copy(), faces.probs[f].copy(), 0, pts)
                 self.tracks.append(track)
                 events += self._observe(track, faces.boxes[f], faces.probs[f], pts, captured_at, fresh=True)
-        events += self._expire(pts)
+        events += self.expire(pts)
         return events
 
     def _observe(self, track: Track, box: np.ndarray, probs: np.ndarray, pts: float, captured_at: float,
@@ -126,7 +126,8 @@ class FaceTracker:
         track.emotion, track.last_event = dominant, pts
         return [self._event(kind, track, pts)]
 
-    def _expire(self, pts: float) -> list[TrackEvent]:
+    def expire(self, pts: float) -> list[TrackEvent]:
+        """End the tracks not seen for more than `max_missed_s` before `pts` (also without a frame)."""
         lost = [t for t in self.tracks if pts - t.last_seen > self.cfg.max_missed_s]
         self.tracks = [t for t in self.tracks if t not in lost]
         return [self._event("end", t, t.last_seen) for t in lost if t.reported]

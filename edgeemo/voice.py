@@ -29,6 +29,7 @@ from edgeemo.metrics import Metrics
 from edgeemo.modelcard import read_card
 from edgeemo.resources import models_dir, resolve_model
 from edgeemo.runtime import InferenceModel
+from edgeemo.service.supervisor import Supervised
 from edgeemo.types import VoiceWindow
 from edgeemo.voice_features import AudioFrontEnd, frame_energy_db, speech_frames
 
@@ -142,15 +143,19 @@ class SpeechDetector:
 
 # ---------------------------------------------------------------------------------------- the stage
 
-class VoiceStage(threading.Thread):
+class VoiceStage(Supervised):
     """Windows of one source's ring -> VoiceWindow readings (or None for no speech) -> ``on_window``.
 
     Runs until the ring is closed (its capture ended or was stopped) and its last sound analysed.
+    A crash restarts it (supervisor) at the window after the one that failed.
     """
 
+    give_up_after = 5
+
     def __init__(self, source: str, ring: AudioRing, classifier: VoiceClassifier, cfg: VoiceConfig,
-                 on_window: Callable[[str, VoiceWindow | None, float], None], metrics: Metrics | None) -> None:
-        super().__init__(name=f"voice-{source}", daemon=True)
+                 on_window: Callable[[str, VoiceWindow | None, float], None], metrics: Metrics | None,
+                 abort: threading.Event | None = None) -> None:
+        super().__init__(f"voice-{source}", abort or threading.Event(), metrics)
         self.source, self.ring, self.classifier, self.cfg = source, ring, classifier, cfg
         self.on_window, self.metrics = on_window, metrics
         sr = ring.sample_rate
@@ -159,20 +164,16 @@ class VoiceStage(threading.Thread):
         self.vad = SpeechDetector(sr, cfg.vad_threshold_db)
         self._buffer = np.zeros(self.window, np.float32)
         self.windows_done = 0
+        self._end = self.min_window  # end of the next window (sample index): where a restart resumes
 
-    def run(self) -> None:
-        end = self.min_window
-        try:
-            while (end := self._next_end(end)) is not None:
-                self._analyse(max(0, end - self.window), end)
-                self.ring.release(max(0, end + self.hop - self.window))
-                end += self.hop
-        except Exception:
-            log.exception("voice analysis of source %s failed", self.source)
-            if self.metrics:
-                self.metrics.errors.labels(where="voice").inc()
-        finally:
-            self.ring.release(self.ring.written + self.ring.capacity)  # never hold the writer back again
+    def work(self) -> None:
+        while (end := self._next_end(self._end)) is not None:
+            self._end = end + self.hop  # a window that crashes is skipped, not retried for ever
+            self._analyse(max(0, end - self.window), end)
+            self.ring.release(max(0, end + self.hop - self.window))
+
+    def finished(self) -> None:
+        self.ring.release(self.ring.written + self.ring.capacity)  # never hold the writer back again
 
     def _next_end(self, end: int) -> int | None:
         """``end`` once that much sound is there; at the end of the sound, a last shorter hop (or None)."""

@@ -115,15 +115,24 @@ def test_capture_fills_the_ring_and_counts_samples_and_overruns(tmp_path):
     assert ring.overrun_samples == captured - ring.capacity
 
 
-def test_a_missing_microphone_or_pyaudio_leaves_the_source_vision_only(caplog):
-    ring = AudioRing(2.0)
-    source = SourceConfig(name="cam", url="0", audio="mic")
-    capture = AudioCapture(source, "mic", MicrophoneConfig(device="no such microphone"), ring, threading.Event(), None)
+def test_without_pyaudio_the_source_is_vision_only_and_a_missing_microphone_is_looked_for(caplog):
+    """No pyaudio: no microphone can ever come, said once. With pyaudio, a missing device is retried."""
+    ring, stop, metrics = AudioRing(2.0), threading.Event(), Metrics(["cam"], "onnxruntime")
+    source = SourceConfig(name="cam", url="0", audio="mic", reconnect_initial_s=0.1, reconnect_max_s=0.2)
+    capture = AudioCapture(source, "mic", MicrophoneConfig(device="no such microphone"), ring, stop, metrics)
     with caplog.at_level(logging.WARNING):
         capture.start()
-        capture.join(10)
-    assert not capture.is_alive() and ring.closed
-    assert "faces only" in caplog.text and caplog.text.count("no voice analysis") == 1
+        capture.join(1.0)
+    stop.set()
+    capture.join(5)
+    try:
+        import pyaudio  # noqa: F401
+    except ImportError:
+        assert ring.closed and "faces only" in caplog.text and caplog.text.count("no voice analysis") == 1
+    else:
+        assert metrics.audio_reopens.labels(source="cam")._value.get() >= 3
+        assert caplog.text.count("no such microphone") == 1  # said once, then looked for quietly
+    assert not capture.is_alive()
 
 
 def test_audio_target_follows_the_source():

@@ -1,0 +1,1 @@
+"""Daemon pieces: supervision of the worker threads."""

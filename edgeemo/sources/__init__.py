@@ -1,0 +1,1 @@
+"""Where frames and sound come from: live streams read over one connection."""

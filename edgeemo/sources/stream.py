@@ -1,0 +1,105 @@
+"""A live stream's frames and sound from one connection (PyAV), not two.
+
+OpenCV reads only pictures, so a stream whose sound is analysed too would be opened twice, once by
+OpenCV and once by PyAV: many IP cameras allow only a few clients, and the two connections drift
+apart. This reader demuxes both from a single container: video frames come out of `read()` as BGR
+images like OpenCV's, and each decoded stretch of sound goes to `on_sound` as 16 kHz mono float32
+samples on the same live clock. Opening and every read give up after `timeout_s`, so a frozen
+stream ends the read instead of blocking it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from edgeemo.audio import SAMPLE_RATE, AudioRing
+from edgeemo.capture import Capture, Mailbox, SourceError, live_pts
+from edgeemo.config import SourceConfig, redact
+from edgeemo.metrics import Metrics
+
+log = logging.getLogger(__name__)
+SoundSink = Callable[[np.ndarray, float], None]   # samples, pts of the first one
+
+
+class StreamReader:
+    """The FrameReader of a live stream with sound; `read()` returns None when the stream fails."""
+
+    def __init__(self, url: str, timeout_s: float, on_sound: SoundSink) -> None:
+        import av
+
+        self._av = av
+        try:
+            self._container = av.open(url, timeout=timeout_s)
+        except (av.FFmpegError, OSError) as exc:
+            raise SourceError(redact(f"source {url}: cannot open: {exc}")) from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise SourceError(f"source {redact(url)}: no video stream")
+        video = self._container.streams.video[0]
+        video.codec_context.thread_count = 1  # as for OpenCV: frame threads cost more than they save here
+        streams = [video, *self._container.streams.audio[:1]]
+        self._packets = self._container.demux(*streams)
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self._frames: deque[np.ndarray] = deque()
+        self.on_sound = on_sound
+        self.url = url
+        self.fps = float(video.average_rate or 0.0)
+        self.index = 0
+        self.has_sound = len(streams) > 1
+
+    def read(self) -> tuple[np.ndarray, float] | None:
+        """The next video frame (sound met on the way goes to `on_sound`); None at a failure or the end."""
+        try:
+            while not self._frames:
+                packet = next(self._packets, None)
+                if packet is None:
+                    return None
+                self._decode(packet)
+        except self._av.FFmpegError as exc:  # a timeout (frozen stream), a dropped connection, bad data
+            log.debug("stream %s: %s", redact(self.url), redact(str(exc)))
+            return None
+        self.index += 1
+        return self._frames.popleft(), live_pts()
+
+    def _decode(self, packet: object) -> None:
+        for frame in packet.decode():
+            if isinstance(frame, self._av.AudioFrame):
+                for out in self._resampler.resample(frame):
+                    samples = out.to_ndarray().reshape(-1)
+                    self.on_sound(samples, live_pts() - len(samples) / SAMPLE_RATE)
+            else:
+                self._frames.append(frame.to_ndarray(format="bgr24"))
+
+    def close(self) -> None:
+        self._container.close()
+
+
+class StreamCapture(Capture):
+    """The capture of a live stream whose sound is analysed: frames to the mailbox, sound to `ring`.
+
+    One thread and one connection per stream; reconnects, back-off and supervision are Capture's.
+    """
+
+    def __init__(self, cfg: SourceConfig, mailbox: Mailbox, stop: threading.Event, metrics: Metrics | None,
+                 ring: AudioRing) -> None:
+        super().__init__(cfg, mailbox, stop, metrics)
+        self.ring = ring
+
+    def open_live(self) -> StreamReader:
+        return StreamReader(str(self.spec.target), self.cfg.stall_timeout_s, self._hear)
+
+    def _hear(self, samples: np.ndarray, pts: float) -> None:
+        lost = self.ring.write(samples, pts)
+        if self.metrics is not None:
+            self.metrics.audio_samples.labels(source=self.cfg.name).inc(len(samples))
+            if lost:
+                self.metrics.audio_dropped.labels(source=self.cfg.name, reason="backlog").inc(lost)
+
+    def finished(self) -> None:
+        super().finished()
+        self.ring.close()
