@@ -44,7 +44,9 @@ class Broker:
         self.port = free_port()
         self.conf = workdir / "mosquitto.conf"
         # persistent: sessions and their queued messages survive a restart of the broker
-        persistence = f"persistence true\npersistence_location {workdir}/\n" if persistent else "persistence false\n"
+        # mosquitto started as root drops to user `mosquitto`, which could not save its database here
+        persistence = (f"persistence true\npersistence_location {workdir}/\nuser {pwd.getpwuid(os.getuid()).pw_name}\n"
+                       if persistent else "persistence false\n")
         self.conf.write_text(f"listener {self.port} {self.host}\nallow_anonymous true\n{persistence}")
         self.log = workdir / "mosquitto.log"
         self.process: subprocess.Popen | None = None

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import pwd
 import shutil
 import socket
 import statistics
@@ -45,7 +47,7 @@ class Mosquitto:
         self.port = free_port()
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                             f"persistence true\npersistence_location {folder}/\n")
+                             f"persistence true\npersistence_location {folder}/\nuser {pwd.getpwuid(os.getuid()).pw_name}\n")
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.process: subprocess.Popen | None = None
 
