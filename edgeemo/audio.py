@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeemo.capture import SourceError, live_pts, parse_source
+from edgeemo.capture import SourceError, live_pts, media_duration, parse_source
 from edgeemo.config import MicrophoneConfig, SourceConfig, redact
 from edgeemo.metrics import Metrics
 from edgeemo.service.supervisor import Backoff, Supervised
@@ -297,12 +297,16 @@ class AudioCapture(Supervised):
         self.live = target == "mic" or "://" in target
         self.give_up_after = None if self.live else 1
         self.lossless = lossless and not self.live
+        # the sound of a looping video (the sample, played) loops with it
+        self.loop = not lossless and cfg.audio == "auto" and parse_source(cfg.url).loop
         self.opened = 0  # how often the sound was opened
 
     def work(self) -> None:
         try:
             if self.live:
                 self._run_live()
+            elif self.loop:
+                self._run_looped()
             else:
                 self._read(open_reader(self.target, self.mic))
         except AudioUnavailable as exc:
@@ -327,6 +331,13 @@ class AudioCapture(Supervised):
             backoff.ran(self._read(reader))
             self._reopen_after(backoff, f"audio of source {self.cfg.name} stopped", logging.WARNING)
 
+    def _run_looped(self) -> None:
+        """The file again and again, on the clock its video keeps (capture.Capture._run_file)."""
+        started, offset, period = time.monotonic(), 0.0, media_duration(self.target)
+        while not self.stop.is_set() and period > 0:
+            self._read(open_reader(self.target, self.mic), started, offset)
+            offset += period
+
     def _reopen_after(self, backoff: Backoff, why: str, level: int) -> None:
         if self.stop.is_set():
             return
@@ -336,14 +347,19 @@ class AudioCapture(Supervised):
             self.metrics.audio_reopens.labels(source=self.cfg.name).inc()
         self.stop.wait(wait)
 
-    def _read(self, reader: FileAudioReader | MicReader) -> float:
-        """Chunks into the ring until the sound ends, fails or the daemon stops; seconds it flowed."""
-        started = time.monotonic()
+    def _read(self, reader: FileAudioReader | MicReader, started: float | None = None, offset: float = 0.0) -> float:
+        """Chunks into the ring until the sound ends, fails or the daemon stops; seconds it flowed.
+
+        A file is paced from `started` with its pts shifted by `offset` (both kept across a loop).
+        """
+        opened = time.monotonic()
+        started = opened if started is None else started
         self.opened += 1
         try:
             for samples, pts in reader.chunks():
                 if self.stop.is_set():
                     break
+                pts += offset
                 if not self.live and not self.lossless:
                     delay = started + pts - time.monotonic()
                     if delay > 0 and self.stop.wait(delay):
@@ -354,7 +370,7 @@ class AudioCapture(Supervised):
             log.warning("source %s: %s", self.cfg.name, exc)
         finally:
             reader.close()
-        return time.monotonic() - started
+        return time.monotonic() - opened
 
     def _count(self, samples: int, lost: int, reader: FileAudioReader | MicReader) -> None:
         if self.metrics is None:

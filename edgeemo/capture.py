@@ -47,6 +47,7 @@ class SourceError(Exception):
 class SourceSpec:
     kind: str                  # camera | stream | video | image | folder | audio (sound only)
     target: str | int          # what cv2 opens (or the image path / folder)
+    loop: bool = False         # played at its own rate, it starts again at its end (the sample)
 
     @property
     def live(self) -> bool:
@@ -56,7 +57,7 @@ class SourceSpec:
 def parse_source(url: str) -> SourceSpec:
     """Tell what a source string means: `sample`, camera index, /dev/videoN, URL, file or folder."""
     if url == "sample":
-        return SourceSpec("video", str(sample_video()))
+        return SourceSpec("video", str(sample_video()), loop=True)  # like a camera, until stopped
     if url.isdigit():
         return SourceSpec("camera", int(url))
     if url.startswith("/dev/video"):
@@ -129,6 +130,14 @@ class FrameReader:
     def close(self) -> None:
         if self._cap is not None:
             self._cap.release()
+
+
+def media_duration(path: str) -> float:
+    """Seconds a media file lasts (its container's duration): the period of a looping source."""
+    import av
+
+    with av.open(path) as container:
+        return (container.duration or 0) / av.time_base
 
 
 def list_images(path: Path) -> list[Path]:
@@ -220,22 +229,30 @@ class Capture(Supervised):
         return self.is_alive() and now - self.last_frame_at <= self.cfg.stall_timeout_s
 
     def _run_file(self) -> None:
+        """Read the file to its end; a looping one (the sample, played) starts again, its pts going on."""
+        started, offset = time.monotonic(), 0.0
+        period = media_duration(str(self.spec.target)) if self.paced and self.spec.loop else 0.0
+        while self._play_file(started, offset) and period > 0:
+            offset += period
+        log.info("source %s ended after %d frames", self.cfg.name, self.frames_read)
+
+    def _play_file(self, started: float, offset: float) -> bool:
+        """One pass over the file, its pts shifted by `offset`; True when it reached its end."""
         reader = FrameReader(self.spec)
-        started = time.monotonic()
         try:
             while not self.stop.is_set():
                 item = self._timed_read(reader)
                 if item is None:
-                    break
+                    return True
                 image, pts = item
                 if self.paced:
-                    delay = started + pts - time.monotonic()
+                    delay = started + offset + pts - time.monotonic()
                     if delay > 0 and self.stop.wait(delay):
-                        break
-                self._deliver(image, pts)
+                        return False
+                self._deliver(image, offset + pts)
+            return False
         finally:
             reader.close()
-        log.info("source %s ended after %d frames", self.cfg.name, self.frames_read)
 
     def _run_live(self) -> None:
         """Read until stopped; reopen with back-off when the device or stream fails or stalls."""

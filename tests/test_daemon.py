@@ -146,3 +146,37 @@ def test_sigterm_stops_cleanly_ends_tracks_and_says_offline(mqtt_broker, subscri
     events = events_of(sub, "term")
     assert events[-1]["type"] == "end" and events[-1]["pts"] < 14
     assert sub.payloads("edgeemo/term/availability")[-1] == b"offline"
+
+
+def test_the_sample_played_loops_like_a_camera_until_stopped(tmp_path, own_journal):
+    """`edgeemo run --source sample` without --once: the sample starts again at its end, face and
+    sound on one clock that goes on (pts past its 14.2 s), until SIGTERM."""
+    import signal
+    import time
+
+    from edgeemo.config import JournalConfig
+    from edgeemo.journal.store import Journal
+
+    daemon = subprocess.Popen([sys.executable, "-m", "edgeemo.cli", "run", "--source", "sample", "--metrics-port", "0"],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def events() -> list[dict]:
+        if not own_journal.exists():
+            return []
+        journal = Journal.open(JournalConfig(path=own_journal), repair=False)
+        try:
+            return journal.query(limit=100_000)
+        finally:
+            journal.close()
+
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not any(e["modality"] == "voice" and e["pts"] > 16 for e in events()):
+            time.sleep(1)
+        assert daemon.poll() is None, "the daemon ended at the end of the sample"
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0, daemon.stderr.read()
+    finally:
+        daemon.kill()
+    second_pass = [e for e in events() if e["pts"] > 14.3]
+    assert {e["modality"] for e in second_pass} >= {"face", "voice"}  # video and sound both loop
