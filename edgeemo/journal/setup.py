@@ -37,7 +37,7 @@ class EventPath:
                 sink.stop()
             except Exception:  # one sink's failure must not keep the journal from its last flush
                 log.exception("sink %s did not stop cleanly", type(sink).__name__)
-        self.upkeep.stop()
+        self.upkeep.shutdown()
         self.journal.close()
 
 

@@ -7,20 +7,20 @@ import threading
 
 from edgeemo.journal.store import Journal
 from edgeemo.metrics import Metrics
+from edgeemo.service.supervisor import Supervised
 
 log = logging.getLogger(__name__)
 
 
-class JournalUpkeep(threading.Thread):
-    """Off the hot path: appends never wait for the disk or for a prune."""
+class JournalUpkeep(Supervised):
+    """Off the hot path: appends never wait for the disk or for a prune. Supervised like every worker."""
 
     def __init__(self, journal: Journal, metrics: Metrics | None = None) -> None:
-        super().__init__(name="journal-upkeep", daemon=True)
-        self.journal, self.metrics = journal, metrics
-        self._stopping = threading.Event()
+        super().__init__("journal-upkeep", threading.Event(), metrics)
+        self.journal = journal
 
-    def run(self) -> None:
-        while not self._stopping.wait(self.journal.cfg.sync_interval_s):
+    def work(self) -> None:
+        while not self.stop.wait(self.journal.cfg.sync_interval_s):
             self.tick()
 
     def tick(self) -> None:
@@ -34,8 +34,8 @@ class JournalUpkeep(threading.Thread):
             self.metrics.journal_undelivered.set(self.journal.count_undelivered())
             self.metrics.journal_bytes.set(self.journal.used_bytes())
 
-    def stop(self) -> None:
-        self._stopping.set()
+    def shutdown(self) -> None:
+        self.stop.set()
         if self.ident is not None:
             self.join(5)
         self.tick()  # the last sync before the journal closes

@@ -16,30 +16,34 @@ import time
 import paho.mqtt.client as mqtt
 
 from edgeemo.journal.store import Journal
+from edgeemo.metrics import Metrics
+from edgeemo.service.supervisor import Supervised
 from edgeemo.sinks.mqtt import WINDOW, MqttPublisher
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5  # the sender also wakes on every commit, connect, disconnect and acknowledgement
 
 
-class JournalSender(threading.Thread):
-    """Reads undelivered rows in seq order and publishes them; a row is done when paho says so."""
+class JournalSender(Supervised):
+    """Reads undelivered rows in seq order and publishes them; a row is done when paho says so.
 
-    def __init__(self, journal: Journal, mqtt_out: MqttPublisher) -> None:
-        super().__init__(name="mqtt-sender", daemon=True)
+    Supervised: a crash (a failing disk, say) restarts it; its in-flight list survives the restart.
+    """
+
+    def __init__(self, journal: Journal, mqtt_out: MqttPublisher, metrics: Metrics | None = None) -> None:
+        super().__init__("mqtt-sender", threading.Event(), metrics)
         self.journal, self.mqtt = journal, mqtt_out
         self._inflight: list[tuple[int, mqtt.MQTTMessageInfo]] = []
         self._cursor = 0       # highest seq handed to paho
         self._epoch = -1       # the connection the in-flight events were sent on
         self._wake = threading.Event()
-        self._stopping = threading.Event()
         mqtt_out.on_change = self._wake.set
 
     def wake(self) -> None:
         self._wake.set()
 
-    def run(self) -> None:
-        while not self._stopping.is_set():
+    def work(self) -> None:
+        while not self.stop.is_set():
             self._wake.wait(POLL_S)
             self._wake.clear()
             self.step()
@@ -72,10 +76,10 @@ class JournalSender(threading.Thread):
             self._inflight.append((row.seq, info))
             self._cursor = row.seq
 
-    def stop(self, timeout: float) -> int:
+    def shutdown(self, timeout: float) -> int:
         """Stop the thread, then deliver what can be delivered before `timeout` s; returns what is left."""
         deadline = time.monotonic() + timeout
-        self._stopping.set()
+        self.stop.set()
         self._wake.set()
         if self.ident is not None:
             self.join(max(0.0, deadline - time.monotonic()))
@@ -94,7 +98,7 @@ class MqttSink:
 
     def __init__(self, journal: Journal, mqtt_out: MqttPublisher, drain_s: float) -> None:
         self.mqtt, self.drain_s = mqtt_out, drain_s
-        self.sender = JournalSender(journal, mqtt_out)
+        self.sender = JournalSender(journal, mqtt_out, mqtt_out.metrics)
 
     def start(self) -> None:
         self.mqtt.start()
@@ -108,7 +112,7 @@ class MqttSink:
 
     def stop(self) -> None:
         """Deliver the backlog for up to `drain_s` s; what is left stays in the journal for the next start."""
-        left = self.sender.stop(self.drain_s)
+        left = self.sender.shutdown(self.drain_s)
         if left:
             log.warning("MQTT: %d event(s) not delivered at shutdown; they stay in the journal and go out "
                         "first at the next start", left)
