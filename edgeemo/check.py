@@ -14,7 +14,7 @@ from edgeemo.classifier import ExpressionClassifier
 from edgeemo.config import Config, SourceConfig
 from edgeemo.detector import FaceDetector
 from edgeemo.modelcard import ModelCard, load_card
-from edgeemo.pipeline import model_paths
+from edgeemo.vision.analysis import model_paths
 from edgeemo.voice import VoiceClassifier
 
 log = logging.getLogger(__name__)

@@ -21,31 +21,14 @@ import numpy as np
 from edgeemo import LABELS
 from edgeemo.audio import AudioUnavailable, FileAudioReader
 from edgeemo.capture import FrameReader, list_images, parse_source
-from edgeemo.classifier import ExpressionClassifier
 from edgeemo.config import Config
-from edgeemo.detector import FaceDetector
 from edgeemo.fusion import fuse
-from edgeemo.modelcard import load_card
-from edgeemo.pipeline import model_paths
 from edgeemo.types import Faces
 from edgeemo.voice import VoiceClassifier
+from edgeemo.vision.analysis import FrameAnalysis
 from edgeemo.voice_features import speech_segments
 
 log = logging.getLogger(__name__)
-
-
-class Analyzer:
-    """Detection and classification of single frames, without tracking."""
-
-    def __init__(self, cfg: Config) -> None:
-        detector_path, card_path = model_paths(cfg)
-        self.detector = FaceDetector(cfg.detector, detector_path)
-        self.classifier = ExpressionClassifier(cfg.classifier, load_card(card_path))
-
-    def analyse(self, image: np.ndarray) -> Faces:
-        faces = self.detector.detect(image)
-        faces.probs = self.classifier.classify(image, faces)
-        return faces
 
 
 def reading(probs: np.ndarray) -> dict:
@@ -162,7 +145,7 @@ class Annotator:
 def detect_main(cfg: Config, args: argparse.Namespace) -> int:
     paths = [p for path in args.paths for p in (list_images(path) if path.is_dir() else [path])]
     specs = [parse_source(str(path)) for path in paths]  # fail on a bad path before any work
-    analyzer = Analyzer(cfg) if any(spec.kind != "audio" for spec in specs) else None
+    analyzer = FrameAnalysis(cfg) if any(spec.kind != "audio" for spec in specs) else None
     has_sound = cfg.voice.enabled and any(spec.kind in ("audio", "video") for spec in specs)
     voice = VoiceAnalyzer(cfg) if has_sound else None
     annotator = Annotator(args.annotate, many=len(paths) > 1)
@@ -171,11 +154,12 @@ def detect_main(cfg: Config, args: argparse.Namespace) -> int:
         if spec.kind != "audio":
             reader = FrameReader(spec)
             for image, pts in frames_of(reader, max(1, args.every)):
-                faces = analyzer.analyse(image)
+                faces = analyzer.analyse(image, str(path))  # the daemon's detect + classify steps
                 frames.append((pts, faces))
                 emit(path, pts, faces, args.json)
                 annotator.add(path, image, faces, spec.kind == "video", reader.fps)
             annotator.finish()
+            analyzer.forget(str(path))
         if voice is not None and spec.kind in ("audio", "video"):
             for record in segment_records(path, voice.segments(path), frames, cfg):
                 emit_segment(record, args.json)

@@ -3,6 +3,10 @@
 The frame is scaled so its width is `input_width` (faces in webcam frames are big; YuNet is best
 at 10-300 px and 4x cheaper at half size), padded to multiples of 32, and the 12 output tensors
 are decoded with numpy as described in models/README.md.
+
+`detect_regions` runs the same model, at the same scale, on crops around faces already known (the
+model takes any input size): one batch for all crops, each far smaller than the frame, so a face
+that is followed costs a fraction of a full-frame pass and keeps exact landmarks.
 """
 
 from __future__ import annotations
@@ -40,6 +44,28 @@ class FaceDetector:
         boxes, landmarks, scores = self._decode(outputs, blob.shape[2], blob.shape[3])
         return self._select(boxes / scale, landmarks / scale, scores)
 
+    def detect_regions(self, frame: np.ndarray, regions: list[tuple[int, int, int, int]]) -> Faces:
+        """Faces inside the regions (x0, y0, x1, y1 in frame pixels), one batch, at the full-frame scale."""
+        if not regions:
+            return Faces.empty()
+        scale = self.cfg.input_width / frame.shape[1]
+        sizes = [(max(8, round((y1 - y0) * scale)), max(8, round((x1 - x0) * scale))) for x0, y0, x1, y1 in regions]
+        ph = math.ceil(max(h for h, _ in sizes) / 32) * 32
+        pw = math.ceil(max(w for _, w in sizes) / 32) * 32
+        blob = np.zeros((len(regions), 3, ph, pw), np.float32)
+        for i, ((x0, y0, x1, y1), (dh, dw)) in enumerate(zip(regions, sizes)):
+            crop = cv2.resize(frame[y0:y1, x0:x1], (dw, dh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+            blob[i, :, :dh, :dw] = crop.transpose(2, 0, 1)
+        outputs = self.model.run(blob)
+        found = []
+        for i, ((x0, y0, x1, y1), (dh, dw)) in enumerate(zip(regions, sizes)):
+            boxes, landmarks, scores = self._decode(outputs, ph, pw, i)
+            sx, sy = dw / (x1 - x0), dh / (y1 - y0)
+            offset = np.array([x0, y0], np.float32)
+            boxes = np.hstack([boxes[:, :2] / [sx, sy] + offset, boxes[:, 2:] / [sx, sy]])
+            found.append((boxes, landmarks / [sx, sy] + offset, scores))
+        return self._select(*(np.concatenate(parts) for parts in zip(*found)))
+
     def _input_blob(self, dh: int, dw: int) -> np.ndarray:
         """A zero-padded NCHW buffer, reused while the frame size stays the same."""
         shape = (1, 3, math.ceil(dh / 32) * 32, math.ceil(dw / 32) * 32)
@@ -57,19 +83,20 @@ class FaceDetector:
             self._grids[(ph, pw)] = grids
         return self._grids[(ph, pw)]
 
-    def _decode(self, outputs: list[np.ndarray], ph: int, pw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _decode(self, outputs: list[np.ndarray], ph: int, pw: int,
+                item: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         boxes, landmarks, scores = [], [], []
         for s, cells, (i_cls, i_obj, i_box, i_kps) in zip(STRIDES, self._grid(ph, pw), self._order):
-            score = np.sqrt(np.clip(outputs[i_cls][0, :, 0], 0, 1) * np.clip(outputs[i_obj][0, :, 0], 0, 1))
+            score = np.sqrt(np.clip(outputs[i_cls][item, :, 0], 0, 1) * np.clip(outputs[i_obj][item, :, 0], 0, 1))
             keep = np.flatnonzero(score >= self.cfg.score_threshold)
             if keep.size == 0:
                 continue
             cell = cells[keep]
-            bbox = outputs[i_box][0, keep]
+            bbox = outputs[i_box][item, keep]
             centre = (cell + bbox[:, :2]) * s
             size = np.exp(bbox[:, 2:]) * s
             boxes.append(np.hstack([centre - size / 2, size]))
-            landmarks.append((cell[:, None, :] + outputs[i_kps][0, keep].reshape(-1, 5, 2)) * s)
+            landmarks.append((cell[:, None, :] + outputs[i_kps][item, keep].reshape(-1, 5, 2)) * s)
             scores.append(score[keep])
         if not scores:
             return np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), np.zeros(0, np.float32)
@@ -79,9 +106,10 @@ class FaceDetector:
         """Non-maximum suppression, minimum size, at most max_faces (best first)."""
         if len(scores) == 0:
             return Faces.empty()
-        keep = cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), self.cfg.score_threshold,
-                                self.cfg.nms_threshold, top_k=self.cfg.max_faces)
+        # No top_k here: OpenCV applies it to the candidates before suppression, and one face has
+        # several candidates, so a top_k of max_faces can drop whole faces from a busy frame.
+        keep = cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), self.cfg.score_threshold, self.cfg.nms_threshold)
         keep = np.asarray(keep, np.int64).reshape(-1)
-        keep = keep[np.minimum(boxes[keep, 2], boxes[keep, 3]) >= self.cfg.min_face_px]
+        keep = keep[np.minimum(boxes[keep, 2], boxes[keep, 3]) >= self.cfg.min_face_px][:self.cfg.max_faces]
         return Faces(boxes[keep].astype(np.float32), landmarks[keep].astype(np.float32),
                      scores[keep].astype(np.float32))
