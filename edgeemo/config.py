@@ -58,7 +58,8 @@ class DetectorConfig(Section):
     min_face_px: int = Field(24, ge=8)
     max_faces: int = Field(16, ge=1, le=256)
     full_frame_every: int = Field(10, ge=1, le=1000)
-    region_margin: float = Field(0.6, ge=0.1, le=4)
+    region_margin: float = Field(0.3, ge=0.1, le=4)
+    region_face_px: int = Field(64, ge=16, le=1024)
     motion: MotionConfig = MotionConfig()
 
 

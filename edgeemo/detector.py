@@ -24,6 +24,25 @@ from edgeemo.types import Faces
 STRIDES = (8, 16, 32)
 
 
+def shrink(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, float, float]:
+    """`image` resized to width x height, and the x and y scale factors it applied.
+
+    While it can halve, it averages 2x2 blocks (INTER_AREA at exactly one half, OpenCV's fast path;
+    an odd last row or column is dropped); the rest is linear, which at a ratio above one half
+    aliases little. The result equals INTER_AREA at power-of-two ratios (640 to 320, 1280 to 320)
+    and costs a tenth of it at fractional ratios or on crops.
+    """
+    sx, sy = 1.0, 1.0
+    while image.shape[1] >= 2 * width and image.shape[0] >= 2 * height:
+        h, w = image.shape[0] // 2, image.shape[1] // 2
+        image = cv2.resize(image[:2 * h, :2 * w], (w, h), interpolation=cv2.INTER_AREA)
+        sx, sy = sx / 2, sy / 2
+    if image.shape[:2] != (height, width):
+        sx, sy = sx * width / image.shape[1], sy * height / image.shape[0]
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return image, sx, sy
+
+
 class FaceDetector:
     def __init__(self, cfg: DetectorConfig, model_path: Path) -> None:
         self.cfg = cfg
@@ -38,29 +57,31 @@ class FaceDetector:
         scale = self.cfg.input_width / w
         dw, dh = self.cfg.input_width, max(32, round(h * scale))
         blob = self._input_blob(dh, dw)
-        resized = cv2.resize(frame, (dw, dh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        resized, sx, sy = shrink(frame, dw, dh)
         blob[0, :, :dh, :dw] = resized.transpose(2, 0, 1)
         outputs = self.model.run(blob)
         boxes, landmarks, scores = self._decode(outputs, blob.shape[2], blob.shape[3])
-        return self._select(boxes / scale, landmarks / scale, scores)
+        return self._select(boxes / [sx, sy, sx, sy], landmarks / [sx, sy], scores)
 
-    def detect_regions(self, frame: np.ndarray, regions: list[tuple[int, int, int, int]]) -> Faces:
-        """Faces inside the regions (x0, y0, x1, y1 in frame pixels), one batch, at the full-frame scale."""
+    def detect_regions(self, frame: np.ndarray, regions: list[tuple[int, int, int, int]],
+                       scale: float | None = None) -> Faces:
+        """Faces inside the regions (x0, y0, x1, y1 in frame pixels), one batch, at `scale` (default: the full frame's)."""
         if not regions:
             return Faces.empty()
-        scale = self.cfg.input_width / frame.shape[1]
+        scale = scale or self.cfg.input_width / frame.shape[1]
         sizes = [(max(8, round((y1 - y0) * scale)), max(8, round((x1 - x0) * scale))) for x0, y0, x1, y1 in regions]
         ph = math.ceil(max(h for h, _ in sizes) / 32) * 32
         pw = math.ceil(max(w for _, w in sizes) / 32) * 32
         blob = np.zeros((len(regions), 3, ph, pw), np.float32)
+        factors = []
         for i, ((x0, y0, x1, y1), (dh, dw)) in enumerate(zip(regions, sizes)):
-            crop = cv2.resize(frame[y0:y1, x0:x1], (dw, dh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+            crop, sx, sy = shrink(frame[y0:y1, x0:x1], dw, dh)
             blob[i, :, :dh, :dw] = crop.transpose(2, 0, 1)
+            factors.append((sx, sy))
         outputs = self.model.run(blob)
         found = []
-        for i, ((x0, y0, x1, y1), (dh, dw)) in enumerate(zip(regions, sizes)):
+        for i, ((x0, y0, _, _), (sx, sy)) in enumerate(zip(regions, factors)):
             boxes, landmarks, scores = self._decode(outputs, ph, pw, i)
-            sx, sy = dw / (x1 - x0), dh / (y1 - y0)
             offset = np.array([x0, y0], np.float32)
             boxes = np.hstack([boxes[:, :2] / [sx, sy] + offset, boxes[:, 2:] / [sx, sy]])
             found.append((boxes, landmarks / [sx, sy] + offset, scores))

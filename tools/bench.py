@@ -91,6 +91,9 @@ class RunSpec:
     input_width: int = 320
     flip_margin: float | None = DEFAULTS.classifier.flip_margin  # mirror pass for unsure faces; None: the card's
     voice: bool = DEFAULTS.voice.enabled     # analyse the video's sound too (voice and fused events)
+    full_frame_every: int = DEFAULTS.detector.full_frame_every  # keyframe period K (1: full frame every frame)
+    classify_every: int = DEFAULTS.classifier.every_frames     # classification cadence M per face
+    motion: bool = DEFAULTS.detector.motion.enabled            # motion gating
     max_frames: int | None = None
     mqtt_url: str | None = None
     pin_cpus: int | None = None              # restrict the process to this many CPUs
@@ -161,7 +164,8 @@ def bench_config(spec: RunSpec, folder: Path) -> Config:
         "detector.input_width": spec.input_width,
         "classifier.backend": spec.backend, "classifier.threads": spec.threads,
         "classifier.model": spec.classifier, "classifier.flip_margin": spec.flip_margin,
-        "voice.enabled": spec.voice,
+        "voice.enabled": spec.voice, "detector.full_frame_every": spec.full_frame_every,
+        "classifier.every_frames": spec.classify_every, "detector.motion.enabled": spec.motion,
     })
     cfg.sources = [cfg.sources[0].model_copy(update={"name": "bench", "url": spec.video})]
     return cfg
@@ -362,6 +366,9 @@ def expand(args: argparse.Namespace, mqtt_url: str | None) -> list[RunSpec]:
         "input_width": args.input_width or ([320, 640] if args.matrix else [320]),
         "flip_margin": args.flip_margin or [DEFAULTS.classifier.flip_margin],
         "voice": [choice == "on" for choice in args.voice] if args.voice else [DEFAULTS.voice.enabled],
+        "full_frame_every": args.full_frame_every or [DEFAULTS.detector.full_frame_every],
+        "classify_every": args.classify_every or [DEFAULTS.classifier.every_frames],
+        "motion": [choice == "on" for choice in args.motion] if args.motion else [DEFAULTS.detector.motion.enabled],
     }
     return [RunSpec(**dict(zip(axes, combo, strict=True)), max_frames=args.max_frames, mqtt_url=mqtt_url,
                     pin_cpus=args.pin_cpus) for combo in itertools.product(*axes.values())]
@@ -474,6 +481,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="classifier.flip_margin, 0-1 or 'card' (default: the daemon's, the card's margin)")
     p.add_argument("--voice", nargs="+", choices=["on", "off"],
                    help="voice.enabled: the sound analysed too (default: the daemon's, on)")
+    p.add_argument("--full-frame-every", nargs="+", type=int, metavar="K",
+                   help="detector.full_frame_every: keyframe period (1: the whole frame every frame)")
+    p.add_argument("--classify-every", nargs="+", type=int, metavar="M", help="classifier.every_frames")
+    p.add_argument("--motion", nargs="+", choices=["on", "off"], help="detector.motion.enabled")
     p.add_argument("--max-frames", type=int, help="stop reading after N frames")
     p.add_argument("--repeat", type=int, default=1, help="runs per setting, each in a fresh process; medians")
     p.add_argument("--mqtt-url", help="publish to this broker; 'local' starts a throw-away mosquitto")

@@ -6,8 +6,10 @@ as much as a busy one. Instead (Frigate and MediaPipe's idea, for faces):
 * a keyframe, full-frame detection, every `full_frame_every` frames, and at once when motion
   appears outside the faces followed (someone may have walked in);
 * between keyframes, detection only in a region around each followed face (the face's box grown by
-  `region_margin` of its size on every side), all regions in one batch at the keyframe's scale, so
-  the landmarks the eye-aligned crop needs are measured afresh every frame;
+  `region_margin` of its size on every side), all regions in one batch, at the keyframe's scale or
+  smaller, so that the largest face is at most `region_face_px` in the model's input (the model is
+  accurate from about 10 px up, and a close face need not cost more than a far one); the landmarks
+  the eye-aligned crop needs are measured afresh every frame;
 * with motion gating on, no followed face and no motion: no detection at all.
 
 `full_frame_every: 1` is a keyframe every frame: detection as it was before the schedule.
@@ -87,7 +89,9 @@ class DetectionScheduler:
         if mode == "region":
             self.counts.region_frames += 1
             regions = [self._region(f.box, image.shape) for f in state.followed]
-            return self._follow(state, self.detector.detect_regions(image, regions), frame, keyframe=False)
+            scale = min(self.detector.cfg.input_width / image.shape[1],
+                        self.cfg.region_face_px / max(float(f.box[2:].max()) for f in state.followed))
+            return self._follow(state, self.detector.detect_regions(image, regions, scale), frame, keyframe=False)
         self.counts.keyframes += 1
         self.counts.motion_keyframes += mode == "motion"
         state.last_key = frame
@@ -142,10 +146,9 @@ class DetectionScheduler:
         return clip_box(x - grow, y - grow, x + w + grow, y + h + grow, shape)
 
     def _body(self, box: np.ndarray) -> tuple[int, int, int, int]:
-        """Where a followed face and its body move: the region, extended downwards."""
+        """Where a followed face and its body move: a face width either side, half above, BODY_BELOW heights below."""
         x, y, w, h = (float(v) for v in box)
-        grow = self.cfg.region_margin * max(w, h)
-        return int(x - grow), int(y - grow), int(x + w + grow), int(y + h + BODY_BELOW * h)
+        return int(x - w), int(y - h / 2), int(x + 2 * w), int(y + h + BODY_BELOW * h)
 
 
 def clip_box(x0: float, y0: float, x1: float, y1: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
