@@ -2,7 +2,7 @@
 must find what every-frame analysis finds.
 
     python tools/accuracy_guard.py [--video samples/demo.mp4 data/busy_1280x720.mp4] [--set detector.full_frame_every=10 ...]
-                                   [--json OUT]
+                                   [--entry data/entry_1280x720.mp4] [--json OUT]
 
 Each video is analysed twice with the daemon's own steps (vision.analysis.FrameAnalysis, then the
 FaceTracker, frame by frame in order, as the lossless pipeline does): once with the configuration
@@ -11,6 +11,9 @@ given (the defaults), once with every frame analysed in full (`detector.full_fra
 faces per frame, the number of tracks, and the dominant emotion of each segment's face events, a
 segment being a stretch of the video (the sample's demo_labels.csv; else the whole video) in one
 tile of the picture (2x2 for the busy clip, tools/make_busy_clip.py; else the whole picture).
+With --entry (a clip where faces enter and leave, tools/make_entry_clip.py) it also reports the
+entry delay: for each face that appears in a tile of the picture with every frame analysed, the
+frames until the schedule finds it; at most `detector.full_frame_every` is required.
 Exit code 1 when any of them differ.
 """
 
@@ -42,6 +45,7 @@ class Analysed:
     """What one pass over a video found."""
 
     faces: list[int] = field(default_factory=list)        # faces per frame
+    tiles: list[set] = field(default_factory=list)        # per frame: the tiles (2x2) with a face in them
     events: list[dict] = field(default_factory=list)      # face events: type, track, pts, emotion, box
     counts: dict = field(default_factory=dict)            # how the scheduler handled the frames
     width: int = 0
@@ -62,6 +66,8 @@ def analyse(video: str, cfg: Config) -> Analysed:
             out.height, out.width = image.shape[:2]
             faces = analysis.analyse(image, "guard")
             out.faces.append(len(faces))
+            centres = faces.boxes[:, :2] + faces.boxes[:, 2:] / 2
+            out.tiles.append({(int(y * 2 // out.height), int(x * 2 // out.width)) for x, y in centres})
             out.events += [event_record(e) for e in tracker.update(faces, pts)]
     finally:
         reader.close()
@@ -125,6 +131,28 @@ def compare(video: str, overrides: dict) -> dict:
             "same": not differing and tracks[0] == tracks[1] and ours == theirs}
 
 
+def entry_delays(scheduled: Analysed, reference: Analysed) -> list[dict]:
+    """Per face entering a tile (no face there in the frame before, with every frame analysed):
+    frames until the schedule finds a face there too."""
+    delays = []
+    for i, tiles in enumerate(reference.tiles):
+        for tile in sorted(tiles - (reference.tiles[i - 1] if i else set())):
+            found = next((j for j in range(i, len(scheduled.tiles)) if tile in scheduled.tiles[j]), None)
+            delays.append({"frame": i, "tile": list(tile), "delay": None if found is None else found - i})
+    return delays
+
+
+def entry(video: str, overrides: dict) -> dict:
+    """Entry delays on a clip where faces enter and leave (tools/make_entry_clip.py)."""
+    cfg = load_config(None, overrides)
+    scheduled, reference = analyse(video, cfg), analyse(video, load_config(None, {**overrides, **EVERY_FRAME}))
+    delays = entry_delays(scheduled, reference)
+    known = [d["delay"] for d in delays if d["delay"] is not None]
+    return {"video": video, "overrides": overrides, "full_frame_every": cfg.detector.full_frame_every,
+            "entries": delays, "max_delay": max(known) if known else None, "counts": scheduled.counts,
+            "same": len(known) == len(delays) and max(known, default=0) <= cfg.detector.full_frame_every}
+
+
 def parse_set(text: str) -> tuple[str, object]:
     key, _, value = text.partition("=")
     return key, json.loads(value) if value not in ("", None) else value
@@ -132,11 +160,17 @@ def parse_set(text: str) -> tuple[str, object]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--video", nargs="+", default=[str(REPO / "samples" / "demo.mp4")])
+    p.add_argument("--video", nargs="*", default=[str(REPO / "samples" / "demo.mp4")])
     p.add_argument("--set", nargs="*", default=[], type=parse_set, metavar="KEY=JSON", help="config overrides")
+    p.add_argument("--entry", nargs="*", default=[], metavar="VIDEO",
+                   help="clips where faces enter and leave (tools/make_entry_clip.py): report the entry delay")
     p.add_argument("--json", type=Path, metavar="OUT")
     args = p.parse_args()
     results = [compare(video, dict(args.set)) for video in args.video]
+    entries = [entry(video, dict(args.set)) for video in args.entry]
+    for r in entries:
+        print(f"{r['video']}: {len(r['entries'])} entries, delays {[d['delay'] for d in r['entries']]} frames "
+              f"(max {r['max_delay']}, allowed {r['full_frame_every']}) -> {'OK' if r['same'] else 'TOO LATE'}")
     for r in results:
         print(f"{r['video']}: faces/frame {r['faces_per_frame'][0]} vs {r['faces_per_frame'][1]} every frame, "
               f"{r['frames_with_other_face_count']} frames differ; tracks {r['tracks'][0]} vs {r['tracks'][1]}; "
@@ -144,8 +178,8 @@ def main() -> int:
               f"{r['counts']} -> {'OK' if r['same'] else 'DIFFERENT'}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
-    return 0 if all(r["same"] for r in results) else 1
+        args.json.write_text(json.dumps({"guard": results, "entry": entries}, indent=1) + "\n")
+    return 0 if all(r["same"] for r in results + entries) else 1
 
 
 if __name__ == "__main__":

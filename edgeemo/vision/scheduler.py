@@ -31,7 +31,7 @@ from edgeemo.types import Faces
 from edgeemo.vision.motion import MotionDetector
 
 MATCH_IOU = 0.3
-BODY_BELOW = 3.0   # the motion of a followed face's body (this many face heights below) is that face's
+BODY_BELOW = 1.0   # the motion of a followed face's shoulders (this many face heights below) is that face's
 
 
 @dataclass
