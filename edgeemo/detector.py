@@ -108,17 +108,19 @@ class FaceDetector:
                 item: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         boxes, landmarks, scores = [], [], []
         for s, cells, (i_cls, i_obj, i_box, i_kps) in zip(STRIDES, self._grid(ph, pw), self._order):
-            score = np.sqrt(np.clip(outputs[i_cls][item, :, 0], 0, 1) * np.clip(outputs[i_obj][item, :, 0], 0, 1))
-            keep = np.flatnonzero(score >= self.cfg.score_threshold)
+            # cls and obj are sigmoid outputs: their product is compared squared, and clipped only where kept.
+            product = outputs[i_cls][item, :, 0] * outputs[i_obj][item, :, 0]
+            keep = np.flatnonzero(product >= self.cfg.score_threshold ** 2)
             if keep.size == 0:
                 continue
+            score = np.sqrt(np.clip(product[keep], 0, 1))
             cell = cells[keep]
             bbox = outputs[i_box][item, keep]
             centre = (cell + bbox[:, :2]) * s
             size = np.exp(bbox[:, 2:]) * s
             boxes.append(np.hstack([centre - size / 2, size]))
             landmarks.append((cell[:, None, :] + outputs[i_kps][item, keep].reshape(-1, 5, 2)) * s)
-            scores.append(score[keep])
+            scores.append(score)
         if not scores:
             return np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), np.zeros(0, np.float32)
         return np.concatenate(boxes), np.concatenate(landmarks), np.concatenate(scores)

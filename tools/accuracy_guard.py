@@ -115,6 +115,29 @@ def dominant_emotions(result: Analysed, segments: list[tuple[float, float]], til
     return {key: max(cell, key=cell.get) for key, cell in sorted(held.items())}
 
 
+def held_labels(result: Analysed, tiles: int, step: float = 0.1) -> dict[tuple[str, int], str]:
+    """(tile, time step) -> the emotion a face event holds there: a timeline to compare finely."""
+    out = {}
+    by_track: dict[int, list[dict]] = {}
+    for event in result.events:
+        by_track.setdefault(event["track"], []).append(event)
+    for events in by_track.values():
+        for event, nxt in zip(events, events[1:]):
+            if event["type"] == "end":
+                continue
+            x, y, w, h = event["box"]
+            tile = f"{int((y + h / 2) * tiles // max(result.height, 1))},{int((x + w / 2) * tiles // max(result.width, 1))}"
+            for k in range(int(np.ceil(event["pts"] / step)), int(np.ceil(nxt["pts"] / step))):
+                out[(tile, k)] = event["emotion"]
+    return out
+
+
+def agreement(scheduled: Analysed, reference: Analysed, tiles: int) -> float:
+    """Share of the reference's face timeline (0.1 s steps, per tile) where the scheduled run holds the same emotion."""
+    ours, theirs = held_labels(scheduled, tiles), held_labels(reference, tiles)
+    return round(sum(ours.get(key) == label for key, label in theirs.items()) / max(len(theirs), 1), 4)
+
+
 def compare(video: str, overrides: dict) -> dict:
     """Scheduled against every-frame analysis of one video; `same` is True when the guard holds."""
     scheduled = analyse(video, load_config(None, overrides))
@@ -127,7 +150,8 @@ def compare(video: str, overrides: dict) -> dict:
             "faces_per_frame": [round(float(np.mean(r.faces)), 4) for r in (scheduled, reference)],
             "frames_with_other_face_count": len(differing), "first_differing_frames": differing[:10],
             "tracks": tracks, "dominant": {"scheduled": ours, "every_frame": theirs},
-            "counts": scheduled.counts,
+            "counts": scheduled.counts, "label_agreement": agreement(scheduled, reference, tiles),
+            "events": [len(r.events) for r in (scheduled, reference)],
             "same": not differing and tracks[0] == tracks[1] and ours == theirs}
 
 
@@ -175,6 +199,7 @@ def main() -> int:
         print(f"{r['video']}: faces/frame {r['faces_per_frame'][0]} vs {r['faces_per_frame'][1]} every frame, "
               f"{r['frames_with_other_face_count']} frames differ; tracks {r['tracks'][0]} vs {r['tracks'][1]}; "
               f"dominant emotions {'equal' if r['dominant']['scheduled'] == r['dominant']['every_frame'] else 'DIFFER'}; "
+              f"emotion timeline agreement {r['label_agreement']}, events {r['events']}; "
               f"{r['counts']} -> {'OK' if r['same'] else 'DIFFERENT'}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

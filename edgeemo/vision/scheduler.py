@@ -89,8 +89,7 @@ class DetectionScheduler:
         if mode == "region":
             self.counts.region_frames += 1
             regions = [self._region(f.box, image.shape) for f in state.followed]
-            scale = min(self.detector.cfg.input_width / image.shape[1],
-                        self.cfg.region_face_px / max(float(f.box[2:].max()) for f in state.followed))
+            scale = self._region_scale(regions, state.followed, image.shape[1])
             return self._follow(state, self.detector.detect_regions(image, regions, scale), frame, keyframe=False)
         self.counts.keyframes += 1
         self.counts.motion_keyframes += mode == "motion"
@@ -144,6 +143,15 @@ class DetectionScheduler:
         x, y, w, h = (float(v) for v in box)
         grow = self.cfg.region_margin * max(w, h)
         return clip_box(x - grow, y - grow, x + w + grow, y + h + grow, shape)
+
+    def _region_scale(self, regions: list[tuple[int, int, int, int]], followed: list[Followed], width: int) -> float:
+        """The keyframe's scale, or less so that the largest face is at most region_face_px; then a
+        little less (at most a fifth) when that saves a step of 32 px of padding in the model's input."""
+        scale = min(self.detector.cfg.input_width / width,
+                    self.cfg.region_face_px / max(float(f.box[2:].max()) for f in followed))
+        side = scale * max(max(x1 - x0, y1 - y0) for x0, y0, x1, y1 in regions)
+        snapped = side // 32 * 32
+        return scale * snapped / side if snapped >= 32 and snapped >= 0.8 * side else scale
 
     def _body(self, box: np.ndarray) -> tuple[int, int, int, int]:
         """Where a followed face and its body move: a face width either side, half above, BODY_BELOW heights below."""
