@@ -1,6 +1,8 @@
 """`edgeemo detect`: one-shot analysis of images, videos and sound files, for people or as JSON lines.
 
-Images and video frames give one record per frame (the faces). The sound of a video or a sound file
+Images and video frames give one record per frame (the faces), found by the daemon's own analysis
+steps (vision.analysis.FrameAnalysis: keyframes, regions, motion gating, classification cadence),
+so a file gives the same faces and readings here as through `edgeemo run`. The sound of a video or a sound file
 gives one record per speech segment (found by the VAD over the whole file): the voice reading and,
 for a video, the mean face reading over the segment and the two fused, when exactly one face was in
 view. Where the daemon reads overlapping windows of a live stream, a file can be cut at its pauses.
