@@ -50,7 +50,7 @@ class FaceDetector:
         names = self.model.output_names
         self._order = [[names.index(f"{kind}_{s}") for kind in ("cls", "obj", "bbox", "kps")] for s in STRIDES]
         self._blob = np.zeros(0, np.float32)
-        self._grids: dict[tuple[int, int], list[np.ndarray]] = {}
+        self._grids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def detect(self, frame: np.ndarray) -> Faces:
         h, w = frame.shape[:2]
@@ -59,8 +59,7 @@ class FaceDetector:
         blob = self._input_blob(dh, dw)
         resized, sx, sy = shrink(frame, dw, dh)
         blob[0, :, :dh, :dw] = resized.transpose(2, 0, 1)
-        outputs = self.model.run(blob)
-        boxes, landmarks, scores = self._decode(outputs, blob.shape[2], blob.shape[3])
+        _, boxes, landmarks, scores = self._decode(self.model.run(blob), blob.shape[2], blob.shape[3])
         return self._select(boxes / [sx, sy, sx, sy], landmarks / [sx, sy], scores)
 
     def detect_regions(self, frame: np.ndarray, regions: list[tuple[int, int, int, int]],
@@ -73,19 +72,16 @@ class FaceDetector:
         ph = math.ceil(max(h for h, _ in sizes) / 32) * 32
         pw = math.ceil(max(w for _, w in sizes) / 32) * 32
         blob = np.zeros((len(regions), 3, ph, pw), np.float32)
-        factors = []
+        factors, offsets = np.empty((len(regions), 2), np.float32), np.empty((len(regions), 2), np.float32)
         for i, ((x0, y0, x1, y1), (dh, dw)) in enumerate(zip(regions, sizes)):
             crop, sx, sy = shrink(frame[y0:y1, x0:x1], dw, dh)
             blob[i, :, :dh, :dw] = crop.transpose(2, 0, 1)
-            factors.append((sx, sy))
-        outputs = self.model.run(blob)
-        found = []
-        for i, ((x0, y0, _, _), (sx, sy)) in enumerate(zip(regions, factors)):
-            boxes, landmarks, scores = self._decode(outputs, ph, pw, i)
-            offset = np.array([x0, y0], np.float32)
-            boxes = np.hstack([boxes[:, :2] / [sx, sy] + offset, boxes[:, 2:] / [sx, sy]])
-            found.append((boxes, landmarks / [sx, sy] + offset, scores))
-        return self._select(*(np.concatenate(parts) for parts in zip(*found)))
+            factors[i], offsets[i] = (sx, sy), (x0, y0)
+        items, boxes, landmarks, scores = self._decode(self.model.run(blob), ph, pw)
+        factor, offset = factors[items], offsets[items]
+        boxes[:, :2] = boxes[:, :2] / factor + offset
+        boxes[:, 2:] /= factor
+        return self._select(boxes, landmarks / factor[:, None] + offset[:, None], scores)
 
     def _input_blob(self, dh: int, dw: int) -> np.ndarray:
         """A zero-padded NCHW buffer, reused while the frame size stays the same."""
@@ -94,36 +90,32 @@ class FaceDetector:
             self._blob = np.zeros(shape, np.float32)
         return self._blob
 
-    def _grid(self, ph: int, pw: int) -> list[np.ndarray]:
-        """Cell (column, row) of every prediction for each stride, cached per input size."""
+    def _grid(self, ph: int, pw: int) -> tuple[np.ndarray, np.ndarray]:
+        """Cell (column, row) and stride of every prediction, strides in order, cached per input size."""
         if (ph, pw) not in self._grids:
-            grids = []
+            cells, strides = [], []
             for s in STRIDES:
                 rows, cols = np.mgrid[0:ph // s, 0:pw // s]
-                grids.append(np.stack([cols.ravel(), rows.ravel()], 1).astype(np.float32))
-            self._grids[(ph, pw)] = grids
+                cells.append(np.stack([cols.ravel(), rows.ravel()], 1).astype(np.float32))
+                strides.append(np.full(cols.size, s, np.float32))
+            self._grids[(ph, pw)] = (np.concatenate(cells), np.concatenate(strides))
         return self._grids[(ph, pw)]
 
-    def _decode(self, outputs: list[np.ndarray], ph: int, pw: int,
-                item: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        boxes, landmarks, scores = [], [], []
-        for s, cells, (i_cls, i_obj, i_box, i_kps) in zip(STRIDES, self._grid(ph, pw), self._order):
-            # cls and obj are sigmoid outputs: their product is compared squared, and clipped only where kept.
-            product = outputs[i_cls][item, :, 0] * outputs[i_obj][item, :, 0]
-            keep = np.flatnonzero(product >= self.cfg.score_threshold ** 2)
-            if keep.size == 0:
-                continue
-            score = np.sqrt(np.clip(product[keep], 0, 1))
-            cell = cells[keep]
-            bbox = outputs[i_box][item, keep]
-            centre = (cell + bbox[:, :2]) * s
-            size = np.exp(bbox[:, 2:]) * s
-            boxes.append(np.hstack([centre - size / 2, size]))
-            landmarks.append((cell[:, None, :] + outputs[i_kps][item, keep].reshape(-1, 5, 2)) * s)
-            scores.append(score)
-        if not scores:
-            return np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), np.zeros(0, np.float32)
-        return np.concatenate(boxes), np.concatenate(landmarks), np.concatenate(scores)
+    def _decode(self, outputs: list[np.ndarray], ph: int,
+                pw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(batch item, box, landmarks, score) of every prediction above the threshold, all items and strides at once."""
+        cells, strides = self._grid(ph, pw)
+        joined = [np.concatenate([outputs[order[k]] for order in self._order], axis=1) for k in range(4)]
+        # cls and obj are sigmoid outputs: their product is compared squared, and clipped only where kept.
+        product = joined[0][:, :, 0] * joined[1][:, :, 0]
+        items, keep = np.nonzero(product >= self.cfg.score_threshold ** 2)
+        if keep.size == 0:
+            return items, np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), np.zeros(0, np.float32)
+        bbox, stride, cell = joined[2][items, keep], strides[keep, None], cells[keep]
+        size = np.exp(bbox[:, 2:]) * stride
+        boxes = np.concatenate([(cell + bbox[:, :2]) * stride - size / 2, size], axis=1)
+        landmarks = (cell[:, None, :] + joined[3][items, keep].reshape(-1, 5, 2)) * stride[:, :, None]
+        return items, boxes, landmarks, np.sqrt(np.clip(product[items, keep], 0, 1))
 
     def _select(self, boxes: np.ndarray, landmarks: np.ndarray, scores: np.ndarray) -> Faces:
         """Non-maximum suppression, minimum size, at most max_faces (best first)."""
