@@ -1,7 +1,7 @@
 """Face detection with YuNet: frame in, `Faces` (boxes, 5 landmarks, scores) out, in frame pixels.
 
 The frame is scaled so its width is `input_width` (faces in webcam frames are big; YuNet is best
-at 10-300 px and 4x cheaper at half size), padded to multiples of 32, and the 12 output tensors
+at 10-300 px and far cheaper at half size), padded to multiples of 32, and the 12 output tensors
 are decoded with numpy as described in models/README.md.
 
 `detect_regions` runs the same model, at the same scale, on crops around faces already known (the
@@ -30,7 +30,7 @@ def shrink(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, floa
     While it can halve, it averages 2x2 blocks (INTER_AREA at exactly one half, OpenCV's fast path;
     an odd last row or column is dropped); the rest is linear, which at a ratio above one half
     aliases little. The result equals INTER_AREA at power-of-two ratios (640 to 320, 1280 to 320)
-    and costs a tenth of it at fractional ratios or on crops.
+    and costs far less than INTER_AREA at fractional ratios or on crops, where OpenCV has no fast path.
     """
     sx, sy = 1.0, 1.0
     while image.shape[1] >= 2 * width and image.shape[0] >= 2 * height:

@@ -32,8 +32,8 @@ class MotionDetector:
         """uint8 mask (255 = moved) of the small copy; all zero on the first frame and after a lighting jump."""
         h, w = image.shape[:2]
         self.scale = self.cfg.height / h
-        # Linear shrinking samples rather than averages (INTER_AREA at a fractional ratio costs ten
-        # times more); the blur then evens out the noise that sampling lets through.
+        # Linear shrinking samples rather than averages (INTER_AREA at a fractional ratio has no fast
+        # path in OpenCV); the blur then evens out the noise that sampling lets through.
         small = cv2.resize(image, (max(1, round(w * self.scale)), self.cfg.height), interpolation=cv2.INTER_LINEAR)
         grey = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), (5, 5), 0).astype(np.float32)
         self._grey = grey
