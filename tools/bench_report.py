@@ -63,6 +63,18 @@ def prepare() -> None:
         subprocess.run([sys.executable, str(TOOLS / "make_entry_clip.py"), "--empty"], check=True, cwd=REPO)
 
 
+def git_commit() -> str | None:
+    """The commit measured (with '+' when the working tree had changes), so a figure traces to its code."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+" if dirty else "")
+
+
 def run_suite(repeat: int, only: list[str] | None) -> None:
     prepare()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -78,7 +90,7 @@ def run_suite(repeat: int, only: list[str] | None) -> None:
         data = json.loads(path.read_text())
         meta = {"command": " ".join(Path(c).relative_to(REPO).as_posix() if c.startswith(str(REPO)) else c
                                     for c in cmd[1:]), "seconds": round(time.time() - started, 1),
-                "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+                "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "commit": git_commit()}
         data = {"suite": meta, **(data if isinstance(data, dict) else {"results": data})}
         path.write_text(json.dumps(data, indent=1) + "\n")
 
@@ -99,7 +111,8 @@ def source(name: str, data: dict | None) -> str:
         return f"`bench/results/{name}.json`: not measured yet"
     meta, machine = data.get("suite", {}), data.get("machine", {})
     load_avg = machine.get("loadavg_at_start")
-    return (f"`bench/results/{name}.json` ({meta.get('date', '?')}, `python {meta.get('command', '?')}`"
+    commit = f", commit {meta['commit']}" if meta.get("commit") else ""
+    return (f"`bench/results/{name}.json` ({meta.get('date', '?')}{commit}, `python {meta.get('command', '?')}`"
             + (f", 1-min load average at start {load_avg[0]}" if load_avg else "") + ")")
 
 
