@@ -17,9 +17,9 @@ from edgeemo.classifier import ExpressionClassifier
 from edgeemo.config import Config, SourceConfig, redact
 from edgeemo.detector import FaceDetector
 from edgeemo.modelcard import ModelCard, load_card
-from edgeemo.pipeline import model_paths
 from edgeemo.sinks.mqtt import parse_broker_url
 from edgeemo.sinks.mqtt_login import apply_login, apply_tls, connect_error, refusal
+from edgeemo.vision.analysis import model_paths
 from edgeemo.voice import VoiceClassifier
 
 log = logging.getLogger(__name__)

@@ -76,7 +76,7 @@ def mirror_unsure(probs_of: Callable[[np.ndarray], np.ndarray], tensor: np.ndarr
     Averaging with the mirrored face helps where the model hesitates between two classes; a sure
     answer rarely changes. So only faces whose top-two margin is at most `flip_margin` get the
     second pass: 0 mirrors none, 1 every face. On FER-2013 the shipped model gains all that
-    mirroring every face gains for about a quarter of the extra cost (models/edgeemo-face.md).
+    mirroring every face gains for part of the extra cost (figures in models/edgeemo-face.md).
     """
     probs = probs_of(tensor)
     unsure = np.flatnonzero(unsure_faces(probs, flip_margin))

@@ -59,6 +59,15 @@ class SourceConfig(Section):
         return url
 
 
+class MotionConfig(Section):
+    enabled: bool = True
+    height: int = Field(100, ge=16, le=1080)
+    alpha: float = Field(0.05, gt=0, le=1)
+    threshold: int = Field(25, ge=1, le=255)
+    min_area: float = Field(0.002, ge=0, le=1)
+    lighting_fraction: float = Field(0.5, gt=0, le=1)
+
+
 class DetectorConfig(Section):
     model: str = "yunet_s_dynamic.onnx"
     backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
@@ -68,6 +77,10 @@ class DetectorConfig(Section):
     nms_threshold: float = Field(0.3, gt=0, lt=1)
     min_face_px: int = Field(24, ge=8)
     max_faces: int = Field(16, ge=1, le=256)
+    full_frame_every: int = Field(10, ge=1, le=1000)
+    region_margin: float = Field(0.3, ge=0.1, le=4)
+    region_face_px: int = Field(64, ge=16, le=1024)
+    motion: MotionConfig = MotionConfig()
 
 
 class ClassifierConfig(Section):
@@ -75,6 +88,7 @@ class ClassifierConfig(Section):
     backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
     threads: int = Field(1, ge=1, le=64)
     flip_margin: float | None = Field(None, ge=0, le=1)  # None: the model card's
+    every_frames: int = Field(3, ge=1, le=1000)
 
 
 class TrackerConfig(Section):

@@ -1,6 +1,8 @@
 """`edgeemo detect`: one-shot analysis of images, videos and sound files, for people or as JSON lines.
 
-Images and video frames give one record per frame (the faces). The sound of a video or a sound file
+Images and video frames give one record per frame (the faces), found by the daemon's own analysis
+steps (vision.analysis.FrameAnalysis: keyframes, regions, motion gating, classification cadence),
+so a file gives the same faces and readings here as through `edgeemo run`. The sound of a video or a sound file
 gives one record per speech segment (found by the VAD over the whole file): the voice reading and,
 for a video, the mean face reading over the segment and the two fused, when exactly one face was in
 view. Where the daemon reads overlapping windows of a live stream, a file can be cut at its pauses.
@@ -21,31 +23,14 @@ import numpy as np
 from edgeemo import LABELS
 from edgeemo.audio import AudioUnavailable, FileAudioReader
 from edgeemo.capture import IMAGE_SUFFIXES, FrameReader, SourceError, SourceSpec, list_images, parse_source
-from edgeemo.classifier import ExpressionClassifier
 from edgeemo.config import Config, redact
-from edgeemo.detector import FaceDetector
 from edgeemo.fusion import fuse
-from edgeemo.modelcard import load_card
-from edgeemo.pipeline import model_paths
 from edgeemo.types import Faces
 from edgeemo.voice import VoiceClassifier
+from edgeemo.vision.analysis import FrameAnalysis
 from edgeemo.voice_features import speech_segments
 
 log = logging.getLogger(__name__)
-
-
-class Analyzer:
-    """Detection and classification of single frames, without tracking."""
-
-    def __init__(self, cfg: Config) -> None:
-        detector_path, card_path = model_paths(cfg)
-        self.detector = FaceDetector(cfg.detector, detector_path)
-        self.classifier = ExpressionClassifier(cfg.classifier, load_card(card_path))
-
-    def analyse(self, image: np.ndarray) -> Faces:
-        faces = self.detector.detect(image)
-        faces.probs = self.classifier.classify(image, faces)
-        return faces
 
 
 def reading(probs: np.ndarray) -> dict:
@@ -168,7 +153,7 @@ def detect_main(cfg: Config, args: argparse.Namespace) -> int:
         if spec.live:
             raise SourceError(f"{redact(str(path))}: detect reads files; for a camera or stream use "
                               "`edgeemo run --source ...`")
-    analyzer = Analyzer(cfg) if any(spec.kind != "audio" for spec in specs) else None
+    analyzer = FrameAnalysis(cfg) if any(spec.kind != "audio" for spec in specs) else None
     has_sound = cfg.voice.enabled and any(spec.kind in ("audio", "video") for spec in specs)
     voice = VoiceAnalyzer(cfg) if has_sound else None
     annotator = Annotator(args.annotate, many=len(paths) > 1)
@@ -180,7 +165,8 @@ def detect_main(cfg: Config, args: argparse.Namespace) -> int:
             if image is None:
                 unreadable += 1
                 continue
-            faces = analyzer.analyse(image)
+            faces = analyzer.analyse(image, str(path))  # the daemon's detect + classify steps
+            analyzer.forget(str(path))
             emit(path, 0.0, faces, args.json)
             annotator.add(path, image, faces, False, 0.0)
         elif spec.kind == "video":
@@ -232,18 +218,19 @@ def frame_count(path: Path) -> int:
         cap.release()
 
 
-def analyse_video(path: Path, spec: SourceSpec, analyzer: Analyzer, annotator: Annotator,
+def analyse_video(path: Path, spec: SourceSpec, analyzer: FrameAnalysis, annotator: Annotator,
                   args: argparse.Namespace) -> list[tuple[float, Faces]]:
     """Every Nth frame analysed; a video that ends early is analysed as far as it goes, with a warning."""
     reader = FrameReader(spec)
     expected = frame_count(path)
     frames = []
     for image, pts in frames_of(reader, args.every):
-        faces = analyzer.analyse(image)
+        faces = analyzer.analyse(image, str(path))  # the daemon's detect + classify steps
         frames.append((pts, faces))
         emit(path, pts, faces, args.json)
         annotator.add(path, image, faces, True, reader.fps)
     annotator.finish()
+    analyzer.forget(str(path))
     if frames and expected > 0 and reader.index < expected - 1:
         log.warning("%s: the video ends after %d of %d frames (truncated or damaged); analysed as far as it goes",
                     path, reader.index, expected)

@@ -10,11 +10,9 @@ Fusion is log-linear pooling, a weighted product of the two distributions (p ~ f
 with the configured weights, 1 and 1 by default): the combination of two independent experts. It is
 confidence-aware by construction: a flat, unsure reading leaves the other unchanged, a confident one
 (large log-odds) outweighs an unsure one, and two confident readings that agree reinforce each
-other. Measured (tools/eval_fusion.py, 1440 speaker-independent voice readings each paired with a
-face of the same label, 20 pairings): 82.1 % right, against 81.3 % when each side is further
-weighted by its confidence (1 - normalised entropy), 79.7 % for the mean of the probabilities,
-77.7 % for the more confident side alone, 64.4 % voice only and 67.5 % face only. On the real
-audio-visual clips (tools/eval_sample.py) it is right on every clip. Figures: models/fusion.md.
+other. Measured against the alternatives (the mean of the probabilities, the more confident side
+alone, confidence-weighted pooling) on face + voice pairs and on the real audio-visual clips, it is
+the most accurate: tools/eval_fusion.py and tools/eval_sample.py, figures in models/fusion.md.
 
 Streams follow the face tracker's rules: `start` on the first reading, `change` when the dominant
 label changes, `update` every heartbeat, `end` when speech stops (or the fused face is gone).

@@ -20,18 +20,15 @@ from pathlib import Path
 
 from edgeemo.audio import AudioCapture, AudioRing, audio_target
 from edgeemo.capture import Capture, FrameReader, Mailbox, SourceError, SourceSpec, live_pts, parse_source
-from edgeemo.classifier import ExpressionClassifier
 from edgeemo.config import Config, SourceConfig, redact
-from edgeemo.detector import FaceDetector
 from edgeemo.fusion import Fuser
 from edgeemo.metrics import Metrics
-from edgeemo.modelcard import load_card
 from edgeemo.journal.dispatch import Dispatcher
-from edgeemo.resources import models_dir, resolve_model
 from edgeemo.service.supervisor import Supervised
 from edgeemo.sources.stream import StreamCapture
 from edgeemo.tracker import FaceTracker
 from edgeemo.types import VoiceWindow, Work
+from edgeemo.vision.analysis import FrameAnalysis
 from edgeemo.voice import VoiceClassifier, VoiceStage
 
 log = logging.getLogger(__name__)
@@ -135,19 +132,13 @@ class Stage(Supervised):
             self.on_end()
 
 
-def model_paths(cfg: Config) -> tuple[Path, Path]:
-    folder = cfg.models_dir or models_dir()
-    return resolve_model(cfg.detector.model, folder), resolve_model(cfg.classifier.model, folder)
-
-
 class Pipeline:
     """Builds every stage from the config; `start()`, then `join()` or `stop()`."""
 
     def __init__(self, cfg: Config, metrics: Metrics, publisher: Dispatcher, lossless: bool = False) -> None:
         self.cfg, self.metrics, self.publisher = cfg, metrics, publisher
-        detector_path, card_path = model_paths(cfg)
-        self.detector = FaceDetector(cfg.detector, detector_path)
-        self.classifier = ExpressionClassifier(cfg.classifier, load_card(card_path))
+        self.analysis = FrameAnalysis(cfg)  # the same path as `edgeemo detect`
+        self.detector, self.classifier = self.analysis.detector, self.analysis.classifier
         ids = itertools.count(publisher.next_track_id)  # ids continue across restarts, never reused
         self.trackers = {s.name: FaceTracker(cfg.tracker, s.name, ids) for s in cfg.sources}
         self.stop_event = threading.Event()
@@ -205,11 +196,11 @@ class Pipeline:
             thread.start()
 
     def detect(self, work: Work) -> Work:
-        work.faces = self.detector.detect(work.frame.image)
+        work.faces = self.analysis.detect(work.frame.image, work.frame.source)
         return work
 
     def classify(self, work: Work) -> Work:
-        work.faces.probs = self.classifier.classify(work.frame.image, work.faces)
+        work.faces.probs = self.analysis.classify(work.frame.image, work.faces, work.frame.source)
         return work
 
     def track(self, work: Work) -> Work:

@@ -35,7 +35,7 @@ class Track:
 
 
 def pixel_box(track: Track) -> tuple[int, int, int, int]:
-    return tuple(int(round(v)) for v in track.box)
+    return tuple(np.rint(track.box).astype(int).tolist())  # one numpy call, not four scalar roundings
 
 
 def reading(track: Track, source: str) -> dict:
@@ -70,6 +70,8 @@ def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     pairs = []
     if iou.size == 0:
         return pairs
+    if iou.size == 1:  # one face followed, one found: the common case needs no sorting
+        return [(0, 0)] if iou[0, 0] >= threshold else pairs
     used_t, used_f = set(), set()
     for flat in np.argsort(iou, axis=None)[::-1]:
         t, f = divmod(int(flat), iou.shape[1])

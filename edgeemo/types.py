@@ -26,6 +26,8 @@ class Faces:
     landmarks: np.ndarray      # [N,5,2] float32: right eye, left eye, nose, right/left mouth corner
     scores: np.ndarray         # [N] float32 detector confidence
     probs: np.ndarray | None = None  # [N,7] float32 emotion probabilities in LABELS order
+    ids: np.ndarray | None = None    # [N] int: which followed face each is (vision.scheduler), None: unknown
+    due: np.ndarray | None = None    # [N] bool: classify this face now (else its last reading stands)
 
     @classmethod
     def empty(cls) -> "Faces":
@@ -33,6 +35,10 @@ class Faces:
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+    def subset(self, rows: np.ndarray | list[int]) -> "Faces":
+        """The faces at `rows` (boxes, landmarks and scores only)."""
+        return Faces(self.boxes[rows], self.landmarks[rows], self.scores[rows])
 
 
 @dataclass(slots=True)

@@ -3,9 +3,9 @@
 Features are the ones python_speech_features computes (``logfbank`` / ``mfcc`` + ``delta``), ported
 to vectorised float32 numpy so that the daemon does not pay for that package's per-call filterbank
 construction, index-array framing, float64 maths and Python loop over frames in ``delta``: the
-port gives the same numbers (tests/test_voice_features.py checks it against the package) 2-3x
-faster for log-mel, ~8x with deltas (numbers in models/edgeemo-voice.md). scipy.fft is used when
-installed (python_speech_features needs scipy anyway): numpy.fft is ~5x slower on a batch of frames. Every setting lives in :class:`AudioFrontEnd`,
+port gives the same numbers (tests/test_voice_features.py checks it against the package), faster
+(timings in models/edgeemo-voice.md). scipy.fft is used when installed (python_speech_features
+needs scipy anyway): numpy.fft is slower on a batch of frames. Every setting lives in :class:`AudioFrontEnd`,
 which the voice model card carries (``"audio"``), so a retrained model with other features needs no
 code change.
 

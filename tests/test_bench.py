@@ -81,3 +81,13 @@ def test_matrix_axes(monkeypatch):
     assert {s.mode for s in specs} == {"file"}
     only = bench.expand(bench.parse_args(["--matrix", "--threads", "1", "--video", "a.mp4"]), None)
     assert len(only) == 2 * 2 * 2 and {s.threads for s in only} == {1}
+
+
+def test_benchmarks_md_is_generated_from_the_committed_results():
+    """BENCHMARKS.md is what tools/bench_report.py makes of bench/results/*.json, nothing edited by hand."""
+    import bench_report
+
+    text = bench_report.report()
+    for name in ("vs_fer_sample", "vs_fer_busy", "file", "live", "guard", "cadence_k", "cadence_m"):
+        assert f"bench/results/{name}.json` (" in text, name  # every part has its result file
+    assert (REPO / "BENCHMARKS.md").read_text() == text

@@ -11,7 +11,7 @@ from edgeemo.classifier import ExpressionClassifier, align_matrix, crop_faces
 from edgeemo.config import ClassifierConfig, Config, DetectorConfig
 from edgeemo.detector import FaceDetector
 from edgeemo.modelcard import load_card
-from edgeemo.pipeline import model_paths
+from edgeemo.vision.analysis import model_paths
 from edgeemo.resources import models_dir, sample_video
 from edgeemo.runtime import InferenceModel, ModelError
 

@@ -50,7 +50,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -92,6 +92,9 @@ class RunSpec:
     flip_margin: float | None = DEFAULTS.classifier.flip_margin  # mirror pass for unsure faces; None: the card's
     voice: bool = DEFAULTS.voice.enabled     # analyse the video's sound too (voice and fused events)
     journal: bool = True                     # False: the journal's append is skipped (its cost, side by side)
+    full_frame_every: int = DEFAULTS.detector.full_frame_every  # keyframe period K (1: full frame every frame)
+    classify_every: int = DEFAULTS.classifier.every_frames     # classification cadence M per face
+    motion: bool = DEFAULTS.detector.motion.enabled            # motion gating
     max_frames: int | None = None
     mqtt_url: str | None = None
     pin_cpus: int | None = None              # restrict the process to this many CPUs
@@ -163,7 +166,8 @@ def bench_config(spec: RunSpec, folder: Path) -> Config:
         "detector.input_width": spec.input_width,
         "classifier.backend": spec.backend, "classifier.threads": spec.threads,
         "classifier.model": spec.classifier, "classifier.flip_margin": spec.flip_margin,
-        "voice.enabled": spec.voice,
+        "voice.enabled": spec.voice, "detector.full_frame_every": spec.full_frame_every,
+        "classifier.every_frames": spec.classify_every, "detector.motion.enabled": spec.motion,
     })
     cfg.sources = [cfg.sources[0].model_copy(update={"name": "bench", "url": spec.video})]
     return cfg
@@ -367,6 +371,9 @@ def expand(args: argparse.Namespace, mqtt_url: str | None) -> list[RunSpec]:
         "flip_margin": args.flip_margin or [DEFAULTS.classifier.flip_margin],
         "voice": [choice == "on" for choice in args.voice] if args.voice else [DEFAULTS.voice.enabled],
         "journal": [choice == "on" for choice in args.journal] if args.journal else [True],
+        "full_frame_every": args.full_frame_every or [DEFAULTS.detector.full_frame_every],
+        "classify_every": args.classify_every or [DEFAULTS.classifier.every_frames],
+        "motion": [choice == "on" for choice in args.motion] if args.motion else [DEFAULTS.detector.motion.enabled],
     }
     return [RunSpec(**dict(zip(axes, combo, strict=True)), max_frames=args.max_frames, mqtt_url=mqtt_url,
                     pin_cpus=args.pin_cpus) for combo in itertools.product(*axes.values())]
@@ -416,41 +423,75 @@ def markdown_table(results: list[dict]) -> str:
 
 # ---------------------------------------------------------------------------------------------- vs fer
 
-def run_fer(video: str, max_frames: int | None, repeat: int) -> dict:
-    """tools/bench_fer.py in .venv-fer, pinned to one CPU and one thread, `repeat` times."""
+def fer_once(video: str, max_frames: int | None) -> dict:
+    """One run of tools/bench_fer.py in .venv-fer, pinned to one CPU and one thread."""
     python = FER_VENV / "bin" / "python"
     if not python.exists():
         raise SystemExit(f"{python} not found: run tools/setup_fer_venv.sh first")
     cmd = [str(python), str(REPO / "tools" / "bench_fer.py"), "--video", video]
     if max_frames:
         cmd += ["--max-frames", str(max_frames)]
-    runs = [run_child([*cmd, "--json"], 1, thread_env(1)) for _ in range(repeat)]
-    return median_record(runs) | {"repeat": repeat, "runs": runs}
+    return run_child([*cmd, "--json"], 1, thread_env(1))
+
+
+def ours_once(spec: RunSpec) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(asdict(spec)), "--json"]
+    return run_child(cmd, spec.pin_cpus, thread_env(spec.threads))
+
+
+def marginal(short: dict, long: dict) -> dict:
+    """Cost per frame of the frames the long run has beyond the short one: start-up cancels out."""
+    frames = max(long["frames_processed"] - short["frames_processed"], 1)
+    return {"frames": frames, "cpu_ms": round((long["cpu_s"] - short["cpu_s"]) / frames * 1000, 3),
+            "wall_ms": round((long["wall_s"] - short["wall_s"]) / frames * 1000, 3)}
+
+
+def ratio(a: float, b: float) -> float | None:
+    """a / b, None where b is not positive (a marginal cost lost in the noise of a short run)."""
+    return round(a / b, 2) if b > 0 else None
 
 
 def vs_fer(args: argparse.Namespace, mqtt_url: str | None) -> dict:
-    """Ours and fer on the same frames, each process on one CPU with one inference thread."""
-    spec = RunSpec(video=(args.video or [str(sample_video())])[0], mode="file", threads=1,
-                   backend=(args.backend or ["onnxruntime"])[0],
+    """Ours and fer on the same frames, each process on one CPU with one inference thread.
+
+    Each round runs both pipelines twice, on the first `long` frames and on the first third of them,
+    back to back (ours short, fer short, ours long, fer long); the ratio of their marginal costs per
+    frame is taken per round, and the medians over rounds are reported.
+    """
+    video = (args.video or [str(sample_video())])[0]
+    long = args.max_frames or video_info(video)["frames"]
+    spec = RunSpec(video=video, mode="file", threads=1, backend=(args.backend or ["onnxruntime"])[0],
                    classifier=(args.classifier or [DEFAULTS.classifier.model])[0],
-                   input_width=(args.input_width or [320])[0], max_frames=args.max_frames,
-                   mqtt_url=mqtt_url, pin_cpus=1, voice=False)  # fer reads faces only: the same work
-    ours = run_isolated(spec, args.repeat)
-    fer = run_fer(spec.video, args.max_frames, args.repeat)
-    return {"ours": ours, "fer": fer, "fps_ratio": round(ours["fps"] / max(fer["fps"], 1e-9), 2),
-            "cpu_per_frame_ratio": round(fer["cpu_s_per_frame"] / max(ours["cpu_s_per_frame"], 1e-9), 2)}
+                   input_width=(args.input_width or [320])[0], max_frames=long, mqtt_url=mqtt_url, pin_cpus=1,
+                   voice=False,  # fer reads faces only: the same work
+                   full_frame_every=(args.full_frame_every or [DEFAULTS.detector.full_frame_every])[0],
+                   classify_every=(args.classify_every or [DEFAULTS.classifier.every_frames])[0])
+    rounds = []
+    for i in range(args.repeat):
+        print(f"[vs fer round {i + 1}/{args.repeat}] {video}", file=sys.stderr, flush=True)
+        runs = {"ours_short": ours_once(replace(spec, max_frames=long // 3)), "fer_short": fer_once(video, long // 3),
+                "ours": ours_once(spec), "fer": fer_once(video, long)}
+        ours, fer = marginal(runs["ours_short"], runs["ours"]), marginal(runs["fer_short"], runs["fer"])
+        rounds.append({"ours_marginal": ours, "fer_marginal": fer,
+                       "cpu_ratio": ratio(fer["cpu_ms"], ours["cpu_ms"]),
+                       "wall_ratio": ratio(fer["wall_ms"], ours["wall_ms"]),
+                       "fps_ratio": round(runs["ours"]["fps"] / max(runs["fer"]["fps"], 1e-9), 2), "runs": runs})
+    merged = median_record([{k: v for k, v in r.items() if k != "runs"} for r in rounds])
+    return {"video": video_info(video), "spec": asdict(spec), **merged, "repeat": args.repeat,
+            "ours": median_record([r["runs"]["ours"] for r in rounds]),
+            "fer": median_record([r["runs"]["fer"] for r in rounds]), "rounds": rounds}
 
 
 def vs_fer_table(result: dict) -> str:
     ours, fer = result["ours"], result["fer"]
-    rows = [("edgeemo (YuNet + " + Path(ours["spec"]["classifier"]).stem + ")", ours),
-            ("fer 25.10.3 (Haar + TFLite)", fer)]
-    lines = ["| pipeline | frames | frames/s | CPU ms/frame | faces/frame | RSS MiB |", "|---|---|---|---|---|---|"]
-    for name, r in rows:
-        lines.append(f"| {name} | {r['frames_processed']} | {fmt(r['fps'])} | {fmt(r['cpu_s_per_frame'] * 1000, 2)} "
-                     f"| {fmt(r['faces_per_frame'], 2)} | {fmt(r['peak_rss_mib'], 0)} |")
-    lines.append(f"\nframes/s ratio edgeemo / fer: {result['fps_ratio']}x "
-                 f"(CPU per frame: fer uses {result['cpu_per_frame_ratio']}x ours)")
+    rows = [("edgeemo", ours, result["ours_marginal"]), ("fer 25.10.3 (Haar + TFLite)", fer, result["fer_marginal"])]
+    lines = ["| pipeline | frames | marginal CPU ms/frame | marginal wall ms/frame | frames/s | faces/frame |",
+             "|---|---|---|---|---|---|"]
+    for name, r, m in rows:
+        lines.append(f"| {name} | {r['frames_processed']} | {fmt(m['cpu_ms'], 2)} | {fmt(m['wall_ms'], 2)} "
+                     f"| {fmt(r['fps'])} | {fmt(r['faces_per_frame'], 2)} |")
+    lines.append(f"\nmarginal cost per frame, fer / edgeemo: CPU {result['cpu_ratio']}x, wall {result['wall_ratio']}x "
+                 f"(medians of {result['repeat']} rounds)")
     return "\n".join(lines)
 
 
@@ -481,6 +522,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="voice.enabled: the sound analysed too (default: the daemon's, on)")
     p.add_argument("--journal", nargs="+", choices=["on", "off"],
                    help="off: skip the journal's commit, to measure its cost side by side (default: on)")
+    p.add_argument("--full-frame-every", nargs="+", type=int, metavar="K",
+                   help="detector.full_frame_every: keyframe period (1: the whole frame every frame)")
+    p.add_argument("--classify-every", nargs="+", type=int, metavar="M", help="classifier.every_frames")
+    p.add_argument("--motion", nargs="+", choices=["on", "off"], help="detector.motion.enabled")
     p.add_argument("--max-frames", type=int, help="stop reading after N frames")
     p.add_argument("--repeat", type=int, default=1, help="runs per setting, each in a fresh process; medians")
     p.add_argument("--mqtt-url", help="publish to this broker; 'local' starts a throw-away mosquitto")

@@ -75,10 +75,10 @@ def tiled_frames(clips: list[list[np.ndarray]], count: int) -> Iterator[np.ndarr
         yield np.vstack([np.hstack(tiles[0:2]), np.hstack(tiles[2:4])])
 
 
-def write_ffmpeg(frames: Iterator[np.ndarray], out: Path) -> None:
-    """H.264 like the sample, raw BGR frames piped into ffmpeg."""
+def write_ffmpeg(frames: Iterator[np.ndarray], out: Path, size: tuple[int, int] = (2 * TILE_W, 2 * TILE_H)) -> None:
+    """H.264 like the sample, raw BGR frames (width x height = size) piped into ffmpeg."""
     cmd = ["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
-           "-s", f"{2 * TILE_W}x{2 * TILE_H}", "-r", "30000/1001", "-i", "-",
+           "-s", f"{size[0]}x{size[1]}", "-r", "30000/1001", "-i", "-",
            "-c:v", "libx264", "-crf", "20", "-pix_fmt", "yuv420p", "-movflags", "+faststart", str(out)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
     assert proc.stdin is not None

@@ -1,0 +1,1 @@
+"""Vision: what runs on the pixels (motion mask, detection schedule, the shared per-frame analysis)."""

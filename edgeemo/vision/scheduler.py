@@ -1,0 +1,165 @@
+"""Where to look for faces in each frame: keyframes, regions around followed faces, or nowhere.
+
+Detecting every frame in full is most of the daemon's cost, and a room with nobody in it would cost
+as much as a busy one. Instead (Frigate and MediaPipe's idea, for faces):
+
+* a keyframe, full-frame detection, every `full_frame_every` frames, and at once when motion
+  appears outside the faces followed (someone may have walked in);
+* between keyframes, detection only in a region around each followed face (the face's box grown by
+  `region_margin` of its size on every side), all regions in one batch, at the keyframe's scale or
+  smaller, so that the largest face is at most `region_face_px` in the model's input (the model is
+  accurate from about 10 px up, and a close face need not cost more than a far one); the landmarks
+  the eye-aligned crop needs are measured afresh every frame;
+* with motion gating on, no followed face and no motion: no detection at all.
+
+`full_frame_every: 1` is a keyframe every frame: detection as it was before the schedule.
+The scheduler also gives every face a stable id and says when it is due for classification
+(every `classify_every` frames per face, and at once when it is new), which FrameAnalysis uses.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeemo.config import DetectorConfig
+from edgeemo.detector import FaceDetector
+from edgeemo.tracker import greedy_match, iou_matrix
+from edgeemo.types import Faces
+from edgeemo.vision.motion import MotionDetector
+
+MATCH_IOU = 0.3
+BODY_BELOW = 1.0   # the motion of a followed face's shoulders (this many face heights below) is that face's
+
+
+@dataclass
+class Followed:
+    """A face found in the last frames, searched again in its region."""
+
+    id: int
+    box: np.ndarray            # [4] x, y, w, h where it was last found
+    classified_at: int         # frame number when it was last due for classification
+    missed: int = 0            # frames in a row its region came back empty
+
+
+@dataclass
+class SourceState:
+    frames: int = 0                                   # frames seen so far
+    last_key: int | None = None                       # frame number of the last keyframe
+    followed: list[Followed] = field(default_factory=list)
+    motion: MotionDetector | None = None
+
+
+@dataclass
+class Counts:
+    """How each frame was handled (for the bench and the tests)."""
+
+    keyframes: int = 0
+    motion_keyframes: int = 0
+    region_frames: int = 0
+    idle_frames: int = 0
+
+
+class DetectionScheduler:
+    """Keyframes + regions + motion gating over one FaceDetector, state kept per source."""
+
+    def __init__(self, detector: FaceDetector, cfg: DetectorConfig, classify_every: int = 1) -> None:
+        self.detector, self.cfg, self.classify_every = detector, cfg, classify_every
+        self.states: dict[str, SourceState] = {}
+        self.ids = itertools.count(1)
+        self.counts = Counts()
+
+    def forget(self, source: str) -> None:
+        """Start the source afresh (a new file, a reconnected camera)."""
+        self.states.pop(source, None)
+
+    def detect(self, image: np.ndarray, source: str = "default") -> Faces:
+        state = self.states.get(source)
+        if state is None:
+            state = self.states[source] = SourceState(
+                motion=MotionDetector(self.cfg.motion) if self.cfg.motion.enabled else None)
+        frame = state.frames
+        state.frames += 1
+        mode = self._mode(state, image, frame)
+        if mode == "idle":
+            self.counts.idle_frames += 1
+            return self._follow(state, Faces.empty(), frame, keyframe=False)
+        if mode == "region":
+            self.counts.region_frames += 1
+            regions = [self._region(f.box, image.shape) for f in state.followed]
+            scale = self._region_scale(regions, state.followed, image.shape[1])
+            return self._follow(state, self.detector.detect_regions(image, regions, scale), frame, keyframe=False)
+        self.counts.keyframes += 1
+        self.counts.motion_keyframes += mode == "motion"
+        state.last_key = frame
+        if state.motion is not None:
+            state.motion.recalibrate()
+        return self._follow(state, self.detector.detect(image), frame, keyframe=True)
+
+    def _mode(self, state: SourceState, image: np.ndarray, frame: int) -> str:
+        """'key', 'motion' (a keyframe for motion outside the faces), 'region' or 'idle'."""
+        every = self.cfg.full_frame_every
+        if every == 1:
+            return "key"
+        mask = state.motion.update(image) if state.motion is not None else None
+        if state.last_key is None:
+            return "key"
+        if mask is not None and not state.followed:
+            return "motion" if state.motion.moved(mask) else "idle"
+        if frame - state.last_key >= every:
+            return "key"
+        if mask is not None and state.motion.moved(mask, [self._body(f.box) for f in state.followed]):
+            return "motion"
+        return "region" if state.followed else "idle"
+
+    def _follow(self, state: SourceState, faces: Faces, frame: int, keyframe: bool) -> Faces:
+        """Match the frame's faces to the followed ones: ids, classification due, the new followed list."""
+        old = state.followed
+        boxes = np.array([f.box for f in old], np.float32).reshape(-1, 4)
+        pairs = dict((f, t) for t, f in greedy_match(iou_matrix(boxes, faces.boxes), MATCH_IOU))
+        ids, due, followed = np.zeros(len(faces), np.int64), np.zeros(len(faces), bool), []
+        for i in range(len(faces)):
+            match = old[pairs[i]] if i in pairs else None
+            if match is None or frame - match.classified_at >= self.classify_every:
+                match = Followed(match.id if match else next(self.ids), faces.boxes[i], frame)
+                due[i] = True
+            match.box, match.missed = faces.boxes[i].copy(), 0
+            ids[i] = match.id
+            followed.append(match)
+        if not keyframe:  # a face its region missed is searched again until the next keyframe
+            matched = set(pairs.values())
+            for t, f in enumerate(old):
+                if t not in matched and f.missed + 1 < self.cfg.full_frame_every:
+                    f.missed += 1
+                    followed.append(f)
+        state.followed = followed
+        faces.ids, faces.due = ids, due
+        return faces
+
+    def _region(self, box: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """The box grown by region_margin of its larger side on every side, inside the frame."""
+        x, y, w, h = (float(v) for v in box)
+        grow = self.cfg.region_margin * max(w, h)
+        return clip_box(x - grow, y - grow, x + w + grow, y + h + grow, shape)
+
+    def _region_scale(self, regions: list[tuple[int, int, int, int]], followed: list[Followed], width: int) -> float:
+        """The keyframe's scale, or less so that the largest face is at most region_face_px; then a
+        little less (at most a fifth) when that saves a step of 32 px of padding in the model's input."""
+        scale = min(self.detector.cfg.input_width / width,
+                    self.cfg.region_face_px / max(float(f.box[2:].max()) for f in followed))
+        side = scale * max(max(x1 - x0, y1 - y0) for x0, y0, x1, y1 in regions)
+        snapped = side // 32 * 32
+        return scale * snapped / side if snapped >= 32 and snapped >= 0.8 * side else scale
+
+    def _body(self, box: np.ndarray) -> tuple[int, int, int, int]:
+        """Where a followed face and its body move: a face width either side, half above, BODY_BELOW heights below."""
+        x, y, w, h = (float(v) for v in box)
+        return int(x - w), int(y - h / 2), int(x + 2 * w), int(y + h + BODY_BELOW * h)
+
+
+def clip_box(x0: float, y0: float, x1: float, y1: float, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    height, width = shape[:2]
+    x0, y0 = max(0, int(x0)), max(0, int(y0))
+    return x0, y0, max(x0 + 1, min(width, int(np.ceil(x1)))), max(y0 + 1, min(height, int(np.ceil(y1))))

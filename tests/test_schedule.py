@@ -1,0 +1,143 @@
+"""Keyframes, regions and motion gating (edgeemo.vision) on real frames of the bundled sample.
+
+The accuracy guard itself (tools/accuracy_guard.py) runs here on the sample: the scheduled
+analysis must find what every-frame analysis finds.
+"""
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeemo.config import Config, DetectorConfig, load_config
+from edgeemo.detector import FaceDetector, shrink
+from edgeemo.resources import models_dir, sample_video
+from edgeemo.vision.analysis import FrameAnalysis
+from edgeemo.vision.motion import MotionDetector
+from edgeemo.vision.scheduler import DetectionScheduler
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from accuracy_guard import compare  # noqa: E402
+
+YUNET = models_dir() / "yunet_s_dynamic.onnx"
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(sample_video()))
+    out = []
+    while len(out) < 60 and (item := capture.read())[0]:
+        out.append(item[1])
+    return out
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    return FaceDetector(DetectorConfig(), YUNET)
+
+
+def empty_room(frame: np.ndarray) -> np.ndarray:
+    """The frame's top-left corner (wall, no face) stretched over the whole frame."""
+    return cv2.resize(frame[:60, :60], (frame.shape[1], frame.shape[0]))
+
+
+def scheduler(detector: FaceDetector, **settings) -> DetectionScheduler:
+    return DetectionScheduler(detector, DetectorConfig(**settings), classify_every=3)
+
+
+def test_guard_holds_on_the_sample():
+    result = compare(str(sample_video()), {})
+    assert result["frames"] == 427 and result["faces_per_frame"] == [1.0, 1.0]
+    assert result["tracks"][0] == result["tracks"][1] and len(result["dominant"]["every_frame"]) == 4
+    assert result["same"], result
+    assert result["counts"]["region_frames"] > 300  # most frames were not full-frame passes
+
+
+def test_shrink_equals_area_average_at_one_half(frames):
+    ours, sx, sy = shrink(frames[0], 320, 180)
+    assert (sx, sy) == (0.5, 0.5)
+    assert np.array_equal(ours, cv2.resize(frames[0], (320, 180), interpolation=cv2.INTER_AREA))
+
+
+def test_regions_find_the_face_where_the_full_frame_does(detector, frames):
+    full = detector.detect(frames[30])
+    x, y, w, h = full.boxes[0]
+    found = detector.detect_regions(frames[30], [(int(x - w / 3), max(0, int(y - h / 3)), int(x + w * 4 / 3),
+                                                  min(360, int(y + h * 4 / 3)))])
+    assert len(found) == 1
+    assert np.abs(found.landmarks - full.landmarks).max() < 0.05 * w  # eyes where the full frame puts them
+
+
+def test_between_keyframes_only_regions_run(detector, frames):
+    sched = scheduler(detector, full_frame_every=10)
+    found = [sched.detect(frame) for frame in frames[:30]]
+    assert [len(f) for f in found] == [1] * 30
+    assert sched.counts.keyframes >= 3 and sched.counts.region_frames >= 15
+    assert len({int(f.ids[0]) for f in found}) == 1                        # one face, one id throughout
+    assert [bool(f.due[0]) for f in found[:7]] == [True, False, False, True, False, False, True]  # every 3rd
+
+
+def test_every_frame_setting_is_full_frame_detection(detector, frames):
+    sched = scheduler(detector, full_frame_every=1)
+    for frame in frames[:10]:
+        sched.detect(frame)
+    assert sched.counts.keyframes == 10 and sched.counts.region_frames == 0
+
+
+def test_empty_still_room_runs_no_detection(detector, frames):
+    room = empty_room(frames[0])
+    sched = scheduler(detector)
+    noisy = [np.clip(room.astype(np.int16) + np.random.default_rng(i).integers(-3, 4, room.shape), 0, 255)
+             .astype(np.uint8) for i in range(40)]           # sensor noise, no motion
+    assert all(len(sched.detect(frame)) == 0 for frame in noisy)
+    assert sched.counts.keyframes == 1 and sched.counts.idle_frames == 39
+
+
+def test_lighting_jump_recalibrates_instead_of_detecting(detector, frames):
+    room = empty_room(frames[0])
+    sched = scheduler(detector)
+    for _ in range(5):
+        sched.detect(room)
+    darker = cv2.convertScaleAbs(room, alpha=0.5)  # the lamp goes off
+    for _ in range(5):
+        sched.detect(darker)
+    assert sched.counts.keyframes == 1
+    assert sched.states["default"].motion.lighting_jumps == 1
+
+
+def test_a_face_that_walks_in_is_found_at_once(detector, frames):
+    sched = scheduler(detector, full_frame_every=30)
+    room = empty_room(frames[0])
+    for _ in range(10):
+        sched.detect(room)
+    assert len(sched.detect(frames[0])) == 1 and sched.counts.motion_keyframes == 1
+
+
+def test_motion_off_finds_an_entering_face_at_the_next_keyframe(detector, frames):
+    sched = scheduler(detector, full_frame_every=5, motion={"enabled": False})
+    room = empty_room(frames[0])
+    counts = [len(sched.detect(room if i < 7 else frames[0])) for i in range(12)]
+    assert counts == [0] * 10 + [1] * 2  # keyframes at 0, 5, 10
+
+
+def test_motion_detector_sees_a_moving_square():
+    motion = MotionDetector(DetectorConfig().motion)
+    still = np.full((360, 640, 3), 120, np.uint8)
+    motion.update(still)
+    assert not motion.moved(motion.update(still))
+    moved = still.copy()
+    moved[100:160, 300:360] = 250
+    mask = motion.update(moved)
+    assert motion.moved(mask) and not motion.moved(mask, [(280, 80, 380, 180)])
+
+
+def test_classification_holds_the_last_reading_between_due_frames(frames):
+    analysis = FrameAnalysis(load_config(None, {"classifier.every_frames": 4}))
+    readings = [analysis.analyse(frame, "cam").probs[0].copy() for frame in frames[:8]]
+    assert np.array_equal(readings[1], readings[0]) and np.array_equal(readings[3], readings[0])
+    assert not np.array_equal(readings[4], readings[0])
+    fresh = FrameAnalysis(Config())  # a full-frame pass reads the same emotion from its own landmarks
+    full = fresh.classifier.classify(frames[4], fresh.detector.detect(frames[4]))[0]
+    assert full.argmax() == readings[4].argmax() and np.abs(full - readings[4]).max() < 0.1
