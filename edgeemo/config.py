@@ -218,6 +218,7 @@ class WebConfig(Section):
     port: int = Field(8600, ge=0, le=65535)
     tls: WebTlsConfig = WebTlsConfig()
     allow_plain_http: bool = False
+    preview: bool = False                     # the current frame with boxes on the Live page: pixels leave
     users_path: Path | None = None            # null: users.db beside the journal
     rules: list[RuleConfig] = Field(default_factory=lambda: [RuleConfig(
         name="sad-a-while", emotion="sad", min_share=0.6, window_s=600,

@@ -35,6 +35,8 @@ class Daemon:
         self.events = open_event_path(cfg, self.metrics)
         self.pipeline = Pipeline(cfg, self.metrics, self.events.dispatcher, lossless)
         self.web = daemon_dashboard(cfg, self.events, self.metrics) if cfg.web.enabled and not lossless else None
+        if self.web is not None and self.web.preview is not None:
+            self.pipeline.frame_observers.append(self.web.preview.offer)
         self.notifier = SystemdNotifier()
         self.stop_requested = threading.Event()
         self.metrics_port: int | None = None

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from edgeemo.audio import AudioCapture, AudioRing, audio_target
 from edgeemo.capture import Capture, FrameReader, Mailbox, SourceError, SourceSpec, live_pts, parse_source
 from edgeemo.config import Config, SourceConfig, redact
@@ -165,6 +167,7 @@ class Pipeline:
                   metrics, self.abort, on_end=self.fuser.video_done, tick=self.expire_idle),
         ]
         self.frames_done = 0
+        self.frame_observers: list[Callable[[np.ndarray, list[dict]], None]] = []
 
     def _build_voice(self, lossless: bool) -> None:
         """An audio capture and a voice stage for every source with sound; one classifier for all.
@@ -216,6 +219,8 @@ class Pipeline:
     def publish(self, work: Work) -> Work:
         self.publisher.handle(work.events, work.present)
         frame = work.frame
+        for offer in self.frame_observers:  # the dashboard's preview, when web.preview is on
+            offer(frame.image, [face for face in work.present if face["source"] == frame.source])
         self.metrics.latency.observe(time.monotonic() - frame.captured_at)
         self.metrics.frames_processed.labels(source=frame.source).inc()
         self.frames_done += 1

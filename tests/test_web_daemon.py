@@ -82,3 +82,49 @@ def test_a_taken_port_leaves_the_daemon_running_without_dashboard(tmp_path, capl
         finally:
             daemon.stop_requested.set()
             daemon.shutdown()
+
+
+def test_frame_preview_only_when_turned_on(tmp_path, caplog):
+    """web.preview off (the default): no route gives pixels. On: the newest frame of the real daemon,
+    with its faces boxed, as a JPEG to a logged-in page only."""
+    import cv2
+    import numpy as np
+
+    caplog.set_level("INFO")
+    cfg = daemon_config(tmp_path, None, "prev")
+    assert cfg.web.preview is False
+    cfg.web.preview = True
+    daemon = Daemon(cfg)
+    daemon.start()
+    try:
+        password = caplog.text.split("with password ")[1].split()[0]
+        assert Client(daemon.web.port).request("GET", "/api/preview.jpg").status == 401
+        c = Client(daemon.web.port)
+        c.login("admin", password)
+        assert c.request("GET", "/api/me").json()["preview"] is True
+        until(lambda: c.request("GET", "/api/state").json()["faces"])
+        reply = c.request("GET", "/api/preview.jpg")
+        assert reply.status == 200 and reply.headers["content-type"] == "image/jpeg"
+        image = cv2.imdecode(np.frombuffer(reply.body, np.uint8), cv2.IMREAD_COLOR)
+        assert image.shape == (360, 640, 3)
+        boxed = (image[:, :, 1] > 200) & (image[:, :, 0] < 110) & (image[:, :, 2] < 110)
+        assert boxed.sum() > 200  # the green box around the sample's face
+    finally:
+        daemon.stop_requested.set()
+        daemon.shutdown()
+
+
+def test_no_preview_by_default(tmp_path, caplog):
+    caplog.set_level("INFO")
+    daemon = Daemon(daemon_config(tmp_path, None, "noprev"))
+    daemon.start()
+    try:
+        password = caplog.text.split("with password ")[1].split()[0]
+        c = Client(daemon.web.port)
+        c.login("admin", password)
+        assert c.request("GET", "/api/me").json()["preview"] is False
+        assert c.request("GET", "/api/preview.jpg").status == 404
+        assert daemon.pipeline.frame_observers == []  # frames are not even handed over
+    finally:
+        daemon.stop_requested.set()
+        daemon.shutdown()

@@ -19,6 +19,7 @@ feed-cpu: the dashboard's own share without the pipeline's run-to-run noise (see
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
@@ -55,7 +56,7 @@ def open_live(driver, port: int, user: str, password: str) -> None:
     WebDriverWait(driver, 20).until(lambda d: "live" in d.find_element(By.ID, "conn").text)
 
 
-def latency(args: argparse.Namespace) -> None:
+def latency(args: argparse.Namespace) -> dict:
     from webclient import make_event, start_server
     with tempfile.TemporaryDirectory() as tmp:
         server, journal = start_server(Path(tmp))
@@ -81,9 +82,11 @@ def latency(args: argparse.Namespace) -> None:
     p95 = lat[int(0.95 * (len(lat) - 1))]
     print(f"event to bar on screen: {len(lat)} of {seq} events drawn, p50 {statistics.median(lat):.1f} ms, "
           f"p95 {p95:.1f} ms, max {lat[-1]:.1f} ms ({args.rate:g} events/s for {args.seconds:g} s)")
+    return {"events_sent": seq, "events_drawn": len(lat), "rate": args.rate, "seconds": args.seconds,
+            "p50_ms": round(statistics.median(lat), 1), "p95_ms": round(p95, 1), "max_ms": round(lat[-1], 1)}
 
 
-def feed_cpu(args: argparse.Namespace) -> None:
+def feed_cpu(args: argparse.Namespace) -> dict:
     """The dashboard's own cost, without the pipeline's noise: this process feeds the LiveFeed as the
     pipeline would at 30 frames/s (one face, an event a second) and measures its own CPU with the Live
     page closed, then open (Chromium is another process)."""
@@ -121,6 +124,8 @@ def feed_cpu(args: argparse.Namespace) -> None:
             journal.close()
     print(f"feeding 30 states/s: {closed:.4f} cores with the Live page closed, {opened:.4f} open: "
           f"the open page costs {opened - closed:+.4f} cores ({args.seconds:g} s each)")
+    return {"seconds": args.seconds, "cores_page_closed": round(closed, 4), "cores_page_open": round(opened, 4),
+            "open_page_costs_cores": round(opened - closed, 4)}
 
 
 def free_port() -> int:
@@ -173,7 +178,7 @@ def one_cpu_run(mode: str, tmp: Path) -> tuple[float, float]:
         proc.wait(30)
 
 
-def cpu(args: argparse.Namespace) -> None:
+def cpu(args: argparse.Namespace) -> dict:
     from edgeemo.web.users import UserStore
     with tempfile.TemporaryDirectory() as tmp:
         store = UserStore(Path(tmp) / "users.db")
@@ -191,6 +196,7 @@ def cpu(args: argparse.Namespace) -> None:
               + ", ".join(f"{cores:.3f} cores at {fps:.1f} frames/s" for cores, fps in runs) + ")")
     print(f"Live page open minus nobody connected: {at30['live'] - at30['on']:+.3f} cores; "
           f"dashboard on minus off: {at30['on'] - at30['off']:+.3f} cores")
+    return {"cores_at_30fps": {mode: round(v, 3) for mode, v in at30.items()}, "runs": results}
 
 
 def main() -> None:
@@ -203,8 +209,13 @@ def main() -> None:
     c.add_argument("--runs", type=int, default=3)
     f = sub.add_parser("feed-cpu")
     f.add_argument("--seconds", type=float, default=15)
+    for action in (lat, c, f):
+        action.add_argument("--json", type=Path, metavar="OUT", help="write the figures as JSON here")
     args = p.parse_args()
-    {"latency": latency, "cpu": cpu, "feed-cpu": feed_cpu}[args.what](args)
+    figures = {"latency": latency, "cpu": cpu, "feed-cpu": feed_cpu}[args.what](args)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
 
 
 if __name__ == "__main__":

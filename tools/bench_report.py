@@ -12,7 +12,11 @@ run of this tool; the report states each file's date, machine and load average. 
 * live: live mode at the sample's 29.97 frames/s: faces only, with voice (the default), and the
   empty still room (tools/make_entry_clip.py --empty);
 * cadence: the keyframe period and classification cadence swept on one CPU (how the defaults were chosen);
-* guard: tools/accuracy_guard.py on the sample and the busy clip, with the entry clip's delays.
+* guard: tools/accuracy_guard.py on the sample and the busy clip, with the entry clip's delays;
+* journal_cost: file mode on the sample with the journal's commit and without it, side by side;
+* journal_outage_30s, journal_outage_300s: tools/outage.py, the broker away while events flow;
+* dashboard_latency, dashboard_feed_cpu: tools/bench_dashboard.py, event to bar on screen in headless
+  Chromium, and what the open Live page costs the feed.
 """
 
 from __future__ import annotations
@@ -50,6 +54,16 @@ def suite(repeat: int) -> dict[str, list[str]]:
                       "--full-frame-every", "1", "5", "10", "30", *r, *out("cadence_k")],
         "cadence_m": [py, bench, "--mode", "file", "--voice", "off", "--pin-cpus", "1",
                       "--classify-every", "1", "3", "5", "10", *r, *out("cadence_m")],
+        "journal_cost": [py, bench, "--mode", "file", "--journal", "on", "off", "--repeat", str(max(repeat, 5)),
+                         *out("journal_cost")],
+        "journal_outage_30s": [py, str(TOOLS / "outage.py"), "--outage-s", "30", "--warmup-s", "20",
+                               "--out", str(RESULTS / "journal_outage_30s.json")],
+        "journal_outage_300s": [py, str(TOOLS / "outage.py"), "--outage-s", "300", "--warmup-s", "40",
+                                "--out", str(RESULTS / "journal_outage_300s.json")],
+        "dashboard_latency": [py, str(TOOLS / "bench_dashboard.py"), "latency", "--seconds", "15",
+                              *out("dashboard_latency")],
+        "dashboard_feed_cpu": [py, str(TOOLS / "bench_dashboard.py"), "feed-cpu", "--seconds", "15",
+                               *out("dashboard_feed_cpu")],
     }
 
 
@@ -267,8 +281,53 @@ time constant. `tools/accuracy_guard.py --set detector.full_frame_every=K classi
 checks the guard of section 5 at any other setting."""
 
 
+def journal_section(d: dict[str, dict | None]) -> list[str]:
+    """Issue 12: what the journal costs in file mode, and broker outages with events flowing."""
+    cost = d["journal_cost"]
+    on, off = results_by(cost, journal=True), results_by(cost, journal=False)
+    lines = [f"Source: {source('journal_cost', cost)}.", ""]
+    if on and off:
+        lines += ["| journal | frames/s (median) | single runs | CPU ms/frame | publish ms p99 |", "|---|---|---|---|---|"]
+        for name, r in (("on", on), ("off (commit skipped)", off)):
+            runs = ", ".join(f(x["fps"]) for x in r.get("runs", []))
+            lines.append(f"| {name} | {f(r['fps'])} | {runs} | {f(r['cpu_s_per_frame'] * 1000, 2)} "
+                         f"| {f(r['stages_ms']['publish']['p99'], 2)} |")
+        lines += ["", f"With the journal: {f(100 * on['fps'] / off['fps'], 1)} % of the frames/s without it."]
+    lines += ["", "| outage | events committed while the broker was away | lost | first arrivals in seq order "
+              "| repeats | RSS before / end of outage MiB | RSS growth MiB |", "|---|---|---|---|---|---|---|"]
+    for name in ("journal_outage_30s", "journal_outage_300s"):
+        o = d[name]
+        if o is None:
+            lines.append(f"| {name}: not measured yet | | | | | | |")
+            continue
+        lines.append(f"| {f(o['outage_s'], 0)} s | {o['events_committed_during_outage']} of {o['events_in_journal']} "
+                     f"| {o['events_lost']} | {'yes' if o['first_arrivals_in_seq_order'] else '**no**'} "
+                     f"| {o['repeats']} | {o['rss_mb_before_outage']} / {o['rss_mb_end_of_outage']} "
+                     f"| {o['rss_growth_mb']} |")
+    lines += ["", "Outage sources: " + "; ".join(source(n, d[n]) for n in ("journal_outage_30s", "journal_outage_300s"))
+              + ". The daemon plays the sample looped at its own rate with `tracker.heartbeat_s: 0.2` (more events);"
+              " a subscriber with a persistent QoS 1 session checks every event of the journal."]
+    return lines
+
+
+def dashboard_section(d: dict[str, dict | None]) -> list[str]:
+    """Issue 14: event to bar on screen, and the Live page's cost to the daemon's feed."""
+    lat, feed = d["dashboard_latency"], d["dashboard_feed_cpu"]
+    lines = ["| figure | value | source |", "|---|---|---|"]
+    if lat:
+        lines.append(f"| event published to its bar drawn, {f(lat['rate'], 0)} events/s | p50 {lat['p50_ms']} ms, "
+                     f"**p95 {lat['p95_ms']} ms**, max {lat['max_ms']} ms ({lat['events_drawn']} of "
+                     f"{lat['events_sent']} drawn) | {source('dashboard_latency', lat)} |")
+    if feed:
+        lines.append(f"| the feed at 30 states/s, Live page closed / open | {feed['cores_page_closed']} / "
+                     f"{feed['cores_page_open']} core: the open page costs **{feed['open_page_costs_cores']:+} core** "
+                     f"| {source('dashboard_feed_cpu', feed)} |")
+    return lines
+
+
 def report() -> str:
-    names = ("vs_fer_sample", "vs_fer_busy", "file", "file_every_frame", "live", "cadence_k", "cadence_m", "guard")
+    names = ("vs_fer_sample", "vs_fer_busy", "file", "file_every_frame", "live", "cadence_k", "cadence_m", "guard",
+             "journal_cost", "journal_outage_30s", "journal_outage_300s", "dashboard_latency", "dashboard_feed_cpu")
     d = {name: load(name) for name in names}
     out = [HEAD, "## Machine", "", *machine_section(d), "", "## Against the targets of issue 15", "", *targets(d), "",
            "## 1. edgeemo against `fer`, one CPU, one inference thread, faces only", "",
@@ -289,7 +348,9 @@ def report() -> str:
            "`tools/accuracy_guard.py` runs the daemon's own steps (FrameAnalysis + FaceTracker) twice per video; a "
            "segment is a stretch of samples/demo_labels.csv (the whole clip otherwise) in one tile of the picture "
            "(2x2 on the busy clip); the timeline agreement is the share of 0.1 s steps per tile where both hold the "
-           "same emotion.", "", *guard_section(d["guard"]), ""]
+           "same emotion.", "", *guard_section(d["guard"]), "",
+           "## 6. The event journal (issue 12): its cost, and broker outages", "", *journal_section(d), "",
+           "## 7. The web dashboard (issue 14), headless Debian Chromium", "", *dashboard_section(d), ""]
     return "\n".join(out)
 
 

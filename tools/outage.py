@@ -5,8 +5,8 @@ heartbeat so events keep coming; after a warm-up the broker is stopped for `--ou
 started again. Reports the daemon's RSS over the outage (sampled from /proc), and whether every event
 of the journal reached a subscriber with a persistent session, first arrivals in seq order.
 
-    python tools/outage.py --outage-s 30 --out tools/results/outage-30s.json
-    python tools/outage.py --outage-s 300 --out tools/results/outage-300s.json
+    python tools/outage.py --outage-s 30 --out bench/results/journal_outage_30s.json
+    python tools/outage.py --outage-s 300 --out bench/results/journal_outage_300s.json
 """
 
 from __future__ import annotations
@@ -179,6 +179,7 @@ def main() -> int:
     in_outage = sum(1 for e in stored if down_at <= _unix(e["ts"]) < up_at)
     result = {
         "command": "python tools/outage.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "outage_s": args.outage_s, "heartbeat_s": args.heartbeat_s,
         "events_in_journal": len(stored), "events_committed_during_outage": in_outage,
         "events_lost": len(set(stored_seqs) - set(arrivals)),

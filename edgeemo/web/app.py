@@ -27,6 +27,7 @@ from edgeemo.sinks.livefeed import LiveFeed
 from edgeemo.web import history
 from edgeemo.web.auth import COOKIE, SESSION_S, AuthMiddleware, LoginLimiter, Session, Sessions
 from edgeemo.web.suggest import RulesEngine
+from edgeemo.web.preview import FramePreview
 from edgeemo.web.system import system_report
 from edgeemo.web.users import UserError, UserStore
 
@@ -47,6 +48,7 @@ class WebContext:
     users: UserStore
     engine: RulesEngine
     metrics: Metrics | None = None
+    preview: FramePreview | None = None       # set only when web.preview is on
     secure_cookie: bool = False
     sessions: Sessions = field(default_factory=Sessions)
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
@@ -98,7 +100,8 @@ def create_app(ctx: WebContext) -> Starlette:
 
     async def me(request: Request) -> Response:
         s = session_of(request)
-        return JSONResponse({"user": s.user, "role": s.role, "csrf": s.csrf, "labels": LABELS})
+        return JSONResponse({"user": s.user, "role": s.role, "csrf": s.csrf, "labels": LABELS,
+                             "preview": ctx.preview is not None})
 
     async def events(request: Request) -> Response:
         filters = selection(request)
@@ -115,6 +118,14 @@ def create_app(ctx: WebContext) -> Starlette:
     async def export_json(request: Request) -> Response:
         found = await asyncio.to_thread(lambda: list(history.select(ctx.journal, **selection(request))))
         return JSONResponse(found, headers={"Content-Disposition": 'attachment; filename="edgeemo-events.json"'})
+
+    async def preview(request: Request) -> Response:
+        if ctx.preview is None:
+            raise HTTPException(404, "the preview is off (web.preview: false)")
+        jpeg = await asyncio.to_thread(ctx.preview.jpeg)
+        if jpeg is None:
+            raise HTTPException(503, "no frame yet")
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
     async def state(request: Request) -> Response:
         return JSONResponse(ctx.feed.snapshot())
@@ -190,6 +201,7 @@ def create_app(ctx: WebContext) -> Starlette:
         Route("/api/events.csv", export_csv),
         Route("/api/events.json", export_json),
         Route("/api/state", state),
+        Route("/api/preview.jpg", preview),
         Route("/api/stats", stats),
         Route("/api/live", live),
         Route("/api/rules", rules, methods=["GET", "PUT"]),

@@ -22,6 +22,7 @@ from edgeemo.metrics import Metrics
 from edgeemo.sinks.livefeed import LiveFeed
 from edgeemo.web.app import RULES, WebContext, create_app
 from edgeemo.web.history import EventQuery
+from edgeemo.web.preview import FramePreview
 from edgeemo.web.suggest import RulesEngine
 from edgeemo.web.users import UserStore, users_path
 
@@ -40,7 +41,9 @@ class WebServer:
         self.engine = RulesEngine(stored_rules(self.users) or cfg.web.rules, self.feed, cfg.device_id, publish_alert,
                                   self.users.all_prefs, tick_s)
         tls = cfg.web.tls.cert_file is not None
-        self.ctx = WebContext(cfg, journal, self.feed, self.users, self.engine, metrics, secure_cookie=tls)
+        self.preview = FramePreview() if cfg.web.preview else None  # the pipeline offers it frames
+        self.ctx = WebContext(cfg, journal, self.feed, self.users, self.engine, metrics, self.preview,
+                              secure_cookie=tls)
         self.app = create_app(self.ctx)
         self.port: int | None = None
         self._server: uvicorn.Server | None = None

@@ -61,7 +61,18 @@ function onEvent(e) {
   });
 }
 
+function preview() {
+  // Only when the daemon runs with web.preview: true (no pixels leave it otherwise).
+  const img = document.getElementById("preview");
+  img.hidden = false;
+  const next = () => { img.src = `/api/preview.jpg?t=${Date.now()}`; };
+  img.onload = () => setTimeout(next, 500);
+  img.onerror = () => setTimeout(next, 2000);
+  next();
+}
+
 me().then(() => {
+  if (ME.preview) preview();
   const conn = document.getElementById("conn");
   const source = new EventSource("/api/live");
   source.onopen = () => { conn.textContent = "· live"; };
