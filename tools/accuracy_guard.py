@@ -23,6 +23,7 @@ import argparse
 import csv
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -95,9 +96,8 @@ def tiles_of(video: str) -> int:
     return 2 if Path(video).name.startswith("busy") else 1
 
 
-def dominant_emotions(result: Analysed, segments: list[tuple[float, float]], tiles: int) -> dict[str, str | None]:
-    """Per (segment, tile): the emotion the face events held longest (each holds until its track's next event)."""
-    held: dict[str, dict[str, float]] = {}
+def held_spans(result: Analysed, tiles: int) -> Iterator[tuple[str, dict, float]]:
+    """(tile, event, pts of its track's next event): each face event holds its emotion until then."""
     by_track: dict[int, list[dict]] = {}
     for event in result.events:
         by_track.setdefault(event["track"], []).append(event)
@@ -107,28 +107,27 @@ def dominant_emotions(result: Analysed, segments: list[tuple[float, float]], til
                 continue
             x, y, w, h = event["box"]
             tile = f"{int((y + h / 2) * tiles // max(result.height, 1))},{int((x + w / 2) * tiles // max(result.width, 1))}"
-            for k, (start, end) in enumerate(segments):
-                overlap = min(end, nxt["pts"]) - max(start, event["pts"])
-                if overlap > 0:
-                    cell = held.setdefault(f"segment {k} tile {tile}", {})
-                    cell[event["emotion"]] = cell.get(event["emotion"], 0.0) + overlap
+            yield tile, event, nxt["pts"]
+
+
+def dominant_emotions(result: Analysed, segments: list[tuple[float, float]], tiles: int) -> dict[str, str | None]:
+    """Per (segment, tile): the emotion the face events held longest."""
+    held: dict[str, dict[str, float]] = {}
+    for tile, event, until in held_spans(result, tiles):
+        for k, (start, end) in enumerate(segments):
+            overlap = min(end, until) - max(start, event["pts"])
+            if overlap > 0:
+                cell = held.setdefault(f"segment {k} tile {tile}", {})
+                cell[event["emotion"]] = cell.get(event["emotion"], 0.0) + overlap
     return {key: max(cell, key=cell.get) for key, cell in sorted(held.items())}
 
 
 def held_labels(result: Analysed, tiles: int, step: float = 0.1) -> dict[tuple[str, int], str]:
     """(tile, time step) -> the emotion a face event holds there: a timeline to compare finely."""
     out = {}
-    by_track: dict[int, list[dict]] = {}
-    for event in result.events:
-        by_track.setdefault(event["track"], []).append(event)
-    for events in by_track.values():
-        for event, nxt in zip(events, events[1:]):
-            if event["type"] == "end":
-                continue
-            x, y, w, h = event["box"]
-            tile = f"{int((y + h / 2) * tiles // max(result.height, 1))},{int((x + w / 2) * tiles // max(result.width, 1))}"
-            for k in range(int(np.ceil(event["pts"] / step)), int(np.ceil(nxt["pts"] / step))):
-                out[(tile, k)] = event["emotion"]
+    for tile, event, until in held_spans(result, tiles):
+        for k in range(int(np.ceil(event["pts"] / step)), int(np.ceil(until / step))):
+            out[(tile, k)] = event["emotion"]
     return out
 
 
