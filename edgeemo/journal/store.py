@@ -76,7 +76,7 @@ class Journal:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
-        self._db = _connect(path)
+        self._db = _connect(path, writer=True)
         self.last_seq, self.last_track = self._ids()
 
     @classmethod
@@ -254,15 +254,17 @@ def _create_private(path: Path) -> None:
         os.close(fd)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, writer: bool = False) -> sqlite3.Connection:
+    """A connection; the writer's also sets the file up (readers must never take the write lock)."""
     db = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED", timeout=10)
-    db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # takes effect on a new file only
-    db.execute("PRAGMA journal_mode = WAL")
+    if writer:
+        db.execute("PRAGMA auto_vacuum = INCREMENTAL")  # takes effect on a new file only
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA journal_size_limit = 4000000")
+        with db:
+            db.executescript(SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     db.execute("PRAGMA synchronous = NORMAL")
-    db.execute("PRAGMA journal_size_limit = 4000000")
-    with db:
-        db.executescript(SCHEMA)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return db
 
 
