@@ -152,7 +152,7 @@ def test_full_journal_during_an_outage_drops_the_oldest_and_counts_them(tmp_path
                  journal=journal_cfg(tmp_path, max_bytes=100_000),
                  event_log=EventLogConfig(path=tmp_path / "events.jsonl", stdout=False))
     path = open_event_path(cfg, metrics)
-    path.start()
+    path.mqtt.start()  # the upkeep thread stays off: the test ticks it once, at the end
     caplog.set_level(logging.WARNING)
     for n in range(1, 601):
         path.dispatcher.handle([event(n)])
