@@ -179,6 +179,7 @@ class MqttConfig(Section):
 
 
 class EventLogConfig(Section):
+    enabled: bool = True                      # the file; the journal is the record either way
     path: Path | None = None
     max_bytes: int = Field(10_000_000, ge=10_000)
     backups: int = Field(5, ge=0)

@@ -388,3 +388,12 @@ def test_a_bad_event_is_counted_and_leaves_a_seq_gap(device, metrics, tmp_path) 
     publisher.close()
     assert metrics.registry.get_sample_value("edgeemo_errors_total", {"where": "publish"}) == 1
     assert seqs((tmp_path / "events.jsonl").read_bytes().splitlines()) == [1, 3]
+
+
+def test_event_log_file_is_optional(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    event_log = EventLog(EventLogConfig(enabled=False, stdout=True))
+    event_log.write(event_payload(make_event(), 3, "dev"))
+    event_log.close()
+    assert json.loads(capsys.readouterr().out)["seq"] == 3
+    assert list(tmp_path.iterdir()) == []  # no file: the journal is the record

@@ -58,11 +58,13 @@ class EventLog:
 
     def __init__(self, cfg: EventLogConfig, metrics: Metrics | None = None) -> None:
         self.path = Path(cfg.path) if cfg.path is not None else default_event_log_path()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handler = _EventFileHandler(self.path, cfg, metrics)
-        except OSError as exc:
-            raise ConfigError(f"event_log.path: cannot write {self.path}: {exc.strerror or exc}") from None
+        self._handler: _EventFileHandler | None = None
+        if cfg.enabled:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._handler = _EventFileHandler(self.path, cfg, metrics)
+            except OSError as exc:
+                raise ConfigError(f"event_log.path: cannot write {self.path}: {exc.strerror or exc}") from None
         self._stdout = cfg.stdout
         self._metrics = metrics
 
@@ -78,7 +80,8 @@ class EventLog:
 
     def write(self, payload: dict) -> None:
         line = to_json(payload)
-        self._handler.handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
+        if self._handler is not None:
+            self._handler.handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO}))
         if self._stdout:
             self._print(line)
 
@@ -88,7 +91,8 @@ class EventLog:
             sys.stdout.flush()
         except (OSError, ValueError) as exc:  # a closed pipe (`edgeemo | head`) must not stop the daemon
             self._stdout = False
-            log.warning("stdout is gone (%s); events go to %s only from now on", exc, self.path)
+            log.warning("stdout is gone (%s); events are no longer printed (the journal keeps them)", exc)
 
     def close(self) -> None:
-        self._handler.close()
+        if self._handler is not None:
+            self._handler.close()
