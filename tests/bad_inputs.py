@@ -182,7 +182,7 @@ def file_cases(c: Corpus) -> None:
     for name, body, expect in [
         ("ca-missing", f"    ca_file: {missing}\n", f"mqtt.tls.ca_file: cannot read {missing}: No such file"),
         ("ca-garbage", f"    ca_file: {garbage}\n", f"mqtt.tls.ca_file: {garbage} is not a PEM certificate"),
-        ("ca-folder", f"    ca_file: {c.folder}\n", f"mqtt.tls.ca_file: "),
+        ("ca-folder", f"    ca_file: {c.folder}\n", "mqtt.tls.ca_file: "),
         ("ca-random", f"    ca_file: {c.file('random.pem', random_bytes(300, 2))}\n", "mqtt.tls.ca_file: "),
         ("cert-missing", f"    cert_file: {missing}\n", f"mqtt.tls.cert_file: cannot read {missing}"),
         ("cert-garbage", f"    cert_file: {garbage}\n", f"cannot load the client certificate {garbage}"),
