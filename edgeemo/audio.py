@@ -37,6 +37,17 @@ class AudioUnavailable(Exception):
 
 # ------------------------------------------------------------------------------------------ readers
 
+def open_media(target: str, timeout_s: float, what: str):
+    """A PyAV container of a file or URL; the timeout bounds opening and every read, so a stalled
+    stream ends instead of blocking. A failure is one SourceError naming it, credentials masked."""
+    import av
+
+    try:
+        return av.open(target, timeout=timeout_s)
+    except (av.FFmpegError, OSError) as exc:
+        raise SourceError(redact(f"{what} {target}: cannot open: {exc}")) from None
+
+
 class FileAudioReader:
     """Decodes the first audio stream of a file or stream URL with PyAV, resampled to 16 kHz mono.
 
@@ -47,10 +58,7 @@ class FileAudioReader:
         import av
 
         self.live = live
-        try:  # the timeout bounds opening and every read: a stalled stream ends instead of blocking
-            self._container = av.open(target, timeout=timeout_s)
-        except (av.FFmpegError, OSError) as exc:
-            raise SourceError(redact(f"audio {target}: cannot open: {exc}")) from None
+        self._container = open_media(target, timeout_s, "audio")
         if not self._container.streams.audio:
             self._container.close()
             raise AudioUnavailable(f"{redact(target)} has no audio track")

@@ -30,6 +30,7 @@ import paho.mqtt.client as mqtt
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from edgeemo.config import JournalConfig  # noqa: E402
+from edgeemo.journal.payload import unix_time  # noqa: E402
 from edgeemo.journal.store import Journal  # noqa: E402
 from edgeemo.resources import sample_video  # noqa: E402
 
@@ -176,7 +177,7 @@ def main() -> int:
     journal.close()
     stored_seqs = [e["seq"] for e in stored]
     arrivals = collector.first_arrivals()
-    in_outage = sum(1 for e in stored if down_at <= _unix(e["ts"]) < up_at)
+    in_outage = sum(1 for e in stored if down_at <= unix_time(e["ts"]) < up_at)
     result = {
         "command": "python tools/outage.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
@@ -200,11 +201,6 @@ def main() -> int:
     else:
         shutil.rmtree(folder, ignore_errors=True)
     return 0 if result["events_lost"] == 0 and result["first_arrivals_in_seq_order"] else 1
-
-
-def _unix(iso: str) -> float:
-    from datetime import datetime
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 if __name__ == "__main__":

@@ -9,17 +9,15 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
-from edgeemo import LABELS
 from edgeemo.config import Config, ConfigError
+from edgeemo.journal.payload import CSV_COLUMNS, csv_row
 from edgeemo.journal.store import Journal, journal_path
 
 FOLLOW_POLL_S = 0.5
-CSV_COLUMNS = ["seq", "ts", "device", "source", "pts", "type", "track", "modality", "emotion", "confidence",
-               *LABELS, "box"]
 RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -123,16 +121,8 @@ def write(rows: Iterable[str], out, fmt: str, header: bool = True) -> int:
     writer = csv.writer(out)
     if header:
         writer.writerow(CSV_COLUMNS)
-    for record in csv_records(rows):
-        writer.writerow(record)
+    for text in rows:
+        writer.writerow(csv_row(json.loads(text)))
         count += 1
     return count
-
-
-def csv_records(rows: Iterable[str]) -> Iterator[list]:
-    for text in rows:
-        p = json.loads(text)
-        box = "" if p["box"] is None else " ".join(str(v) for v in p["box"])
-        yield [p["seq"], p["ts"], p["device"], p["source"], p["pts"], p["type"], p["track"], p["modality"],
-               p["emotion"], p["confidence"], *(p["probs"][label] for label in LABELS), box]
 

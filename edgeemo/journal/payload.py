@@ -21,6 +21,23 @@ def iso_utc(now: float | None = None) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+CSV_COLUMNS = ["seq", "ts", "device", "source", "pts", "type", "track", "modality", "emotion", "confidence",
+               *LABELS, "box"]
+
+
+def csv_row(payload: dict) -> list:
+    """A payload as one CSV row under CSV_COLUMNS (a probability column per label, the box as "x y w h")."""
+    p = payload
+    box = "" if p["box"] is None else " ".join(str(v) for v in p["box"])
+    return [p["seq"], p["ts"], p["device"], p["source"], p["pts"], p["type"], p["track"], p["modality"],
+            p["emotion"], p["confidence"], *(p["probs"][label] for label in LABELS), box]
+
+
+def unix_time(iso: str) -> float:
+    """The inverse of iso_utc: a payload's `ts` as Unix seconds."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
 def rounded_probs(probs: Any) -> list[float]:
     """Probabilities rounded to 4 decimals that still sum to 1: the largest absorbs the rounding error.
 

@@ -21,10 +21,10 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from edgeemo.config import ConfigError, JournalConfig
+from edgeemo.journal.payload import unix_time
 from edgeemo.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class Journal:
         if not payloads:
             return
         now = time.time()
-        rows = [(p["seq"], _unix(p["ts"]), p["source"], p["modality"], p["track"], p["type"], p["emotion"],
+        rows = [(p["seq"], unix_time(p["ts"]), p["source"], p["modality"], p["track"], p["type"], p["emotion"],
                  json.dumps(p, separators=(",", ":")), now if delivered else None) for p in payloads]
         last_track = max(self.last_track, *(p["track"] for p in payloads))
         with self._lock, self._db:
@@ -239,10 +239,6 @@ class Journal:
                 db.close()
             self._readers.clear()
             self._db.close()
-
-
-def _unix(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _create_private(path: Path) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgeemo.audio import SAMPLE_RATE, AudioRing
+from edgeemo.audio import SAMPLE_RATE, AudioRing, open_media
 from edgeemo.capture import Capture, Mailbox, SourceError, live_pts
 from edgeemo.config import SourceConfig, redact
 from edgeemo.metrics import Metrics
@@ -33,10 +33,7 @@ class StreamReader:
         import av
 
         self._av = av
-        try:
-            self._container = av.open(url, timeout=timeout_s)
-        except (av.FFmpegError, OSError) as exc:
-            raise SourceError(redact(f"source {url}: cannot open: {exc}")) from None
+        self._container = open_media(url, timeout_s, "source")
         if not self._container.streams.video:
             self._container.close()
             raise SourceError(f"source {redact(url)}: no video stream")

@@ -8,16 +8,14 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Protocol
 
 from edgeemo import LABELS
+from edgeemo.journal.payload import CSV_COLUMNS, csv_row, unix_time
 
 EXPORT_MAX = 200_000
 PAGE = 5000
 BUCKETS = {"minute": 60, "hour": 3600, "day": 86400}
-CSV_FIELDS = ["seq", "ts", "device", "source", "pts", "type", "track", "modality", "emotion", "confidence",
-              *LABELS, "box"]
 
 
 class EventQuery(Protocol):
@@ -46,20 +44,14 @@ def select(journal: EventQuery, cap: int = EXPORT_MAX, **filters) -> Iterator[di
 def csv_rows(events: Iterator[dict]) -> Iterator[str]:
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(CSV_FIELDS)
+    writer.writerow(CSV_COLUMNS)
     for e in events:
-        box = "" if e.get("box") is None else " ".join(str(v) for v in e["box"])
-        writer.writerow([e["seq"], e["ts"], e["device"], e["source"], e["pts"], e["type"], e["track"], e["modality"],
-                         e["emotion"], e["confidence"], *(e["probs"][k] for k in LABELS), box])
+        writer.writerow(csv_row(e))
         if buf.tell() > 64_000:
             yield buf.getvalue()
             buf.seek(0)
             buf.truncate()
     yield buf.getvalue()
-
-
-def unix(ts: str) -> float:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
 def shares(events: Iterator[dict], bucket: str) -> dict:
@@ -69,7 +61,7 @@ def shares(events: Iterator[dict], bucket: str) -> dict:
     for e in events:
         if e["type"] == "end":
             continue
-        start = int(unix(e["ts"]) // width * width)
+        start = int(unix_time(e["ts"]) // width * width)
         counts.setdefault(start, [0] * len(LABELS))[LABELS.index(e["emotion"])] += 1
     starts = sorted(counts)
     totals = [sum(counts[t]) for t in starts]

@@ -14,10 +14,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
 
 from edgeemo.config import RuleConfig
-from edgeemo.journal.payload import iso_utc
+from edgeemo.journal.payload import iso_utc, unix_time
 from edgeemo.sinks.livefeed import LiveFeed
 
 log = logging.getLogger(__name__)
@@ -114,7 +113,7 @@ class RulesEngine:
         seen = {"face": frozenset(f["emotion"] for f in faces)}
         for modality in ("voice", "fused"):
             seen[modality] = frozenset(e["emotion"] for (_, m), e in list(self.feed.voice.items())
-                                       if m == modality and now - _unix(e) < VOICE_FRESH_S)
+                                       if m == modality and now - unix_time(e["ts"]) < VOICE_FRESH_S)
         return seen
 
     def _fire(self, rule: Rule, share: float, now: float, to_mqtt: bool) -> None:
@@ -128,7 +127,3 @@ class RulesEngine:
                 self.publish_alert(alert)
             except Exception:
                 log.exception("cannot publish alert %s", rule.name)
-
-
-def _unix(event: dict) -> float:
-    return datetime.fromisoformat(event["ts"].replace("Z", "+00:00")).timestamp()
