@@ -358,10 +358,14 @@ class AudioCapture(Supervised):
     def _read(self, reader: FileAudioReader | MicReader, started: float | None = None, offset: float = 0.0) -> float:
         """Chunks into the ring until the sound ends, fails or the daemon stops; seconds it flowed.
 
-        A file is paced from `started` with its pts shifted by `offset` (both kept across a loop).
+        A file is paced from `started` with its pts shifted by `offset` (both kept across a loop),
+        and handed over as a microphone delivers: in blocks of `microphone.buffer_frames`, a block
+        once its last sample is due. One wake-up per block, not one per decoded frame (AAC's are
+        21 ms long), which at this rate is most of what reading the sound costs.
         """
         opened = time.monotonic()
         started = opened if started is None else started
+        block_s = self.mic.buffer_frames / self.mic.sample_rate
         self.opened += 1
         try:
             for samples, pts in reader.chunks():
@@ -370,7 +374,7 @@ class AudioCapture(Supervised):
                 pts += offset
                 if not self.live and not self.lossless:
                     delay = started + pts - time.monotonic()
-                    if delay > 0 and self.stop.wait(delay):
+                    if delay > 0 and self.stop.wait(delay + block_s):
                         break
                 lost = self.ring.write(samples, pts, self.lossless, self.stop)
                 self._count(len(samples), lost, reader)

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -37,6 +38,14 @@ def live_pts() -> float:
     Shared so that a camera and a microphone of one source line up, and kept across reconnects.
     """
     return time.monotonic() - _LIVE_EPOCH
+
+
+class FrameGate(Protocol):
+    """Which frames of an idle source need looking at (vision.scheduler.DetectionScheduler)."""
+
+    idle_every: int
+
+    def needs(self, source: str, frame: int) -> bool: ...
 
 
 class SourceError(Exception):
@@ -109,13 +118,26 @@ class FrameReader:
         ok, image = self._cap.read()
         if not ok or image is None:
             return None
+        return image, self._next_pts()
+
+    def skip(self) -> float | None:
+        """Read the next frame without turning it into pixels (OpenCV's grab); its pts, None at the end.
+
+        A camera's MJPEG frame is then never decoded, and a video's is decoded (later frames need
+        it) but never converted to BGR or copied.
+        """
+        if self._cap is None:
+            return None if self._read_image() is None else 0.0
+        return self._next_pts() if self._cap.grab() else None
+
+    def _next_pts(self) -> float:
         if self.spec.live:
             pts = live_pts()
         else:
             msec = self._cap.get(cv2.CAP_PROP_POS_MSEC)
             pts = msec / 1000 if msec > 0 or self.index == 0 else self.index / (self.fps or 30.0)
         self.index += 1
-        return image, pts
+        return pts
 
     def _read_image(self) -> tuple[np.ndarray, float] | None:
         while self._images:
@@ -204,7 +226,9 @@ class Capture(Supervised):
     """
 
     def __init__(self, cfg: SourceConfig, mailbox: Mailbox, stop: threading.Event, metrics: Metrics | None,
-                 lossless: bool = False) -> None:
+                 lossless: bool = False, gate: FrameGate | None = None) -> None:
+        """`gate` says which frames need looking at while the source is idle; the others are skipped
+        undecoded. Lossless reading looks at every frame."""
         super().__init__(f"capture-{cfg.name}", stop, metrics)
         self.cfg, self.mailbox = cfg, mailbox
         self.spec = parse_source(cfg.url)
@@ -212,7 +236,10 @@ class Capture(Supervised):
         self.give_up_after = None if self.live else 1
         self.lossless = lossless and not self.spec.live
         self.paced = not lossless and self.spec.kind == "video"
+        self.gate = None if self.lossless else gate
         self.frames_read = 0
+        self.frames_seen = 0   # read or skipped
+        self._skipping = False
         self.last_frame_at = time.monotonic()  # start-up counts as a frame: the grace before a stall
 
     def work(self) -> None:
@@ -245,11 +272,12 @@ class Capture(Supervised):
                 if item is None:
                     return True
                 image, pts = item
-                if self.paced:
+                if self.paced and image is not None:  # a skipped frame is not waited for: one wake-up for the run
                     delay = started + offset + pts - time.monotonic()
                     if delay > 0 and self.stop.wait(delay):
                         return False
-                self._deliver(image, offset + pts)
+                if image is not None:
+                    self._deliver(image, offset + pts)
             return False
         finally:
             reader.close()
@@ -294,6 +322,8 @@ class Capture(Supervised):
                 break
             now = self.last_frame_at = time.monotonic()
             first = first or now
+            if item[0] is None:  # skipped while idle
+                continue
             if now - last < min_interval:
                 if self.metrics:
                     self.metrics.frames_dropped.labels(source=self.cfg.name, reason="max_fps").inc()
@@ -302,13 +332,30 @@ class Capture(Supervised):
             self._deliver(*item)
         return time.monotonic() - first if first else 0.0
 
-    def _timed_read(self, reader: FrameReader) -> tuple[np.ndarray, float] | None:
-        """One frame, its decode time counted as the `capture` stage (waiting for a camera included)."""
+    def _timed_read(self, reader: FrameReader) -> tuple[np.ndarray | None, float] | None:
+        """The next frame, its decode time counted as the `capture` stage (waiting for a camera included);
+        (None, pts) for a frame skipped undecoded because the source is idle (see `needs`); None at the end."""
+        frame, self.frames_seen = self.frames_seen, self.frames_seen + 1
+        if self.gate is not None and not self.gate.needs(self.cfg.name, frame):
+            return self._skip(reader)
+        self._skipping = False
         started = time.perf_counter()
         item = reader.read()
         if item is not None and self.metrics:
             self.metrics.stage_seconds.labels(stage="capture").observe(time.perf_counter() - started)
         return item
+
+    def _skip(self, reader: FrameReader) -> tuple[None, float] | None:
+        """Leave the next frame undecoded. A live source's run of skipped frames is taken in one burst:
+        the capture first sleeps until they are buffered (the device or socket holds them), then
+        grabs them back to back, so an idle source wakes the CPU once per run, not once per frame."""
+        if self.live and not self._skipping and reader.fps > 0:
+            self.stop.wait((self.gate.idle_every - 1) / reader.fps)
+        self._skipping = True
+        pts = reader.skip()
+        if pts is not None and self.metrics:
+            self.metrics.frames_dropped.labels(source=self.cfg.name, reason="idle").inc()
+        return None if pts is None else (None, pts)
 
     def _deliver(self, image: np.ndarray, pts: float) -> None:
         frame = Frame(image, self.cfg.name, self.frames_read, pts, time.monotonic())

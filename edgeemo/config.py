@@ -66,6 +66,7 @@ class MotionConfig(Section):
     threshold: int = Field(25, ge=1, le=255)
     min_area: float = Field(0.002, ge=0, le=1)
     lighting_fraction: float = Field(0.5, gt=0, le=1)
+    idle_every: int = Field(5, ge=1, le=100)
 
 
 class DetectorConfig(Section):
@@ -79,7 +80,7 @@ class DetectorConfig(Section):
     max_faces: int = Field(16, ge=1, le=256)
     full_frame_every: int = Field(10, ge=1, le=1000)
     region_margin: float = Field(0.3, ge=0.1, le=4)
-    region_face_px: int = Field(64, ge=16, le=1024)
+    region_face_px: int = Field(40, ge=16, le=1024)
     motion: MotionConfig = MotionConfig()
 
 

@@ -1,8 +1,9 @@
-"""The analysis pipeline: capture -> detect -> classify -> track + publish, a thread per stage.
+"""The analysis pipeline: capture -> detect -> classify -> track + publish.
 
-Stages are joined by small bounded queues. The capture side never blocks (see capture.Mailbox);
-behind it each stage blocks when the next one is busy, so memory stays bounded whatever the load,
-and onnxruntime, which releases the GIL, runs detection of frame N+1 while frame N is classified.
+A capture thread per source; live, one analysis thread runs the four steps, and a lossless file
+run (--once) gives them three threads joined by small bounded queues (see Pipeline._build_stages).
+The capture side never blocks (see capture.Mailbox); behind it each stage blocks when the next
+one is busy, so memory stays bounded whatever the load.
 
 Sound takes a side path per source: audio capture -> ring buffer -> voice stage, whose readings the
 fuser combines with the face tracks that the track stage reports (fusion.py).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
@@ -147,7 +149,8 @@ class Pipeline:
         self.abort = threading.Event()  # a worker gave up: stop waiting on each other, the daemon exits 1
         video = [s for s in cfg.sources if parse_source(s.url).kind != "audio"]
         self.mailbox = Mailbox([s.name for s in video], metrics)
-        self.captures = [Capture(s, self.mailbox, self.stop_event, metrics, lossless) for s in video]
+        gate = self.analysis.scheduler  # an idle source's capture skips frames undecoded
+        self.captures = [Capture(s, self.mailbox, self.stop_event, metrics, lossless, gate) for s in video]
         for capture in self.captures:
             if not capture.spec.live:
                 FrameReader(capture.spec).close()  # a file that cannot be opened stops start-up
@@ -157,17 +160,30 @@ class Pipeline:
         self.voices: list[VoiceStage] = []
         if cfg.voice.enabled:
             self._build_voice(lossless)
-        self.queues = {"classify": queue.Queue(QUEUE_SIZE), "track": queue.Queue(QUEUE_SIZE)}
-        self.stages = [
-            Stage([("detect", self.detect)], MailboxInbox(self.mailbox), self.queues["classify"], metrics,
-                  self.abort),
-            Stage([("classify", self.classify)], QueueInbox(self.queues["classify"]), self.queues["track"],
-                  metrics, self.abort),
-            Stage([("track", self.track), ("publish", self.publish)], QueueInbox(self.queues["track"]), None,
-                  metrics, self.abort, on_end=self.fuser.video_done, tick=self.expire_idle),
-        ]
+        self.queues: dict[str, queue.Queue] = {}
+        self.stages = self._build_stages(lossless)
         self.frames_done = 0
         self.frame_observers: list[Callable[[np.ndarray, list[dict]], None]] = []
+
+    def _build_stages(self, lossless: bool) -> list[Stage]:
+        """Lossless (a file with --once) on more than one CPU: three threads, so detection of one
+        frame overlaps the classification of the one before (onnxruntime releases the GIL);
+        throughput is the aim. Otherwise one thread runs all four steps: a camera's frame rate
+        leaves the analysis time to spare, one CPU cannot overlap anything, and each hand-off
+        between threads is a wake-up, which at 30 frames/s costs more CPU than the overlap saves."""
+        track = [("track", self.track), ("publish", self.publish)]
+        last = {"on_end": self.fuser.video_done, "tick": self.expire_idle}
+        inbox = MailboxInbox(self.mailbox)
+        if not lossless or len(os.sched_getaffinity(0)) < 2:
+            return [Stage([("detect", self.detect), ("classify", self.classify), *track], inbox, None,
+                          self.metrics, self.abort, **last)]
+        self.queues = {"classify": queue.Queue(QUEUE_SIZE), "track": queue.Queue(QUEUE_SIZE)}
+        return [
+            Stage([("detect", self.detect)], inbox, self.queues["classify"], self.metrics, self.abort),
+            Stage([("classify", self.classify)], QueueInbox(self.queues["classify"]), self.queues["track"],
+                  self.metrics, self.abort),
+            Stage(track, QueueInbox(self.queues["track"]), None, self.metrics, self.abort, **last),
+        ]
 
     def _build_voice(self, lossless: bool) -> None:
         """An audio capture and a voice stage for every source with sound; one classifier for all.
@@ -187,7 +203,8 @@ class Pipeline:
             ring = AudioRing(self.cfg.voice.buffer_s, sample_rate)
             if parse_source(source.url) == SourceSpec("stream", target):  # its own sound: one connection
                 k = next(k for k, c in enumerate(self.captures) if c.cfg.name == source.name)
-                self.captures[k] = StreamCapture(source, self.mailbox, self.stop_event, self.metrics, ring)
+                self.captures[k] = StreamCapture(source, self.mailbox, self.stop_event, self.metrics, ring,
+                                                 self.analysis.scheduler)
             else:
                 self.audio.append(AudioCapture(source, target, self.cfg.microphone, ring, self.stop_event,
                                                self.metrics, lossless))

@@ -4,6 +4,7 @@ The accuracy guard itself (tools/accuracy_guard.py) runs here on the sample: the
 analysis must find what every-frame analysis finds.
 """
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -93,6 +94,41 @@ def test_empty_still_room_runs_no_detection(detector, frames):
              .astype(np.uint8) for i in range(40)]           # sensor noise, no motion
     assert all(len(sched.detect(frame)) == 0 for frame in noisy)
     assert sched.counts.keyframes == 1 and sched.counts.idle_frames == 39
+
+
+def test_an_idle_source_needs_one_frame_in_idle_every_until_something_moves(detector, frames):
+    room = empty_room(frames[0])
+    sched = scheduler(detector, motion={"idle_every": 4})
+    assert all(sched.needs("cam", n) for n in range(8))        # nothing seen yet: every frame
+    sched.detect(room, "cam")                                   # the first frame is a keyframe
+    assert all(sched.needs("cam", n) for n in range(8))
+    sched.detect(room, "cam")                                   # idle now
+    assert [n for n in range(12) if sched.needs("cam", n)] == [0, 4, 8]
+    assert all(sched.needs("other", n) for n in range(8))      # per source
+    assert len(sched.detect(frames[0], "cam")) == 1             # someone walked in: every frame again
+    assert all(sched.needs("cam", n) for n in range(8))
+
+
+def test_a_played_still_video_is_analysed_one_frame_in_idle_every(tmp_path):
+    """The real daemon on a still video played at its own rate: the capture skips frames undecoded."""
+    from edgeemo.daemon import Daemon
+
+    video = tmp_path / "still.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:s=320x180:r=25:d=2",
+                    "-pix_fmt", "yuv420p", str(video)], check=True, timeout=60)
+    cfg = load_config(None, {"voice.enabled": False, "web.enabled": False, "metrics.enabled": False,
+                             "event_log.path": str(tmp_path / "events.jsonl"), "journal.path": str(tmp_path / "j.db"),
+                             "detector.motion.idle_every": 5})
+    cfg.sources = [cfg.sources[0].model_copy(update={"name": "still", "url": str(video)})]
+    daemon = Daemon(cfg)                                        # not lossless: played like a camera
+    daemon.start()
+    daemon.supervise()
+    assert daemon.shutdown() == 0
+    registry = daemon.metrics.registry
+    skipped = registry.get_sample_value("edgeemo_frames_dropped_total", {"source": "still", "reason": "idle"})
+    analysed = registry.get_sample_value("edgeemo_frames_processed_total", {"source": "still"})
+    assert skipped + analysed == 50
+    assert 10 <= analysed <= 13                                 # the first two frames, then one in five
 
 
 def test_lighting_jump_recalibrates_instead_of_detecting(detector, frames):

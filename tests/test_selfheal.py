@@ -353,13 +353,15 @@ def test_a_stage_that_keeps_crashing_makes_the_daemon_exit_1_for_systemd(stream,
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     daemon = Daemon(load_config(None, live_overrides(stream.url, mqtt_broker.url, "broken", tmp_path)))
     pipeline = daemon.pipeline
-    pipeline.stages[1] = BrokenStage([("classify", pipeline.classify)], QueueInbox(pipeline.queues["classify"]),
-                                     pipeline.queues["track"], daemon.metrics, pipeline.abort)
+    live = pipeline.stages[0]          # live: one analysis thread runs every step
+    pipeline.stages[0] = BrokenStage([(name, step) for name, step, _ in live.steps], live.inbox, None,
+                                     daemon.metrics, pipeline.abort)
     daemon.start()
     started = time.monotonic()
     daemon.supervise()                 # returns once the stage gave up: a live source alone never ends it
     assert time.monotonic() - started < 20
-    assert pipeline.failed and restarts(daemon.metrics, "classify") == BrokenStage.give_up_after - 1
+    worker = "detect+classify+track+publish"
+    assert pipeline.failed and restarts(daemon.metrics, worker) == BrokenStage.give_up_after - 1
     assert daemon.shutdown() == 1
 
 

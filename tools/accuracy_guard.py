@@ -12,8 +12,9 @@ faces per frame, the number of tracks, and the dominant emotion of each segment'
 segment being a stretch of the video (the sample's demo_labels.csv; else the whole video) in one
 tile of the picture (2x2 for the busy clip, tools/make_busy_clip.py; else the whole picture).
 With --entry (a clip where faces enter and leave, tools/make_entry_clip.py) it also reports the
-entry delay: for each face that appears in a tile of the picture with every frame analysed, the
-frames until the schedule finds it; at most `detector.full_frame_every` is required.
+entry delay, the clip read as a live source reads it (frames skipped while idle): for each face
+that appears in a tile of the picture with every frame analysed, the frames until the schedule
+finds it; at most `detector.full_frame_every` is required.
 Exit code 1 when any of them differ.
 """
 
@@ -54,15 +55,27 @@ class Analysed:
     duration: float = 0.0
 
 
-def analyse(video: str, cfg: Config) -> Analysed:
-    """The daemon's detect, classify and track steps over every frame of `video`, in order."""
+def analyse(video: str, cfg: Config, live: bool = False) -> Analysed:
+    """The daemon's detect, classify and track steps over every frame of `video`, in order.
+
+    `live`: as a camera's capture reads it, frames the scheduler does not need while the source is
+    idle (`detector.motion.idle_every`) are skipped undecoded, and count as frames without faces.
+    """
     analysis = FrameAnalysis(cfg)
     tracker = FaceTracker(cfg.tracker, "guard")
     reader = FrameReader(parse_source(video))
     out = Analysed()
     pts = 0.0
     try:
-        while (item := reader.read()) is not None:
+        while True:
+            if live and not analysis.scheduler.needs("guard", reader.index):
+                if reader.skip() is None:
+                    break
+                out.faces.append(0)
+                out.tiles.append(set())
+                continue
+            if (item := reader.read()) is None:
+                break
             image, pts = item
             out.height, out.width = image.shape[:2]
             faces = analysis.analyse(image, "guard")
@@ -166,9 +179,11 @@ def entry_delays(scheduled: Analysed, reference: Analysed) -> list[dict]:
 
 
 def entry(video: str, overrides: dict) -> dict:
-    """Entry delays on a clip where faces enter and leave (tools/make_entry_clip.py)."""
+    """Entry delays on a clip where faces enter and leave (tools/make_entry_clip.py), read as a live
+    source reads it (frames skipped while idle), against every frame analysed in full."""
     cfg = load_config(None, overrides)
-    scheduled, reference = analyse(video, cfg), analyse(video, load_config(None, {**overrides, **EVERY_FRAME}))
+    scheduled = analyse(video, cfg, live=True)
+    reference = analyse(video, load_config(None, {**overrides, **EVERY_FRAME}))
     delays = entry_delays(scheduled, reference)
     known = [d["delay"] for d in delays if d["delay"] is not None]
     return {"video": video, "overrides": overrides, "full_frame_every": cfg.detector.full_frame_every,

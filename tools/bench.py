@@ -112,6 +112,8 @@ class Recorder:
         self.latency: list[float] = []
         self.faces: list[int] = []
         self.last_published = 0.0            # perf_counter() when the last frame left publish
+        self.first_published = 0.0           # ... and the first
+        self.cpu_at_first = self.cpu_at_last = 0.0   # process CPU time at those moments
 
     def wrap(self, stage: Stage) -> None:
         """Time each of the stage's steps (the Stage holds bound methods, so wrapping the pipeline's is not enough)."""
@@ -129,7 +131,9 @@ class Recorder:
                 self.faces.append(len(work.faces))
             elif name == "publish":
                 self.latency.append(time.monotonic() - work.frame.captured_at)
-                self.last_published = done
+                self.last_published, self.cpu_at_last = done, time.process_time()
+                if not self.first_published:
+                    self.first_published, self.cpu_at_first = done, self.cpu_at_last
             return work
 
         return timed
@@ -137,7 +141,7 @@ class Recorder:
     @contextlib.contextmanager
     def reading(self, max_frames: int | None) -> Iterator[None]:
         """Time FrameReader.read (decoding) and stop every reader after `max_frames` frames."""
-        original = FrameReader.read
+        original, original_skip = FrameReader.read, FrameReader.skip
         samples = self.seconds["capture"]
 
         def read(reader: FrameReader) -> tuple[np.ndarray, float] | None:
@@ -149,11 +153,14 @@ class Recorder:
                 samples.append(time.perf_counter() - started)
             return item
 
-        FrameReader.read = read  # type: ignore[method-assign]
+        def skip(reader: FrameReader) -> float | None:
+            return None if max_frames is not None and reader.index >= max_frames else original_skip(reader)
+
+        FrameReader.read, FrameReader.skip = read, skip  # type: ignore[method-assign]
         try:
             yield
         finally:
-            FrameReader.read = original  # type: ignore[method-assign]
+            FrameReader.read, FrameReader.skip = original, original_skip  # type: ignore[method-assign]
 
 
 def bench_config(spec: RunSpec, folder: Path) -> Config:
@@ -196,7 +203,6 @@ def warm_up(pipeline: Pipeline, video: str) -> None:
 
 def run_once(spec: RunSpec) -> dict:
     """One run of the real daemon in this process; returns its figures (see summarise)."""
-    cv2.setNumThreads(spec.threads)
     recorder = Recorder()
     with tempfile.TemporaryDirectory() as tmp, recorder.reading(spec.max_frames):
         cfg = bench_config(spec, Path(tmp))
@@ -217,6 +223,9 @@ def run_once(spec: RunSpec) -> dict:
         exit_code = daemon.shutdown()
         events = len((Path(tmp) / "events.jsonl").read_text().splitlines())
     wall_s = max(recorder.last_published - wall0, 1e-9)
+    if spec.mode == "live":  # the steady load: from the first frame published to the last (start-up left out)
+        wall_s = max(recorder.last_published - recorder.first_published, 1e-9)
+        cpu_s = recorder.cpu_at_last - recorder.cpu_at_first
     return summarise(spec, recorder, captured, daemon.pipeline.frames_done, cpu_s, wall_s) | {
         "load_s": round(load_s, 3), "events": events, "errors": int(errors or 0), "exit_code": exit_code}
 
@@ -263,29 +272,21 @@ def pinned(cpus: int | None) -> Callable[[], None] | None:
     return lambda: os.sched_setaffinity(0, chosen)
 
 
-def run_child(cmd: list[str], cpus: int | None, env: dict[str, str] | None = None) -> dict:
+def run_child(cmd: list[str], cpus: int | None) -> dict:
     """Run a command that writes one JSON result to the path given as its last argument."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        proc = subprocess.run([*cmd, str(out)], check=False, preexec_fn=pinned(cpus), env=env,  # noqa: PLW1509
+        proc = subprocess.run([*cmd, str(out)], check=False, preexec_fn=pinned(cpus),  # noqa: PLW1509
                               capture_output=True, text=True)
         if proc.returncode != 0 or not out.exists():
             raise SystemExit(f"benchmark run failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
         return json.loads(out.read_text())
 
 
-def thread_env(threads: int) -> dict[str, str]:
-    """The environment of a run: OpenMP/BLAS pools as wide as the inference threads."""
-    env = dict(os.environ)
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[name] = str(threads)
-    return env
-
-
 def run_isolated(spec: RunSpec, repeat: int) -> dict:
     """`repeat` runs, each in a fresh process; medians of every figure, the single runs kept under `runs`."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(asdict(spec)), "--json"]
-    runs = [run_child(cmd, spec.pin_cpus, thread_env(spec.threads)) for _ in range(repeat)]
+    runs = [run_child(cmd, spec.pin_cpus) for _ in range(repeat)]
     return median_record(runs) | {"repeat": repeat, "runs": runs}
 
 
@@ -431,12 +432,12 @@ def fer_once(video: str, max_frames: int | None) -> dict:
     cmd = [str(python), str(REPO / "tools" / "bench_fer.py"), "--video", video]
     if max_frames:
         cmd += ["--max-frames", str(max_frames)]
-    return run_child([*cmd, "--json"], 1, thread_env(1))
+    return run_child([*cmd, "--json"], 1)
 
 
 def ours_once(spec: RunSpec) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(asdict(spec)), "--json"]
-    return run_child(cmd, spec.pin_cpus, thread_env(spec.threads))
+    return run_child(cmd, spec.pin_cpus)
 
 
 def marginal(short: dict, long: dict) -> dict:

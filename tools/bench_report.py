@@ -12,6 +12,7 @@ run of this tool; the report states each file's date, machine and load average. 
 * live: live mode at the sample's 29.97 frames/s: faces only, with voice (the default), and the
   empty still room (tools/make_entry_clip.py --empty);
 * cadence: the keyframe period and classification cadence swept on one CPU (how the defaults were chosen);
+* regions: tools/region_sweep.py, the size of a followed face in the model's input swept (how region_face_px was chosen);
 * guard: tools/accuracy_guard.py on the sample and the busy clip, with the entry clip's delays;
 * journal_cost: file mode on the sample with the journal's commit and without it, side by side;
 * journal_outage_30s, journal_outage_300s: tools/outage.py, the broker away while events flow;
@@ -38,6 +39,13 @@ EVERY_FRAME = ["--full-frame-every", "1", "--classify-every", "1", "--motion", "
 BUSY_FRAMES = 150
 
 
+REGIONS_NOTE = """How the default was chosen: the model's input is padded to a multiple of 32 pixels, and a
+region is the face grown by `region_margin` on every side, so 40 px (a 64 px region) costs what 32 px
+costs, while its landmarks are about as exact as at 48 px; at 32 px the landmark error grows by half.
+Below that (24 px) the regions lose faces that the full frame finds (`tools/accuracy_guard.py --set
+detector.region_face_px=24` fails)."""
+
+
 def suite(repeat: int) -> dict[str, list[str]]:
     """Result name -> the command that writes it (run from the repository root)."""
     py, bench = sys.executable, str(TOOLS / "bench.py")
@@ -54,6 +62,7 @@ def suite(repeat: int) -> dict[str, list[str]]:
                       "--full-frame-every", "1", "5", "10", "30", *r, *out("cadence_k")],
         "cadence_m": [py, bench, "--mode", "file", "--voice", "off", "--pin-cpus", "1",
                       "--classify-every", "1", "3", "5", "10", *r, *out("cadence_m")],
+        "regions": [py, str(TOOLS / "region_sweep.py"), "--video", SAMPLE, BUSY, *out("regions")],
         "journal_cost": [py, bench, "--mode", "file", "--journal", "on", "off", "--repeat", str(max(repeat, 5)),
                          *out("journal_cost")],
         "journal_outage_30s": [py, str(TOOLS / "outage.py"), "--outage-s", "30", "--warmup-s", "20",
@@ -228,6 +237,21 @@ def guard_section(data: dict | None) -> list[str]:
     return lines
 
 
+def regions_section(data: dict | None) -> list[str]:
+    if not data:
+        return ["(no results yet: `python tools/bench_report.py --run --only regions`)"]
+    lines = [f"Source: {source('regions', data)}. Each frame's faces against a full-frame detection of the same "
+             "frame, classification every frame; detection CPU time in one thread.", "",
+             "| video | region_face_px | landmark error (eye distances) | largest probability difference per face, "
+             "mean / p95 | frames with another face count | detect CPU ms/frame |", "|---|---|---|---|---|---|"]
+    for result in data["sweep"]:
+        for r in result["runs"]:
+            lines.append(f"| {Path(result['video']).name} | {r['region_face_px']} | {r['landmark_error_per_eye_distance']} "
+                         f"| {r['max_prob_difference_mean']} / {r['max_prob_difference_p95']} "
+                         f"| {r['frames_with_another_face_count']} | {r['detect_cpu_ms_per_frame']} |")
+    return [*lines, "", REGIONS_NOTE]
+
+
 def machine_section(d: dict[str, dict | None]) -> list[str]:
     any_data = next((v for v in d.values() if v and v.get("machine")), None)
     if any_data is None:
@@ -266,7 +290,8 @@ comparison needs `tools/setup_fer_venv.sh` once (.venv-fer/, fer 25.10.3 + Tenso
 * **marginal cost per frame**: (cost of the first N frames - cost of the first N/3) / (2N/3), per
   pipeline, each process pinned to one CPU with one inference thread, so start-up cancels out. CPU
   is process CPU time; wall is elapsed time, which other load on the machine inflates.
-* **cores** (live mode): CPU-seconds per second while the daemon keeps up with a 29.97 frames/s source.
+* **cores** (live mode): CPU-seconds per second while the daemon keeps up with a 29.97 frames/s source,
+  from the first frame published to the last (start-up left out).
 * **frames/s** (file mode): frames analysed per second of wall time, the pipeline as the limit.
 * **faces/frame**: mean faces found per frame (the sample: 1; the busy clip: 4).
 """
@@ -326,7 +351,8 @@ def dashboard_section(d: dict[str, dict | None]) -> list[str]:
 
 
 def report() -> str:
-    names = ("vs_fer_sample", "vs_fer_busy", "file", "file_every_frame", "live", "cadence_k", "cadence_m", "guard",
+    names = ("vs_fer_sample", "vs_fer_busy", "file", "file_every_frame", "live", "cadence_k", "cadence_m", "regions",
+             "guard",
              "journal_cost", "journal_outage_30s", "journal_outage_300s", "dashboard_latency", "dashboard_feed_cpu")
     d = {name: load(name) for name in names}
     out = [HEAD, "## Machine", "", *machine_section(d), "", "## Against the targets of issue 15", "", *targets(d), "",
@@ -344,6 +370,8 @@ def report() -> str:
            f"Sources: {source('cadence_k', d['cadence_k'])}; {source('cadence_m', d['cadence_m'])}.", "",
            *run_rows({"results": [*(d["cadence_k"] or {}).get("results", []), *(d["cadence_m"] or {}).get("results", [])]}, ""),
            "", CADENCE_NOTE, "",
+           "### The size of a followed face in the model's input (`detector.region_face_px`)", "",
+           *regions_section(d["regions"]), "",
            "## 5. Accuracy guard: the schedule against every frame analysed in full", "",
            "`tools/accuracy_guard.py` runs the daemon's own steps (FrameAnalysis + FaceTracker) twice per video; a "
            "segment is a stretch of samples/demo_labels.csv (the whole clip otherwise) in one tile of the picture "

@@ -43,12 +43,13 @@ def rounded_probs(probs: Any) -> list[float]:
 
     Subscribers check `sum == 1`; plain rounding of 7 values can miss that by up to 3.5e-4.
     """
-    p = np.nan_to_num(np.asarray(probs, dtype=np.float64).reshape(-1), nan=0.0).clip(0.0, None)
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
     if p.shape != (len(LABELS),):
         raise ValueError(f"expected {len(LABELS)} probabilities, got {p.shape[0]}")
-    total = p.sum()
-    p = p / total if total > 0 else np.full(len(LABELS), 1.0 / len(LABELS))
-    out = [round(float(x), 4) for x in p]
+    p = np.where(p > 0, p, 0.0)  # NaN and negatives count as 0 (NaN > 0 is false); +inf is caught below
+    total = float(p.sum())
+    p = p / total if 0 < total < np.inf else np.full(len(LABELS), 1.0 / len(LABELS))
+    out = [round(x, 4) for x in p.tolist()]
     top = int(np.argmax(p))
     out[top] = round(1.0 - (sum(out) - out[top]), 4)
     return out

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edgeemo.audio import SAMPLE_RATE, AudioRing, open_media
-from edgeemo.capture import Capture, Mailbox, SourceError, live_pts
+from edgeemo.capture import Capture, FrameGate, Mailbox, SourceError, live_pts
 from edgeemo.config import SourceConfig, redact
 from edgeemo.metrics import Metrics
 
@@ -42,7 +42,7 @@ class StreamReader:
         streams = [video, *self._container.streams.audio[:1]]
         self._packets = self._container.demux(*streams)
         self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        self._frames: deque[np.ndarray] = deque()
+        self._frames: deque = deque()   # decoded av.VideoFrames, converted when read
         self.on_sound = on_sound
         self.url = url
         self.fps = float(video.average_rate or 0.0)
@@ -51,6 +51,14 @@ class StreamReader:
 
     def read(self) -> tuple[np.ndarray, float] | None:
         """The next video frame (sound met on the way goes to `on_sound`); None at a failure or the end."""
+        frame = self._next_frame()
+        return None if frame is None else (frame.to_ndarray(format="bgr24"), live_pts())
+
+    def skip(self) -> float | None:
+        """The next video frame decoded but never converted to BGR (the source is idle); its pts."""
+        return None if self._next_frame() is None else live_pts()
+
+    def _next_frame(self) -> object | None:
         try:
             while not self._frames:
                 packet = next(self._packets, None)
@@ -61,7 +69,7 @@ class StreamReader:
             log.debug("stream %s: %s", redact(self.url), redact(str(exc)))
             return None
         self.index += 1
-        return self._frames.popleft(), live_pts()
+        return self._frames.popleft()
 
     def _decode(self, packet: object) -> None:
         for frame in packet.decode():
@@ -70,7 +78,7 @@ class StreamReader:
                     samples = out.to_ndarray().reshape(-1)
                     self.on_sound(samples, live_pts() - len(samples) / SAMPLE_RATE)
             else:
-                self._frames.append(frame.to_ndarray(format="bgr24"))
+                self._frames.append(frame)
 
     def close(self) -> None:
         self._container.close()
@@ -83,8 +91,8 @@ class StreamCapture(Capture):
     """
 
     def __init__(self, cfg: SourceConfig, mailbox: Mailbox, stop: threading.Event, metrics: Metrics | None,
-                 ring: AudioRing) -> None:
-        super().__init__(cfg, mailbox, stop, metrics)
+                 ring: AudioRing, gate: FrameGate | None = None) -> None:
+        super().__init__(cfg, mailbox, stop, metrics, gate=gate)
         self.ring = ring
 
     def open_live(self) -> StreamReader:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from edgeemo import LABELS
@@ -31,6 +32,9 @@ class FrameAnalysis:
     """Detection (one thread) and classification (may be another) of the frames of any number of sources."""
 
     def __init__(self, cfg: Config) -> None:
+        # OpenCV's own pool as wide as the detector's: on frames this small, waking a pool of one
+        # worker per core for each resize or blur costs more CPU than it saves (process-wide).
+        cv2.setNumThreads(cfg.detector.threads)
         detector_path, card_path = model_paths(cfg)
         self.detector = FaceDetector(cfg.detector, detector_path)
         self.classifier = ExpressionClassifier(cfg.classifier, load_card(card_path))

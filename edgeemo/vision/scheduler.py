@@ -10,7 +10,9 @@ as much as a busy one. Instead (Frigate and MediaPipe's idea, for faces):
   smaller, so that the largest face is at most `region_face_px` in the model's input (the model is
   accurate from about 10 px up, and a close face need not cost more than a far one); the landmarks
   the eye-aligned crop needs are measured afresh every frame;
-* with motion gating on, no followed face and no motion: no detection at all.
+* with motion gating on, no followed face and no motion: no detection at all, and a live source
+  then needs only one frame in `motion.idle_every` looked at (`needs`): its capture leaves the
+  others undecoded, so an empty, still room costs next to nothing.
 
 `full_frame_every: 1` is a keyframe every frame: detection as it was before the schedule.
 The scheduler also gives every face a stable id and says when it is due for classification
@@ -50,6 +52,7 @@ class SourceState:
     last_key: int | None = None                       # frame number of the last keyframe
     followed: list[Followed] = field(default_factory=list)
     motion: MotionDetector | None = None
+    idle: bool = False                                # the last frame looked at was idle
 
 
 @dataclass
@@ -75,6 +78,16 @@ class DetectionScheduler:
         """Start the source afresh (a new file, a reconnected camera)."""
         self.states.pop(source, None)
 
+    @property
+    def idle_every(self) -> int:
+        return self.cfg.motion.idle_every
+
+    def needs(self, source: str, frame: int) -> bool:
+        """Whether frame number `frame` of a live source must be decoded and analysed: every frame,
+        except while the source is idle, when one in `motion.idle_every` is (called from its capture)."""
+        state = self.states.get(source)
+        return state is None or not state.idle or frame % self.cfg.motion.idle_every == 0
+
     def detect(self, image: np.ndarray, source: str = "default") -> Faces:
         state = self.states.get(source)
         if state is None:
@@ -83,6 +96,7 @@ class DetectionScheduler:
         frame = state.frames
         state.frames += 1
         mode = self._mode(state, image, frame)
+        state.idle = mode == "idle" and state.motion is not None
         if mode == "idle":
             self.counts.idle_frames += 1
             return self._follow(state, Faces.empty(), frame, keyframe=False)
