@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac"}
 _LIVE_EPOCH = time.monotonic()
+LOSSLESS_DEPTH = 8   # frames a lossless reader may decode ahead (see Mailbox)
 
 
 def live_pts() -> float:
@@ -43,9 +44,9 @@ def live_pts() -> float:
 class FrameGate(Protocol):
     """Which frames of an idle source need looking at (vision.scheduler.DetectionScheduler)."""
 
-    idle_every: int
+    motion_every: int
 
-    def needs(self, source: str, frame: int) -> bool: ...
+    def needs(self, source: str, number: int) -> bool: ...
 
 
 class SourceError(Exception):
@@ -169,10 +170,15 @@ def list_images(path: Path) -> list[Path]:
 
 
 class Mailbox:
-    """One slot per source; the analysis side takes frames round-robin across sources."""
+    """One slot per source; the analysis side takes frames round-robin across sources.
+
+    A live source's slot holds one frame, the newest. A lossless reader fills its slot up to
+    LOSSLESS_DEPTH frames and, once it is full, waits until the analysis has taken half of them: on
+    one CPU the two threads then take turns in bursts of frames, not at every frame.
+    """
 
     def __init__(self, sources: list[str], metrics: Metrics | None = None) -> None:
-        self._slots: dict[str, Frame | None] = {name: None for name in sources}
+        self._slots: dict[str, deque[Frame]] = {name: deque() for name in sources}
         self._open = set(sources)
         self._cond = threading.Condition()
         self._metrics = metrics
@@ -180,13 +186,18 @@ class Mailbox:
 
     def put(self, frame: Frame, lossless: bool, stop: threading.Event) -> None:
         with self._cond:
+            slot = self._slots[frame.source]
             if lossless:
-                while self._slots[frame.source] is not None and not stop.is_set():
-                    self._cond.wait(0.1)
-            elif self._slots[frame.source] is not None and self._metrics:
-                self._metrics.frames_dropped.labels(source=frame.source, reason="backlog").inc()
-            self._slots[frame.source] = frame
-            self._cond.notify_all()
+                if len(slot) >= LOSSLESS_DEPTH:
+                    while len(slot) > LOSSLESS_DEPTH // 2 and not stop.is_set():
+                        self._cond.wait(0.1)
+            elif slot:
+                slot.clear()
+                if self._metrics:
+                    self._metrics.frames_dropped.labels(source=frame.source, reason="backlog").inc()
+            slot.append(frame)
+            if len(slot) == 1:  # the analysis may be waiting for a frame
+                self._cond.notify_all()
 
     def close(self, source: str) -> None:
         with self._cond:
@@ -201,11 +212,12 @@ class Mailbox:
             while True:
                 for k in range(len(names)):
                     name = names[(self._turn + k) % len(names)]
-                    frame = self._slots[name]
-                    if frame is not None:
-                        self._slots[name] = None
+                    slot = self._slots[name]
+                    if slot:
+                        frame = slot.popleft()
                         self._turn = (self._turn + k + 1) % len(names)
-                        self._cond.notify_all()
+                        if len(slot) == LOSSLESS_DEPTH // 2:  # a lossless reader may be waiting for room
+                            self._cond.notify_all()
                         return frame
                 if not self._open:
                     return None
@@ -350,7 +362,7 @@ class Capture(Supervised):
         the capture first sleeps until they are buffered (the device or socket holds them), then
         grabs them back to back, so an idle source wakes the CPU once per run, not once per frame."""
         if self.live and not self._skipping and reader.fps > 0:
-            self.stop.wait((self.gate.idle_every - 1) / reader.fps)
+            self.stop.wait((self.gate.motion_every - 1) / reader.fps)
         self._skipping = True
         pts = reader.skip()
         if pts is not None and self.metrics:
@@ -358,7 +370,7 @@ class Capture(Supervised):
         return None if pts is None else (None, pts)
 
     def _deliver(self, image: np.ndarray, pts: float) -> None:
-        frame = Frame(image, self.cfg.name, self.frames_read, pts, time.monotonic())
+        frame = Frame(image, self.cfg.name, self.frames_seen - 1, pts, time.monotonic())
         self.frames_read += 1
         self.last_frame_at = frame.captured_at
         if self.metrics:

@@ -66,7 +66,7 @@ class MotionConfig(Section):
     threshold: int = Field(25, ge=1, le=255)
     min_area: float = Field(0.002, ge=0, le=1)
     lighting_fraction: float = Field(0.5, gt=0, le=1)
-    idle_every: int = Field(5, ge=1, le=100)
+    every: int = Field(5, ge=1, le=100)
 
 
 class DetectorConfig(Section):

@@ -216,7 +216,7 @@ class Pipeline:
             thread.start()
 
     def detect(self, work: Work) -> Work:
-        work.faces = self.analysis.detect(work.frame.image, work.frame.source)
+        work.faces = self.analysis.detect(work.frame.image, work.frame.source, work.frame.index)
         return work
 
     def classify(self, work: Work) -> Work:

@@ -13,7 +13,7 @@ class Frame:
 
     image: np.ndarray          # HxWx3 uint8 BGR
     source: str                # source name from the config
-    index: int                 # frame number within the source, from 0
+    index: int                 # frame number within the source, from 0 (frames skipped while idle counted)
     pts: float                 # seconds into the media (monotonic clock offset for cameras)
     captured_at: float         # time.monotonic() when the frame was read
 

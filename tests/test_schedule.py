@@ -96,20 +96,34 @@ def test_empty_still_room_runs_no_detection(detector, frames):
     assert sched.counts.keyframes == 1 and sched.counts.idle_frames == 39
 
 
-def test_an_idle_source_needs_one_frame_in_idle_every_until_something_moves(detector, frames):
+def test_an_idle_source_needs_only_the_frames_motion_is_looked_for_on(detector, frames):
     room = empty_room(frames[0])
-    sched = scheduler(detector, motion={"idle_every": 4})
+    sched = scheduler(detector, motion={"every": 4})
     assert all(sched.needs("cam", n) for n in range(8))        # nothing seen yet: every frame
-    sched.detect(room, "cam")                                   # the first frame is a keyframe
+    sched.detect(room, "cam", 0)                                # the first frame is a keyframe
     assert all(sched.needs("cam", n) for n in range(8))
-    sched.detect(room, "cam")                                   # idle now
+    sched.detect(room, "cam", 4)                                # idle now
     assert [n for n in range(12) if sched.needs("cam", n)] == [0, 4, 8]
     assert all(sched.needs("other", n) for n in range(8))      # per source
-    assert len(sched.detect(frames[0], "cam")) == 1             # someone walked in: every frame again
-    assert all(sched.needs("cam", n) for n in range(8))
+    assert len(sched.detect(frames[0], "cam", 6)) == 0          # motion is not looked for on frame 6
+    assert len(sched.detect(frames[0], "cam", 8)) == 1          # it is on 8: someone walked in
+    assert all(sched.needs("cam", n) for n in range(8))        # every frame again
 
 
-def test_a_played_still_video_is_analysed_one_frame_in_idle_every(tmp_path):
+def test_motion_is_looked_for_on_one_frame_in_every_while_a_face_is_followed(detector, frames):
+    sched = scheduler(detector, motion={"every": 3})
+    looked = []
+    original = MotionDetector.update
+    for number, frame in enumerate(frames[:12]):
+        MotionDetector.update = lambda self, image, n=number: looked.append(n) or original(self, image)
+        try:
+            assert len(sched.detect(frame, "cam", number)) == 1
+        finally:
+            MotionDetector.update = original
+    assert looked == [0, 3, 6, 9]
+
+
+def test_a_played_still_video_is_analysed_one_frame_in_motion_every(tmp_path):
     """The real daemon on a still video played at its own rate: the capture skips frames undecoded."""
     from edgeemo.daemon import Daemon
 
@@ -118,7 +132,7 @@ def test_a_played_still_video_is_analysed_one_frame_in_idle_every(tmp_path):
                     "-pix_fmt", "yuv420p", str(video)], check=True, timeout=60)
     cfg = load_config(None, {"voice.enabled": False, "web.enabled": False, "metrics.enabled": False,
                              "event_log.path": str(tmp_path / "events.jsonl"), "journal.path": str(tmp_path / "j.db"),
-                             "detector.motion.idle_every": 5})
+                             "detector.motion.every": 5})
     cfg.sources = [cfg.sources[0].model_copy(update={"name": "still", "url": str(video)})]
     daemon = Daemon(cfg)                                        # not lossless: played like a camera
     daemon.start()
@@ -143,12 +157,13 @@ def test_lighting_jump_recalibrates_instead_of_detecting(detector, frames):
     assert sched.states["default"].motion.lighting_jumps == 1
 
 
-def test_a_face_that_walks_in_is_found_at_once(detector, frames):
-    sched = scheduler(detector, full_frame_every=30)
+def test_a_face_that_walks_in_is_found_on_the_next_frame_motion_is_looked_for_on(detector, frames):
+    sched = scheduler(detector, full_frame_every=30)    # motion.every: 5
     room = empty_room(frames[0])
-    for _ in range(10):
+    for _ in range(9):                                  # frames 0-8
         sched.detect(room)
-    assert len(sched.detect(frames[0])) == 1 and sched.counts.motion_keyframes == 1
+    assert len(sched.detect(frames[0])) == 0            # 9: not looked at
+    assert len(sched.detect(frames[0])) == 1 and sched.counts.motion_keyframes == 1   # 10
 
 
 def test_motion_off_finds_an_entering_face_at_the_next_keyframe(detector, frames):

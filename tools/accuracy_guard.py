@@ -59,7 +59,7 @@ def analyse(video: str, cfg: Config, live: bool = False) -> Analysed:
     """The daemon's detect, classify and track steps over every frame of `video`, in order.
 
     `live`: as a camera's capture reads it, frames the scheduler does not need while the source is
-    idle (`detector.motion.idle_every`) are skipped undecoded, and count as frames without faces.
+    idle (all but those `detector.motion.every` looks at) are skipped undecoded, and count as frames without faces.
     """
     analysis = FrameAnalysis(cfg)
     tracker = FaceTracker(cfg.tracker, "guard")
@@ -78,7 +78,7 @@ def analyse(video: str, cfg: Config, live: bool = False) -> Analysed:
                 break
             image, pts = item
             out.height, out.width = image.shape[:2]
-            faces = analysis.analyse(image, "guard")
+            faces = analysis.analyse(image, "guard", reader.index - 1)
             out.faces.append(len(faces))
             centres = faces.boxes[:, :2] + faces.boxes[:, 2:] / 2
             out.tiles.append({(int(y * 2 // out.height), int(x * 2 // out.width)) for x, y in centres})

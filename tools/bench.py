@@ -53,13 +53,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import cv2
-import numpy as np
-import onnxruntime
-import openvino
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tools")]
+
+import edgeemo  # noqa: E402,F401  first, as in the daemon: it sizes numpy's thread pool before numpy loads
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import onnxruntime  # noqa: E402
+import openvino  # noqa: E402
 
 from edgeemo.capture import FrameReader  # noqa: E402
 from edgeemo.config import Config, load_config  # noqa: E402

@@ -41,8 +41,8 @@ class FrameAnalysis:
         self.scheduler = DetectionScheduler(self.detector, cfg.detector, cfg.classifier.every_frames)
         self._readings: dict[str, dict[int, np.ndarray]] = {}   # classify side: face id -> last probs
 
-    def detect(self, image: np.ndarray, source: str) -> Faces:
-        return self.scheduler.detect(image, source)
+    def detect(self, image: np.ndarray, source: str, number: int | None = None) -> Faces:
+        return self.scheduler.detect(image, source, number)
 
     def classify(self, image: np.ndarray, faces: Faces, source: str) -> np.ndarray:
         """[N,7] probabilities: fresh for the faces due, the last reading for the others."""
@@ -59,8 +59,8 @@ class FrameAnalysis:
         self._readings[source] = {int(face_id): p for face_id, p in zip(faces.ids, probs)}
         return probs
 
-    def analyse(self, image: np.ndarray, source: str) -> Faces:
-        faces = self.detect(image, source)
+    def analyse(self, image: np.ndarray, source: str, number: int | None = None) -> Faces:
+        faces = self.detect(image, source, number)
         faces.probs = self.classify(image, faces, source)
         return faces
 

@@ -10,9 +10,10 @@ as much as a busy one. Instead (Frigate and MediaPipe's idea, for faces):
   smaller, so that the largest face is at most `region_face_px` in the model's input (the model is
   accurate from about 10 px up, and a close face need not cost more than a far one); the landmarks
   the eye-aligned crop needs are measured afresh every frame;
-* with motion gating on, no followed face and no motion: no detection at all, and a live source
-  then needs only one frame in `motion.idle_every` looked at (`needs`): its capture leaves the
-  others undecoded, so an empty, still room costs next to nothing.
+* with motion gating on, motion is looked for on one frame in `motion.every`; no followed face and
+  no motion: no detection at all, and a live source then needs only the frames motion is looked
+  for on (`needs`): its capture leaves the others undecoded, so an empty, still room costs next
+  to nothing.
 
 `full_frame_every: 1` is a keyframe every frame: detection as it was before the schedule.
 The scheduler also gives every face a stable id and says when it is due for classification
@@ -79,23 +80,25 @@ class DetectionScheduler:
         self.states.pop(source, None)
 
     @property
-    def idle_every(self) -> int:
-        return self.cfg.motion.idle_every
+    def motion_every(self) -> int:
+        return self.cfg.motion.every
 
-    def needs(self, source: str, frame: int) -> bool:
-        """Whether frame number `frame` of a live source must be decoded and analysed: every frame,
-        except while the source is idle, when one in `motion.idle_every` is (called from its capture)."""
+    def needs(self, source: str, number: int) -> bool:
+        """Whether frame `number` of a live source must be decoded and analysed: every frame, except
+        while the source is idle, when only those motion is looked for on are (called from its capture)."""
         state = self.states.get(source)
-        return state is None or not state.idle or frame % self.cfg.motion.idle_every == 0
+        return state is None or not state.idle or number % self.cfg.motion.every == 0
 
-    def detect(self, image: np.ndarray, source: str = "default") -> Faces:
+    def detect(self, image: np.ndarray, source: str = "default", number: int | None = None) -> Faces:
+        """The faces of frame `number` of `source` (its number in the source, skipped frames counted;
+        by default the frames seen here, in order)."""
         state = self.states.get(source)
         if state is None:
             state = self.states[source] = SourceState(
                 motion=MotionDetector(self.cfg.motion) if self.cfg.motion.enabled else None)
         frame = state.frames
         state.frames += 1
-        mode = self._mode(state, image, frame)
+        mode = self._mode(state, image, frame, frame if number is None else number)
         state.idle = mode == "idle" and state.motion is not None
         if mode == "idle":
             self.counts.idle_frames += 1
@@ -112,19 +115,24 @@ class DetectionScheduler:
             state.motion.recalibrate()
         return self._follow(state, self.detector.detect(image), frame, keyframe=True)
 
-    def _mode(self, state: SourceState, image: np.ndarray, frame: int) -> str:
-        """'key', 'motion' (a keyframe for motion outside the faces), 'region' or 'idle'."""
+    def _mode(self, state: SourceState, image: np.ndarray, frame: int, number: int) -> str:
+        """'key', 'motion' (a keyframe for motion outside the faces), 'region' or 'idle'.
+
+        Motion is looked for on one frame in `motion.every` (by number); on the others, with no
+        face followed, there is nothing to do.
+        """
         every = self.cfg.full_frame_every
         if every == 1:
             return "key"
-        mask = state.motion.update(image) if state.motion is not None else None
+        look = state.motion is not None and number % self.cfg.motion.every == 0
+        mask = state.motion.update(image) if look else None
         if state.last_key is None:
             return "key"
-        if mask is not None and not state.followed:
-            return "motion" if state.motion.moved(mask) else "idle"
+        if state.motion is not None and not state.followed:
+            return "motion" if look and state.motion.moved(mask) else "idle"
         if frame - state.last_key >= every:
             return "key"
-        if mask is not None and state.motion.moved(mask, [self._body(f.box) for f in state.followed]):
+        if look and state.motion.moved(mask, [self._body(f.box) for f in state.followed]):
             return "motion"
         return "region" if state.followed else "idle"
 
