@@ -13,8 +13,8 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlparse
 
 import cv2

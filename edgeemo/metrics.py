@@ -90,7 +90,8 @@ class Metrics:
             for metric in (self.frames, self.frames_processed, self.faces, self.reconnects, self.audio_reopens,
                            self.source_up):
                 metric.labels(source=source)
-            self.frames_dropped.labels(source=source, reason="backlog")
+            for reason in ("backlog", "idle"):
+                self.frames_dropped.labels(source=source, reason=reason)
             self.fps.labels(source=source)
             self.tracks_active.labels(source=source)
         for stage in STAGES:

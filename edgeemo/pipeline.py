@@ -174,7 +174,7 @@ class Pipeline:
         track = [("track", self.track), ("publish", self.publish)]
         last = {"on_end": self.fuser.video_done, "tick": self.expire_idle}
         inbox = MailboxInbox(self.mailbox)
-        if not lossless or len(os.sched_getaffinity(0)) < 2:
+        if not lossless or usable_cpus() < 2:
             return [Stage([("detect", self.detect), ("classify", self.classify), *track], inbox, None,
                           self.metrics, self.abort, **last)]
         self.queues = {"classify": queue.Queue(QUEUE_SIZE), "track": queue.Queue(QUEUE_SIZE)}
@@ -333,6 +333,11 @@ class Pipeline:
     def healthy(self) -> bool:
         """What the watchdog wants: every video source delivers and no worker is crashing or failed."""
         return all(self.health().values()) and not any(w.failing or w.failed for w in self.workers)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS has one, else all)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def check_audio_target(source: SourceConfig, target: str) -> None:

@@ -1,6 +1,6 @@
 """Choosing `detector.region_face_px`: how small a followed face may be in the model's input.
 
-    python tools/region_sweep.py [--video samples/demo.mp4 data/busy_1280x720.mp4] [--px 64 48 40 32]
+    python tools/region_sweep.py [--video samples/demo.mp4 data/busy_1280x720.mp4] [--px 64 48 40 32 24]
                                  [--frames 150] [--json OUT]
 
 Between keyframes YuNet runs on a region around each followed face, shrunk so the face is at most
@@ -9,8 +9,8 @@ eye-aligned crop is cut, get coarser. For each setting this runs FrameAnalysis (
 `full_frame_every`, classification every frame) over the first frames of each video and compares
 every frame's faces with a full-frame detection of the same frame: the landmark error relative to
 the eye distance, the largest class-probability difference per face, and the detection CPU time per
-frame (this thread, one inference thread). Faces are matched by position; frames where the two find
-a different number of faces are counted apart.
+frame (this thread, one inference thread). Faces are paired by the tracker's greedy IoU matching;
+frames where the two find a different number of faces are counted apart.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ sys.path[:0] = [str(REPO)]
 
 from edgeemo.capture import FrameReader, parse_source  # noqa: E402
 from edgeemo.config import Config, load_config  # noqa: E402
+from edgeemo.tracker import greedy_match, iou_matrix  # noqa: E402
 from edgeemo.types import Faces  # noqa: E402
 from edgeemo.vision.analysis import FrameAnalysis  # noqa: E402
 
@@ -40,30 +42,45 @@ def read_frames(video: str, limit: int) -> list[np.ndarray]:
     return frames
 
 
-def by_position(faces: Faces) -> np.ndarray:
-    """Indices of the faces in reading order (rows of the picture, then left to right)."""
-    return np.lexsort((faces.boxes[:, 0], np.round(faces.boxes[:, 1] / 100)))
+def matched(faces: Faces, reference: Faces) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the pairs of faces that overlap most (the tracker's greedy IoU matching)."""
+    pairs = greedy_match(iou_matrix(reference.boxes, faces.boxes), 0.3)
+    return np.array([f for _, f in pairs], np.int64), np.array([r for r, _ in pairs], np.int64)
 
 
 def sweep_one(frames: list[np.ndarray], reference: list[tuple[Faces, np.ndarray]], px: int) -> dict:
     analysis = FrameAnalysis(load_config(None, {"classifier.every_frames": 1, "detector.region_face_px": px}))
     errors, diffs, differ, detect_s = [], [], 0, 0.0
+    inputs: Counter[str] = Counter()   # the model's input sizes (height x width) on region frames
+    detector, shapes = analysis.detector, []
+    run, detect_regions = detector.model.run, detector.detect_regions
+
+    def recorded_run(blob: np.ndarray) -> list[np.ndarray]:
+        shapes.append(blob.shape)
+        return run(blob)
+
+    def regions(frame: np.ndarray, boxes: list, scale: float | None = None) -> Faces:
+        faces = detect_regions(frame, boxes, scale)
+        inputs[f"{shapes[-1][2]}x{shapes[-1][3]}"] += 1
+        return faces
+
+    detector.model.run, detector.detect_regions = recorded_run, regions
     for frame, (ref, ref_probs) in zip(frames, reference):
         started = time.thread_time()
         faces = analysis.detect(frame, "sweep")
         detect_s += time.thread_time() - started
         probs = analysis.classifier.classify(frame, faces)
-        if len(faces) != len(ref):
+        ours, theirs = matched(faces, ref)
+        if len(faces) != len(ref) or len(ours) != len(ref):
             differ += 1
             continue
-        ours, theirs = by_position(faces), by_position(ref)
         eyes = np.linalg.norm(ref.landmarks[theirs, 0] - ref.landmarks[theirs, 1], axis=1)
         errors += list(np.linalg.norm(faces.landmarks[ours] - ref.landmarks[theirs], axis=2).mean(axis=1) / eyes)
         diffs += list(np.abs(probs[ours] - ref_probs[theirs]).max(axis=1))
     return {"region_face_px": px, "landmark_error_per_eye_distance": round(float(np.mean(errors)), 4),
             "max_prob_difference_mean": round(float(np.mean(diffs)), 4),
             "max_prob_difference_p95": round(float(np.percentile(diffs, 95)), 4),
-            "frames_with_another_face_count": differ, "detect_cpu_ms_per_frame": round(detect_s / len(frames) * 1000, 3),
+            "frames_with_another_face_count": differ, "region_input": inputs.most_common(1)[0][0] if inputs else None, "detect_cpu_ms_per_frame": round(detect_s / len(frames) * 1000, 3),
             "counts": vars(analysis.scheduler.counts)}
 
 
@@ -85,7 +102,7 @@ def sweep(video: str, settings: list[int], limit: int) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--video", nargs="+", default=["samples/demo.mp4", "data/busy_1280x720.mp4"])
-    p.add_argument("--px", nargs="+", type=int, default=[64, 48, 40, 32])
+    p.add_argument("--px", nargs="+", type=int, default=[64, 48, 40, 32, 24])
     p.add_argument("--frames", type=int, default=150)
     p.add_argument("--json", type=Path)
     args = p.parse_args()
