@@ -58,8 +58,9 @@ class Analysed:
 def analyse(video: str, cfg: Config, live: bool = False) -> Analysed:
     """The daemon's detect, classify and track steps over every frame of `video`, in order.
 
-    `live`: as a camera's capture reads it, frames the scheduler does not need while the source is
-    idle (all but those `detector.motion.every` looks at) are skipped undecoded, and count as frames without faces.
+    `live`: as a camera's capture reads it. Frames the scheduler does not need while the source is
+    idle (all but those `detector.motion.every` looks at) are skipped undecoded and count as frames
+    without faces.
     """
     analysis = FrameAnalysis(cfg)
     tracker = FaceTracker(cfg.tracker, "guard")
