@@ -110,16 +110,12 @@ def test_an_idle_source_needs_only_the_frames_motion_is_looked_for_on(detector, 
     assert all(sched.needs("cam", n) for n in range(8))        # every frame again
 
 
-def test_motion_is_looked_for_on_one_frame_in_every_while_a_face_is_followed(detector, frames):
+def test_motion_is_looked_for_on_one_frame_in_every_while_a_face_is_followed(detector, frames, monkeypatch):
     sched = scheduler(detector, motion={"every": 3})
-    looked = []
-    original = MotionDetector.update
+    looked, update = [], MotionDetector.update
+    monkeypatch.setattr(MotionDetector, "update", lambda self, image: looked.append(number) or update(self, image))
     for number, frame in enumerate(frames[:12]):
-        MotionDetector.update = lambda self, image, n=number: looked.append(n) or original(self, image)
-        try:
-            assert len(sched.detect(frame, "cam", number)) == 1
-        finally:
-            MotionDetector.update = original
+        assert len(sched.detect(frame, "cam", number)) == 1
     assert looked == [0, 3, 6, 9]
 
 

@@ -66,7 +66,7 @@ import openvino  # noqa: E402
 from edgeemo.capture import FrameReader  # noqa: E402
 from edgeemo.config import Config, load_config  # noqa: E402
 from edgeemo.daemon import Daemon  # noqa: E402
-from edgeemo.pipeline import Pipeline, Stage  # noqa: E402
+from edgeemo.pipeline import Pipeline, Stage, usable_cpus  # noqa: E402
 from edgeemo.resources import models_dir, sample_video  # noqa: E402
 from edgeemo.types import Work  # noqa: E402
 from machine import cpu_name  # noqa: E402
@@ -384,7 +384,7 @@ def expand(args: argparse.Namespace, mqtt_url: str | None) -> list[RunSpec]:
 
 def machine_info() -> dict:
     """What the figures were measured on, including the load average: a busy box skews everything."""
-    return {"cpu": cpu_name(), "nproc": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
+    return {"cpu": cpu_name(), "nproc": os.cpu_count(), "usable_cpus": usable_cpus(),
             "loadavg_at_start": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__, "opencv": cv2.__version__,
             "numpy": np.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
