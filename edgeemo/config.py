@@ -81,6 +81,7 @@ class DetectorConfig(Section):
     full_frame_every: int = Field(10, ge=1, le=1000)
     region_margin: float = Field(0.3, ge=0.1, le=4)
     region_face_px: int = Field(40, ge=16, le=1024)
+    locate_every: int = Field(3, ge=1, le=1000)
     motion: MotionConfig = MotionConfig()
 
 

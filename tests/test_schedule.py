@@ -80,6 +80,29 @@ def test_between_keyframes_only_regions_run(detector, frames):
     assert [bool(f.due[0]) for f in found[:7]] == [True, False, False, True, False, False, True]  # every 3rd
 
 
+def test_a_followed_face_is_located_when_due_and_held_in_between(detector, frames, monkeypatch):
+    """locate_every L: a face's region is searched L frames after it was last found, and whenever
+    it is due for classification (its crop needs that frame's landmarks, M = 3 here); in between
+    it is reported where it was last found, with its id, and is not due."""
+    searched_on: list[int] = []
+    number = [0]
+    detect_regions = FaceDetector.detect_regions
+    monkeypatch.setattr(FaceDetector, "detect_regions", lambda self, image, regions, scale=None:
+                        searched_on.append(number[0]) or detect_regions(self, image, regions, scale))
+    for locate_every, expected in ((1, list(range(1, 10))), (2, [2, 3, 5, 6, 8, 9]), (3, [3, 6, 9]), (5, [3, 6, 9])):
+        sched = scheduler(detector, full_frame_every=10, locate_every=locate_every, motion={"enabled": False})
+        searched_on.clear()
+        found = []
+        for number[0], frame in enumerate(frames[:10]):   # frame 0 is the keyframe
+            found.append(sched.detect(frame))
+        assert searched_on == expected, locate_every
+        assert [len(f) for f in found] == [1] * 10 and len({int(f.ids[0]) for f in found}) == 1
+        assert [bool(f.due[0]) for f in found[:7]] == [True, False, False, True, False, False, True]
+        for i in set(range(1, 10)) - set(expected):
+            assert np.array_equal(found[i].boxes[0], found[i - 1].boxes[0])  # held where last found
+            assert np.array_equal(found[i].landmarks[0], found[i - 1].landmarks[0])
+
+
 def test_every_frame_setting_is_full_frame_detection(detector, frames):
     sched = scheduler(detector, full_frame_every=1)
     for frame in frames[:10]:

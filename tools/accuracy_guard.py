@@ -153,13 +153,16 @@ def agreement(scheduled: Analysed, reference: Analysed, tiles: int) -> float:
 
 def compare(video: str, overrides: dict) -> dict:
     """Scheduled against every-frame analysis of one video; `same` is True when the guard holds."""
-    scheduled = analyse(video, load_config(None, overrides))
+    cfg = load_config(None, overrides)
+    scheduled = analyse(video, cfg)
     reference = analyse(video, load_config(None, {**overrides, **EVERY_FRAME}))
     segments, tiles = segments_of(video), tiles_of(video)
     ours, theirs = dominant_emotions(scheduled, segments, tiles), dominant_emotions(reference, segments, tiles)
     tracks = [len({e["track"] for e in r.events}) for r in (scheduled, reference)]
     differing = [i for i, (a, b) in enumerate(zip(scheduled.faces, reference.faces)) if a != b]
-    return {"video": video, "overrides": overrides, "frames": len(reference.faces),
+    schedule = {"full_frame_every": cfg.detector.full_frame_every, "classify_every": cfg.classifier.every_frames,
+                "locate_every": cfg.detector.locate_every, "motion": cfg.detector.motion.enabled}
+    return {"video": video, "overrides": overrides, "schedule": schedule, "frames": len(reference.faces),
             "faces_per_frame": [round(float(np.mean(r.faces)), 4) for r in (scheduled, reference)],
             "frames_with_other_face_count": len(differing), "first_differing_frames": differing[:10],
             "tracks": tracks, "dominant": {"scheduled": ours, "every_frame": theirs},

@@ -96,6 +96,7 @@ class RunSpec:
     journal: bool = True                     # False: the journal's append is skipped (its cost, side by side)
     full_frame_every: int = DEFAULTS.detector.full_frame_every  # keyframe period K (1: full frame every frame)
     classify_every: int = DEFAULTS.classifier.every_frames     # classification cadence M per face
+    locate_every: int = DEFAULTS.detector.locate_every         # a followed face's region searched every L frames
     motion: bool = DEFAULTS.detector.motion.enabled            # motion gating
     max_frames: int | None = None
     mqtt_url: str | None = None
@@ -177,6 +178,7 @@ def bench_config(spec: RunSpec, folder: Path) -> Config:
         "classifier.model": spec.classifier, "classifier.flip_margin": spec.flip_margin,
         "voice.enabled": spec.voice, "detector.full_frame_every": spec.full_frame_every,
         "classifier.every_frames": spec.classify_every, "detector.motion.enabled": spec.motion,
+        "detector.locate_every": spec.locate_every,
     })
     cfg.sources = [cfg.sources[0].model_copy(update={"name": "bench", "url": spec.video})]
     return cfg
@@ -376,6 +378,7 @@ def expand(args: argparse.Namespace, mqtt_url: str | None) -> list[RunSpec]:
         "journal": [choice == "on" for choice in args.journal] if args.journal else [True],
         "full_frame_every": args.full_frame_every or [DEFAULTS.detector.full_frame_every],
         "classify_every": args.classify_every or [DEFAULTS.classifier.every_frames],
+        "locate_every": args.locate_every or [DEFAULTS.detector.locate_every],
         "motion": [choice == "on" for choice in args.motion] if args.motion else [DEFAULTS.detector.motion.enabled],
     }
     return [RunSpec(**dict(zip(axes, combo, strict=True)), max_frames=args.max_frames, mqtt_url=mqtt_url,
@@ -468,7 +471,8 @@ def vs_fer(args: argparse.Namespace, mqtt_url: str | None) -> dict:
                    input_width=(args.input_width or [320])[0], max_frames=long, mqtt_url=mqtt_url, pin_cpus=1,
                    voice=False,  # fer reads faces only: the same work
                    full_frame_every=(args.full_frame_every or [DEFAULTS.detector.full_frame_every])[0],
-                   classify_every=(args.classify_every or [DEFAULTS.classifier.every_frames])[0])
+                   classify_every=(args.classify_every or [DEFAULTS.classifier.every_frames])[0],
+                   locate_every=(args.locate_every or [DEFAULTS.detector.locate_every])[0])
     rounds = []
     for i in range(args.repeat):
         print(f"[vs fer round {i + 1}/{args.repeat}] {video}", file=sys.stderr, flush=True)
@@ -528,6 +532,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--full-frame-every", nargs="+", type=int, metavar="K",
                    help="detector.full_frame_every: keyframe period (1: the whole frame every frame)")
     p.add_argument("--classify-every", nargs="+", type=int, metavar="M", help="classifier.every_frames")
+    p.add_argument("--locate-every", nargs="+", type=int, metavar="L", help="detector.locate_every")
     p.add_argument("--motion", nargs="+", choices=["on", "off"], help="detector.motion.enabled")
     p.add_argument("--max-frames", type=int, help="stop reading after N frames")
     p.add_argument("--repeat", type=int, default=1, help="runs per setting, each in a fresh process; medians")

@@ -11,7 +11,8 @@ run of this tool; the report states each file's date, machine and load average. 
 * file: file mode on the sample, both cores, the defaults against every frame analysed in full;
 * live: live mode at the sample's 29.97 frames/s: faces only, with voice (the default), and the
   empty still room (tools/make_entry_clip.py --empty);
-* cadence: the keyframe period and classification cadence swept on one CPU (how the defaults were chosen);
+* cadence: the keyframe period, classification cadence and locate cadence swept on one CPU (how the
+  defaults were chosen), and guard_l1: the accuracy guard with every followed face located every frame;
 * regions: tools/region_sweep.py, the size of a followed face in the model's input swept (how region_face_px was chosen);
 * guard: tools/accuracy_guard.py on the sample and the busy clip, with the entry clip's delays;
 * journal_cost: file mode on the sample with the journal's commit and without it, side by side;
@@ -64,6 +65,10 @@ def suite(repeat: int) -> dict[str, list[str]]:
                       "--full-frame-every", "1", "5", "10", "30", *r, *out("cadence_k")],
         "cadence_m": [py, bench, "--mode", "file", "--voice", "off", "--pin-cpus", "1",
                       "--classify-every", "1", "3", "5", "10", *r, *out("cadence_m")],
+        "cadence_l": [py, bench, "--mode", "file", "--voice", "off", "--pin-cpus", "1", "--video", SAMPLE, BUSY,
+                      "--max-frames", str(BUSY_FRAMES), "--locate-every", "1", "2", "3", *r, *out("cadence_l")],
+        "guard_l1": [py, str(TOOLS / "accuracy_guard.py"), "--video", SAMPLE, BUSY, "--set", "detector.locate_every=1",
+                     *out("guard_l1")],
         "regions": [py, str(TOOLS / "region_sweep.py"), "--video", SAMPLE, BUSY, *out("regions")],
         "journal_cost": [py, bench, "--mode", "file", "--journal", "on", "off", "--repeat", str(max(repeat, 5)),
                          *out("journal_cost")],
@@ -205,12 +210,13 @@ def vs_fer_section(name: str, data: dict | None) -> list[str]:
 
 
 def run_rows(data: dict | None, columns: str) -> list[str]:
-    lines = ["| video | K | M | motion | voice | frames/s | CPU ms/frame | cores | processed | faces/frame "
+    lines = ["| video | K | M | L | motion | voice | frames/s | CPU ms/frame | cores | processed | faces/frame "
              "| detect ms p50/p99 | classify ms p50/p99 | capture→publish ms p50/p99 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in (data or {}).get("results", []):
         s, st, lat = r["spec"], r["stages_ms"], r["capture_to_publish_ms"]
         lines.append(f"| {Path(s['video']).name} | {s.get('full_frame_every', '-')} | {s.get('classify_every', '-')} "
+                     f"| {s.get('locate_every', 1)} "
                      f"| {'on' if s.get('motion', True) else 'off'} | {'on' if s.get('voice') else 'off'} | {f(r['fps'])} "
                      f"| {f(r['cpu_s_per_frame'] * 1000, 2)} | {f(r['cpu_cores'], 3)} | {r['frames_processed']}/{r['frames_captured']} "
                      f"| {f(r['faces_per_frame'], 2)} | {f(st['detect']['p50'], 2)}/{f(st['detect']['p99'], 2)} "
@@ -312,6 +318,25 @@ emotion timeline with every-frame analysis falls as M grows; M = 3 gives the tra
 guard of section 5 at any other setting."""
 
 
+LOCATE_NOTE = """How the default was chosen: a face due for classification (every M frames) is always
+located on that frame, since its eye-aligned crop needs that frame's landmarks; in between it is
+held where it was last found. L = M = 3 locates each face once per classification, and a face
+whose region was searched in vain is searched every frame until the next keyframe, as before. A
+larger L changes nothing while M = 3. The accuracy guard holds at L = 1 and at L = 3 (table above)."""
+
+
+def locate_guard(d: dict[str, dict | None]) -> list[str]:
+    """The accuracy guard's emotion timeline agreement at L = 1 (guard_l1) and at the defaults (guard)."""
+    lines = ["| L | video | faces/frame scheduled / every frame | tracks | dominant emotions | emotion timeline agreement |",
+             "|---|---|---|---|---|---|"]
+    for name, default in (("guard_l1", ""), ("guard", " (default)")):
+        for r in (d[name] or {}).get("guard", []):
+            lines.append(f"| {r.get('schedule', {}).get('locate_every', 1)}{default} | {Path(r['video']).name} | {r['faces_per_frame'][0]} / {r['faces_per_frame'][1]} "
+                         f"| {r['tracks'][0]} / {r['tracks'][1]} | {'equal' if r['same'] else 'DIFFERENT'} "
+                         f"| {r.get('label_agreement', '-')} |")
+    return [f"Sources: {source('guard_l1', d['guard_l1'])}; {source('guard', d['guard'])}.", "", *lines]
+
+
 def journal_section(d: dict[str, dict | None]) -> list[str]:
     """Issue 12: what the journal costs in file mode, and broker outages with events flowing."""
     cost = d["journal_cost"]
@@ -357,8 +382,8 @@ def dashboard_section(d: dict[str, dict | None]) -> list[str]:
 
 
 def report() -> str:
-    names = ("vs_fer_sample", "vs_fer_busy", "file", "file_every_frame", "live", "cadence_k", "cadence_m", "regions",
-             "guard",
+    names = ("vs_fer_sample", "vs_fer_busy", "file", "file_every_frame", "live", "cadence_k", "cadence_m", "cadence_l",
+             "regions", "guard", "guard_l1",
              "journal_cost", "journal_outage_30s", "journal_outage_300s", "dashboard_latency", "dashboard_feed_cpu")
     d = {name: load(name) for name in names}
     out = [HEAD, "## Machine", "", *machine_section(d), "", "## Against the targets of issue 15", "", *targets(d), "",
@@ -376,6 +401,9 @@ def report() -> str:
            f"Sources: {source('cadence_k', d['cadence_k'])}; {source('cadence_m', d['cadence_m'])}.", "",
            *run_rows({"results": [*(d["cadence_k"] or {}).get("results", []), *(d["cadence_m"] or {}).get("results", [])]}, ""),
            "", CADENCE_NOTE, "",
+           "### How often a followed face is located between keyframes (`detector.locate_every`, L)", "",
+           f"Source: {source('cadence_l', d['cadence_l'])}; first {BUSY_FRAMES} frames of each clip.", "",
+           *run_rows(d["cadence_l"], ""), "", *locate_guard(d), "", LOCATE_NOTE, "",
            "### The size of a followed face in the model's input (`detector.region_face_px`)", "",
            *regions_section(d["regions"]), "",
            "## 5. Accuracy guard: the schedule against every frame analysed in full", "",

@@ -8,8 +8,11 @@ as much as a busy one. Instead (Frigate and MediaPipe's idea, for faces):
 * between keyframes, detection only in a region around each followed face (the face's box grown by
   `region_margin` of its size on every side), all regions in one batch, at the keyframe's scale or
   smaller, so that the largest face is at most `region_face_px` in the model's input (the model is
-  accurate from about 10 px up, and a close face need not cost more than a far one); the landmarks
-  the eye-aligned crop needs are measured afresh every frame;
+  accurate from about 10 px up, and a close face need not cost more than a far one);
+* a followed face is located `locate_every` frames after it was last found, and always on a frame
+  where it is due for classification, since the eye-aligned crop needs that frame's landmarks; in
+  between it stays where it was last found (a face whose region came back empty is searched every
+  frame until the next keyframe);
 * with motion gating on, motion is looked for on one frame in `motion.every`; no followed face and
   no motion: no detection at all, and a live source then needs only the frames motion is looked
   for on (`needs`): its capture leaves the others undecoded, so an empty, still room costs next
@@ -43,7 +46,10 @@ class Followed:
 
     id: int
     box: np.ndarray            # [4] x, y, w, h where it was last found
+    landmarks: np.ndarray      # [5,2] ... and its landmarks there
+    score: float
     classified_at: int         # frame number when it was last due for classification
+    located_at: int            # frame number when it was last found
     missed: int = 0            # frames in a row its region came back empty
 
 
@@ -105,9 +111,12 @@ class DetectionScheduler:
             return self._follow(state, Faces.empty(), frame, keyframe=False)
         if mode == "region":
             self.counts.region_frames += 1
-            regions = [self._region(f.box, image.shape) for f in state.followed]
-            scale = self._region_scale(regions, state.followed, image.shape[1])
-            return self._follow(state, self.detector.detect_regions(image, regions, scale), frame, keyframe=False)
+            search = [f for f in state.followed if self._locate_now(f, frame)]
+            held = [f for f in state.followed if not self._locate_now(f, frame)]
+            regions = [self._region(f.box, image.shape) for f in search]
+            found = self.detector.detect_regions(image, regions, self._region_scale(regions, search, image.shape[1])) \
+                if search else Faces.empty()
+            return self._follow(state, found, frame, keyframe=False, searched=search, held=held)
         self.counts.keyframes += 1
         self.counts.motion_keyframes += mode == "motion"
         state.last_key = frame
@@ -136,18 +145,30 @@ class DetectionScheduler:
             return "motion"
         return "region" if state.followed else "idle"
 
-    def _follow(self, state: SourceState, faces: Faces, frame: int, keyframe: bool) -> Faces:
-        """Match the frame's faces to the followed ones: ids, classification due, the new followed list."""
-        old = state.followed
+    def _locate_now(self, face: Followed, frame: int) -> bool:
+        """Whether a followed face's region is searched on this frame: when it is due for classification
+        (the eye-aligned crop needs its landmarks of this frame), `locate_every` frames after it was
+        last found, and on every frame while it is missing."""
+        return (face.missed > 0 or frame - face.located_at >= self.cfg.locate_every
+                or frame - face.classified_at >= self.classify_every)
+
+    def _follow(self, state: SourceState, faces: Faces, frame: int, keyframe: bool,
+                searched: list[Followed] | None = None, held: list[Followed] = ()) -> Faces:
+        """Match the frame's faces to the followed ones searched for (all on a keyframe): ids,
+        classification due, the new followed list. The faces `held` are reported where they were
+        last found, their last reading standing."""
+        old = state.followed if searched is None else searched
         boxes = np.array([f.box for f in old], np.float32).reshape(-1, 4)
         pairs = dict((f, t) for t, f in greedy_match(iou_matrix(boxes, faces.boxes), MATCH_IOU))
         ids, due, followed = np.zeros(len(faces), np.int64), np.zeros(len(faces), bool), []
         for i in range(len(faces)):
             match = old[pairs[i]] if i in pairs else None
             if match is None or frame - match.classified_at >= self.classify_every:
-                match = Followed(match.id if match else next(self.ids), faces.boxes[i], frame)
+                match = Followed(match.id if match else next(self.ids), faces.boxes[i], faces.landmarks[i],
+                                 float(faces.scores[i]), classified_at=frame, located_at=frame)
                 due[i] = True
-            match.box, match.missed = faces.boxes[i].copy(), 0
+            match.box, match.landmarks, match.score = faces.boxes[i].copy(), faces.landmarks[i].copy(), float(faces.scores[i])
+            match.located_at, match.missed = frame, 0
             ids[i] = match.id
             followed.append(match)
         if not keyframe:  # a face its region missed is searched again until the next keyframe
@@ -156,6 +177,13 @@ class DetectionScheduler:
                 if t not in matched and f.missed + 1 < self.cfg.full_frame_every:
                     f.missed += 1
                     followed.append(f)
+        if held:
+            faces = Faces(np.concatenate([faces.boxes, [f.box for f in held]]).astype(np.float32),
+                          np.concatenate([faces.landmarks, [f.landmarks for f in held]]).astype(np.float32),
+                          np.concatenate([faces.scores, [f.score for f in held]]).astype(np.float32))
+            ids = np.concatenate([ids, [f.id for f in held]]).astype(np.int64)
+            due = np.concatenate([due, np.zeros(len(held), bool)])
+            followed += held
         state.followed = followed
         faces.ids, faces.due = ids, due
         return faces
