@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeemo.audio import AudioCapture, AudioRing, audio_target
+from edgeemo.audio import AudioCapture, AudioRing, audio_target, has_sound
 from edgeemo.capture import Capture, FrameReader, Mailbox, SourceError, SourceSpec, live_pts, parse_source
 from edgeemo.config import Config, SourceConfig, redact
 from edgeemo.fusion import Fuser
@@ -189,6 +189,7 @@ class Pipeline:
         """An audio capture and a voice stage for every source with sound; one classifier for all.
 
         A live stream's own sound is read by its video capture, from the same connection (StreamCapture).
+        A file without sound is told apart here, at start-up, and gets no voice threads.
         """
         targets = {s.name: audio_target(s) for s in self.cfg.sources}
         if not any(targets.values()):
@@ -200,6 +201,9 @@ class Pipeline:
             if target is None:
                 continue
             check_audio_target(source, target)
+            if target != "mic" and "://" not in target and not has_sound(target):
+                log.warning("source %s: no voice analysis (%s has no audio track); faces only", source.name, target)
+                continue
             ring = AudioRing(self.cfg.voice.buffer_s, sample_rate)
             if parse_source(source.url) == SourceSpec("stream", target):  # its own sound: one connection
                 k = next(k for k, c in enumerate(self.captures) if c.cfg.name == source.name)
