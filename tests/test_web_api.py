@@ -220,6 +220,8 @@ def test_user_store_file_is_private_and_first_start_makes_admin(tmp_path):
     assert password and len(password) >= 12 and store.verify("admin", password) == "admin"
     assert store.ensure_admin() is None
     assert stat.S_IMODE(os.stat(tmp_path / "sub" / "users.db").st_mode) == 0o600
+    first = tmp_path / "sub" / "admin-password"  # handed over in a private file, not in the log
+    assert stat.S_IMODE(first.stat().st_mode) == 0o600 and first.read_text().strip() == password
     assert store.verify("admin", password + "x") is None
     store.close()
 

@@ -27,7 +27,7 @@ from edgeemo.daemon import Daemon
 from edgeemo.metrics import Metrics
 
 sys.path.insert(0, str(Path(__file__).parent))
-from webclient import ADMIN_PW, VIEWER_PW, make_event, start_server  # noqa: E402
+from webclient import ADMIN_PW, VIEWER_PW, first_password, make_event, start_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -128,7 +128,7 @@ def test_the_sample_in_the_real_daemon_live_then_history(browser, tmp_path, capl
     daemon = Daemon(cfg)
     daemon.start()
     try:
-        password = caplog.text.split("with password ")[1].split()[0]
+        password = first_password(tmp_path)
         login(browser, daemon.web, "admin", password)
         wait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#faces .card"))
         bars = "#faces .card .fill"

@@ -14,7 +14,7 @@ from edgeemo.config import load_config
 from edgeemo.daemon import Daemon
 
 sys.path.insert(0, str(Path(__file__).parent))
-from webclient import Client  # noqa: E402
+from webclient import Client, first_password  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "daemon test password"
@@ -48,7 +48,8 @@ def test_dashboard_in_the_daemon_on_the_sample(mqtt_broker, subscribe, tmp_path,
         assert daemon.web is not None and daemon.web.port
         log = caplog.text
         assert f"dashboard on http://127.0.0.1:{daemon.web.port}/" in log
-        password = log.split("with password ")[1].split()[0]  # first start: admin, logged once
+        password = first_password(tmp_path)  # first start: admin, its password in a 0600 file, not the log
+        assert password not in log and "admin-password" in log
         assert not (tmp_path / "users.db").stat().st_mode & 0o077
         c = Client(daemon.web.port)
         assert c.login("admin", password).status == 200
@@ -97,7 +98,7 @@ def test_frame_preview_only_when_turned_on(tmp_path, caplog):
     daemon = Daemon(cfg)
     daemon.start()
     try:
-        password = caplog.text.split("with password ")[1].split()[0]
+        password = first_password(tmp_path)
         assert Client(daemon.web.port).request("GET", "/api/preview.jpg").status == 401
         c = Client(daemon.web.port)
         c.login("admin", password)
@@ -119,7 +120,7 @@ def test_no_preview_by_default(tmp_path, caplog):
     daemon = Daemon(daemon_config(tmp_path, None, "noprev"))
     daemon.start()
     try:
-        password = caplog.text.split("with password ")[1].split()[0]
+        password = first_password(tmp_path)
         c = Client(daemon.web.port)
         c.login("admin", password)
         assert c.request("GET", "/api/me").json()["preview"] is False

@@ -21,6 +21,13 @@ RULES = [{"name": "happy-now", "emotion": "happy", "min_share": 0.5, "window_s":
           "modality": "face"}]
 
 
+def first_password(folder: Path) -> str:
+    """admin's password from a first start whose users.db is in `folder`: a 0600 file beside it."""
+    path = folder / "admin-password"
+    assert path.stat().st_mode & 0o777 == 0o600
+    return path.read_text().strip()
+
+
 @dataclass
 class Reply:
     status: int

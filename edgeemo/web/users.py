@@ -62,13 +62,23 @@ class UserStore:
     def close(self) -> None:
         self._db.close()
 
+    @property
+    def first_password_path(self) -> Path:
+        """Where the first start leaves admin's password: a 0600 file beside the users, never the log."""
+        return self.path.with_name("admin-password")
+
     def ensure_admin(self) -> str | None:
-        """On first start (no user at all) create `admin` with a random password and return it."""
+        """On first start (no user at all) create `admin` with a random password, write it to
+        `first_password_path` (0600) and return it."""
         with self._lock:
             if self._db.execute("SELECT 1 FROM users LIMIT 1").fetchone():
                 return None
         password = secrets.token_urlsafe(12)
         self.add("admin", "admin", password)
+        fd = os.open(self.first_password_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a file left from an earlier install keeps its mode otherwise
+        with os.fdopen(fd, "w") as out:
+            out.write(password + "\n")
         return password
 
     def add(self, name: str, role: str, password: str) -> None:
