@@ -4,6 +4,8 @@ Live sources (cameras, streams, and files played at their own rate) overwrite th
 slow consumer always gets the newest frame and never builds a backlog; every overwritten frame is
 counted as dropped. In `lossless` mode (``--once``) the reader waits for its slot instead, so every
 frame of a file is analysed. Cameras and streams that fail or stall are reopened with back-off.
+Video files are decoded with PyAV and their frames left in the decoder's YUV planes (VideoFile);
+cameras, URLs without sound and stills are read with OpenCV, as BGR.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from edgeemo.config import SourceConfig, redact
 from edgeemo.metrics import Metrics
 from edgeemo.resources import sample_video
 from edgeemo.service.supervisor import Backoff, Supervised
-from edgeemo.types import Frame
+from edgeemo.types import Frame, Image, Yuv420
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -86,6 +88,58 @@ def parse_source(url: str) -> SourceSpec:
     return SourceSpec("video", str(path))
 
 
+class VideoFile:
+    """A video file's frames decoded with PyAV and left in the decoder's planes (types.Yuv420): the
+    analysis converts only the parts it looks at (vision.pixels). Frames in another layout, or of
+    odd width or height, are converted to BGR whole."""
+
+    def __init__(self, path: str) -> None:
+        import av
+
+        self._av = av
+        try:
+            self._container = av.open(path)
+        except (av.FFmpegError, OSError) as exc:
+            raise SourceError(f"source {path}: cannot open ({exc})") from None
+        if not self._container.streams.video:
+            self._container.close()
+            raise SourceError(f"source {path}: no video stream")
+        stream = self._container.streams.video[0]
+        stream.codec_context.thread_count = 1  # frame-parallel decoding costs more CPU per frame than it saves here
+        self._frames = self._container.decode(stream)
+        # pts count from the video stream's start, as the sound's do (audio.FileAudioReader)
+        self._start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        self.fps = float(stream.average_rate or 0.0)
+        self.path = path
+
+    def next(self) -> tuple[object, float | None] | None:
+        """The next decoded frame and its pts (None when the file has none); None at the end or on bad data."""
+        try:
+            frame = next(self._frames, None)
+        except self._av.FFmpegError as exc:
+            log.warning("video %s stops here: %s", self.path, exc)
+            return None
+        return None if frame is None else (frame, None if frame.time is None else frame.time - self._start)
+
+    @staticmethod
+    def pixels(frame: object) -> Image:
+        """The frame's planes as numpy views (no copy), or the frame converted to BGR."""
+        w, h = frame.width, frame.height
+        if frame.format.name != "yuv420p" or w % 2 or h % 2:
+            return frame.to_ndarray(format="bgr24")
+        return Yuv420(*(plane_view(p, rows, cols) for p, rows, cols in
+                        zip(frame.planes, (h, h // 2, h // 2), (w, w // 2, w // 2))))
+
+    def close(self) -> None:
+        self._container.close()
+
+
+def plane_view(plane: object, rows: int, cols: int) -> np.ndarray:
+    """A decoded plane as a [rows, cols] uint8 view; it keeps the frame's buffer alive."""
+    flat = np.frombuffer(plane, np.uint8, count=rows * plane.line_size)
+    return flat.reshape(rows, plane.line_size)[:, :cols]
+
+
 class FrameReader:
     """Frames of one source with their pts; `read()` returns None at the end or on failure."""
 
@@ -96,10 +150,15 @@ class FrameReader:
         self.index = 0
         self._images: deque[Path] = deque()
         self._cap: cv2.VideoCapture | None = None
+        self._video: VideoFile | None = None
         if spec.kind in ("image", "folder"):
             self._images = deque(list_images(Path(str(spec.target))))
             if not self._images:
                 raise SourceError(f"source {spec.target}: no images found")
+            return
+        if spec.kind == "video":
+            self._video = VideoFile(str(spec.target))
+            self.fps = self._video.fps
             return
         # One decoder thread: frame-parallel decoding costs more CPU per frame than it saves here.
         params = [] if spec.kind == "camera" else [cv2.CAP_PROP_N_THREADS, 1]
@@ -113,7 +172,10 @@ class FrameReader:
         if self.fps > 1000:  # some webcams report nonsense
             self.fps = 0.0
 
-    def read(self) -> tuple[np.ndarray, float] | None:
+    def read(self) -> tuple[Image, float] | None:
+        if self._video is not None:
+            item = self._video.next()
+            return None if item is None else (self._video.pixels(item[0]), self._file_pts(item[1]))
         if self._cap is None:
             return self._read_image()
         ok, image = self._cap.read()
@@ -127,9 +189,17 @@ class FrameReader:
         A camera's MJPEG frame is then never decoded, and a video's is decoded (later frames need
         it) but never converted to BGR or copied.
         """
+        if self._video is not None:
+            item = self._video.next()
+            return None if item is None else self._file_pts(item[1])
         if self._cap is None:
             return None if self._read_image() is None else 0.0
         return self._next_pts() if self._cap.grab() else None
+
+    def _file_pts(self, pts: float | None) -> float:
+        pts = self.index / (self.fps or 30.0) if pts is None else pts
+        self.index += 1
+        return pts
 
     def _next_pts(self) -> float:
         if self.spec.live:
@@ -153,6 +223,8 @@ class FrameReader:
     def close(self) -> None:
         if self._cap is not None:
             self._cap.release()
+        if self._video is not None:
+            self._video.close()
 
 
 def media_duration(path: str) -> float:
@@ -369,7 +441,7 @@ class Capture(Supervised):
             self.metrics.frames_dropped.labels(source=self.cfg.name, reason="idle").inc()
         return None if pts is None else (None, pts)
 
-    def _deliver(self, image: np.ndarray, pts: float) -> None:
+    def _deliver(self, image: Image, pts: float) -> None:
         frame = Frame(image, self.cfg.name, self.frames_seen - 1, pts, time.monotonic())
         self.frames_read += 1
         self.last_frame_at = frame.captured_at

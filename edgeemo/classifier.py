@@ -15,7 +15,8 @@ import numpy as np
 from edgeemo.config import ClassifierConfig
 from edgeemo.modelcard import ModelCard, colour_of, to_tensor
 from edgeemo.runtime import InferenceModel
-from edgeemo.types import Faces
+from edgeemo.types import Faces, Image, Yuv420
+from edgeemo.vision.pixels import full_range, to_bgr
 
 
 def align_matrix(landmarks: np.ndarray, card: ModelCard) -> np.ndarray:
@@ -33,12 +34,17 @@ def align_matrix(landmarks: np.ndarray, card: ModelCard) -> np.ndarray:
     return matrix
 
 
-def crop_faces(image: np.ndarray, faces: Faces, card: ModelCard) -> np.ndarray:
+def crop_faces(image: Image, faces: Faces, card: ModelCard) -> np.ndarray:
     """[N,H,W(,3)] uint8 crops, one per face, in the card's colour.
 
     Cropping comes first and the colour conversion runs on the small crops only (stacked into one
-    image for a single cvtColor call), not on the whole frame.
+    image for a single cvtColor call), not on the whole frame. A grey model's crops from a YUV
+    frame are cut from its Y plane.
     """
+    if isinstance(image, Yuv420):
+        if card.color != "gray":
+            return crop_faces(to_bgr(image), faces, card)
+        return full_range(crop_faces(image.y, faces, card))
     h, w = card.size
     crops = np.empty((len(faces), h, w) + image.shape[2:], np.uint8)
     for i, landmarks in enumerate(faces.landmarks):
@@ -92,7 +98,7 @@ class ExpressionClassifier:
         self.model = InferenceModel(card.path, cfg.backend, cfg.threads)
         self._order = card.label_order
 
-    def classify(self, frame: np.ndarray, faces: Faces) -> np.ndarray:
+    def classify(self, frame: Image, faces: Faces) -> np.ndarray:
         """[N,7] probabilities in edgeemo.LABELS order (mirror-averaged where unsure, see mirror_unsure)."""
         if len(faces) == 0:
             return np.zeros((0, len(self._order)), np.float32)

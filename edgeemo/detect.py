@@ -25,9 +25,10 @@ from edgeemo.audio import AudioUnavailable, FileAudioReader
 from edgeemo.capture import IMAGE_SUFFIXES, FrameReader, SourceError, SourceSpec, list_images, parse_source
 from edgeemo.config import Config, redact
 from edgeemo.fusion import fuse
-from edgeemo.types import Faces
+from edgeemo.types import Faces, Image
 from edgeemo.voice import VoiceClassifier
 from edgeemo.vision.analysis import FrameAnalysis
+from edgeemo.vision.pixels import to_bgr
 from edgeemo.voice_features import speech_segments
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def segment_records(path: Path, voice: list[tuple[float, float, np.ndarray]],
     return records
 
 
-def frames_of(reader: FrameReader, every: int) -> Iterator[tuple[np.ndarray, float]]:
+def frames_of(reader: FrameReader, every: int) -> Iterator[tuple[Image, float]]:
     try:
         while (item := reader.read()) is not None:
             if (reader.index - 1) % every == 0:
@@ -102,8 +103,8 @@ def frames_of(reader: FrameReader, every: int) -> Iterator[tuple[np.ndarray, flo
         reader.close()
 
 
-def draw(image: np.ndarray, faces: Faces) -> np.ndarray:
-    out = image.copy()
+def draw(image: Image, faces: Faces) -> np.ndarray:
+    out = image.copy() if isinstance(image, np.ndarray) else to_bgr(image)
     for record in face_records(faces):
         x, y, w, h = record["box"]
         cv2.rectangle(out, (x, y), (x + w, y + h), (0, 200, 0), 2)
@@ -126,7 +127,7 @@ class Annotator:
             return self.out / source.name
         return self.out
 
-    def add(self, source: Path, image: np.ndarray, faces: Faces, is_video: bool, fps: float) -> None:
+    def add(self, source: Path, image: Image, faces: Faces, is_video: bool, fps: float) -> None:
         if self.out is None:
             return
         annotated = draw(image, faces)

@@ -19,28 +19,10 @@ import numpy as np
 
 from edgeemo.config import DetectorConfig
 from edgeemo.runtime import InferenceModel
-from edgeemo.types import Faces
+from edgeemo.types import Faces, Image
+from edgeemo.vision.pixels import region, shrunk_bgr
 
 STRIDES = (8, 16, 32)
-
-
-def shrink(image: np.ndarray, width: int, height: int) -> tuple[np.ndarray, float, float]:
-    """`image` resized to width x height, and the x and y scale factors it applied.
-
-    While it can halve, it averages 2x2 blocks (INTER_AREA at exactly one half, OpenCV's fast path;
-    an odd last row or column is dropped); the rest is linear, which at a ratio above one half
-    aliases little. The result equals INTER_AREA at power-of-two ratios (640 to 320, 1280 to 320)
-    and costs far less than INTER_AREA at fractional ratios or on crops, where OpenCV has no fast path.
-    """
-    sx, sy = 1.0, 1.0
-    while image.shape[1] >= 2 * width and image.shape[0] >= 2 * height:
-        h, w = image.shape[0] // 2, image.shape[1] // 2
-        image = cv2.resize(image[:2 * h, :2 * w], (w, h), interpolation=cv2.INTER_AREA)
-        sx, sy = sx / 2, sy / 2
-    if image.shape[:2] != (height, width):
-        sx, sy = sx * width / image.shape[1], sy * height / image.shape[0]
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-    return image, sx, sy
 
 
 class FaceDetector:
@@ -52,17 +34,17 @@ class FaceDetector:
         self._blob = np.zeros(0, np.float32)
         self._grids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
-    def detect(self, frame: np.ndarray) -> Faces:
+    def detect(self, frame: Image) -> Faces:
         h, w = frame.shape[:2]
         scale = self.cfg.input_width / w
         dw, dh = self.cfg.input_width, max(32, round(h * scale))
         blob = self._input_blob(dh, dw)
-        resized, sx, sy = shrink(frame, dw, dh)
+        resized, sx, sy = shrunk_bgr(frame, dw, dh)
         blob[0, :, :dh, :dw] = resized.transpose(2, 0, 1)
         _, boxes, landmarks, scores = self._decode(self.model.run(blob), blob.shape[2], blob.shape[3])
         return self._select(boxes / [sx, sy, sx, sy], landmarks / [sx, sy], scores)
 
-    def detect_regions(self, frame: np.ndarray, regions: list[tuple[int, int, int, int]],
+    def detect_regions(self, frame: Image, regions: list[tuple[int, int, int, int]],
                        scale: float | None = None) -> Faces:
         """Faces inside the regions (x0, y0, x1, y1 in frame pixels), one batch, at `scale` (default: the full frame's)."""
         if not regions:
@@ -74,7 +56,8 @@ class FaceDetector:
         blob = np.zeros((len(regions), 3, ph, pw), np.float32)
         factors, offsets = np.empty((len(regions), 2), np.float32), np.empty((len(regions), 2), np.float32)
         for i, ((x0, y0, x1, y1), (dh, dw)) in enumerate(zip(regions, sizes)):
-            crop, sx, sy = shrink(frame[y0:y1, x0:x1], dw, dh)
+            part, x0, y0 = region(frame, x0, y0, x1, y1)
+            crop, sx, sy = shrunk_bgr(part, dw, dh)
             blob[i, :, :dh, :dw] = crop.transpose(2, 0, 1)
             factors[i], offsets[i] = (sx, sy), (x0, y0)
         items, boxes, landmarks, scores = self._decode(self.model.run(blob), ph, pw)

@@ -8,10 +8,28 @@ import numpy as np
 
 
 @dataclass(slots=True)
+class Yuv420:
+    """A decoded video frame as the decoder left it (I420: full-size Y, half-size U and V), converted
+    only where the analysis looks (vision.pixels). The planes may be views of the decoder's buffer."""
+
+    y: np.ndarray              # [H,W] uint8, video range
+    u: np.ndarray              # [H/2,W/2] uint8
+    v: np.ndarray              # [H/2,W/2] uint8
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """As a BGR image's: height, width, 3."""
+        return (*self.y.shape, 3)
+
+
+Image = np.ndarray | Yuv420    # HxWx3 uint8 BGR, or a video file's frame in its planes
+
+
+@dataclass(slots=True)
 class Frame:
     """One decoded image as it left the capture stage."""
 
-    image: np.ndarray          # HxWx3 uint8 BGR
+    image: Image               # HxWx3 uint8 BGR (cameras, stills), or Yuv420 (video files)
     source: str                # source name from the config
     index: int                 # frame number within the source, from 0 (frames skipped while idle counted)
     pts: float                 # seconds into the media (monotonic clock offset for cameras)

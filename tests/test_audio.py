@@ -13,6 +13,7 @@ from edgeemo.capture import FrameReader, parse_source
 from edgeemo.config import MicrophoneConfig, SourceConfig
 from edgeemo.metrics import Metrics
 from edgeemo.resources import sample_video
+from edgeemo.vision.pixels import to_bgr
 
 
 def ffmpeg(*args: str) -> None:
@@ -60,7 +61,7 @@ def test_video_audio_track_is_decoded_in_sync_with_the_frames(tmp_path):
            "-f", "lavfi", "-i", "aevalsrc='if(between(t,1,1.5),0.5*sin(2*PI*1000*t),0)':s=48000:d=3",
            "-c:v", "libx264", "-c:a", "aac", "-shortest", "-output_ts_offset", "2", str(clip))
     reader = FrameReader(parse_source(str(clip)))
-    flash = next(pts for image, pts in iter(reader.read, None) if image.mean() > 100)
+    flash = next(pts for image, pts in iter(reader.read, None) if to_bgr(image).mean() > 100)
     samples, pts = decode(clip)
     beep = pts[0] + np.flatnonzero(np.abs(samples) > 0.1)[0] / 16000
     assert flash == pytest.approx(1.0, abs=0.001)

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from edgeemo.config import Config, DetectorConfig, load_config
-from edgeemo.detector import FaceDetector, shrink
+from edgeemo.detector import FaceDetector
 from edgeemo.resources import models_dir, sample_video
 from edgeemo.vision.analysis import FrameAnalysis
 from edgeemo.vision.motion import MotionDetector
+from edgeemo.vision.pixels import shrink
 from edgeemo.vision.scheduler import DetectionScheduler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))

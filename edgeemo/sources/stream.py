@@ -2,9 +2,9 @@
 
 OpenCV reads only pictures, so a stream whose sound is analysed too would be opened twice, once by
 OpenCV and once by PyAV: many IP cameras allow only a few clients, and the two connections drift
-apart. This reader demuxes both from a single container: video frames come out of `read()` as BGR
-images like OpenCV's, and each decoded stretch of sound goes to `on_sound` as 16 kHz mono float32
-samples on the same live clock. Opening and every read give up after `timeout_s`, so a frozen
+apart. This reader demuxes both from a single container: video frames come out of `read()` left in
+the decoder's planes, as a video file's are (capture.VideoFile.pixels), and each decoded stretch of
+sound goes to `on_sound` as 16 kHz mono float32 samples on the same live clock. Opening and every read give up after `timeout_s`, so a frozen
 stream ends the read instead of blocking it.
 """
 
@@ -18,9 +18,10 @@ from collections.abc import Callable
 import numpy as np
 
 from edgeemo.audio import SAMPLE_RATE, AudioRing, open_media
-from edgeemo.capture import Capture, FrameGate, Mailbox, SourceError, live_pts
+from edgeemo.capture import Capture, FrameGate, Mailbox, SourceError, VideoFile, live_pts
 from edgeemo.config import SourceConfig, redact
 from edgeemo.metrics import Metrics
+from edgeemo.types import Image
 
 log = logging.getLogger(__name__)
 SoundSink = Callable[[np.ndarray, float], None]   # samples, pts of the first one
@@ -49,10 +50,10 @@ class StreamReader:
         self.index = 0
         self.has_sound = len(streams) > 1
 
-    def read(self) -> tuple[np.ndarray, float] | None:
+    def read(self) -> tuple[Image, float] | None:
         """The next video frame (sound met on the way goes to `on_sound`); None at a failure or the end."""
         frame = self._next_frame()
-        return None if frame is None else (frame.to_ndarray(format="bgr24"), live_pts())
+        return None if frame is None else (VideoFile.pixels(frame), live_pts())
 
     def skip(self) -> float | None:
         """The next video frame decoded but never converted to BGR (the source is idle); its pts."""

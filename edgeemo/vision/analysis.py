@@ -19,7 +19,7 @@ from edgeemo.config import Config
 from edgeemo.detector import FaceDetector
 from edgeemo.modelcard import load_card
 from edgeemo.resources import models_dir, resolve_model
-from edgeemo.types import Faces
+from edgeemo.types import Faces, Image
 from edgeemo.vision.scheduler import DetectionScheduler
 
 
@@ -41,10 +41,10 @@ class FrameAnalysis:
         self.scheduler = DetectionScheduler(self.detector, cfg.detector, cfg.classifier.every_frames)
         self._readings: dict[str, dict[int, np.ndarray]] = {}   # classify side: face id -> last probs
 
-    def detect(self, image: np.ndarray, source: str, number: int | None = None) -> Faces:
+    def detect(self, image: Image, source: str, number: int | None = None) -> Faces:
         return self.scheduler.detect(image, source, number)
 
-    def classify(self, image: np.ndarray, faces: Faces, source: str) -> np.ndarray:
+    def classify(self, image: Image, faces: Faces, source: str) -> np.ndarray:
         """[N,7] probabilities: fresh for the faces due, the last reading for the others."""
         if faces.ids is None:
             return self.classifier.classify(image, faces)
@@ -59,7 +59,7 @@ class FrameAnalysis:
         self._readings[source] = {int(face_id): p for face_id, p in zip(faces.ids, probs)}
         return probs
 
-    def analyse(self, image: np.ndarray, source: str, number: int | None = None) -> Faces:
+    def analyse(self, image: Image, source: str, number: int | None = None) -> Faces:
         faces = self.detect(image, source, number)
         faces.probs = self.classify(image, faces, source)
         return faces

@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 
 from edgeemo.config import MotionConfig
+from edgeemo.types import Image
+from edgeemo.vision.pixels import small_grey
 
 KERNEL = np.ones((3, 3), np.uint8)
 
@@ -28,14 +30,14 @@ class MotionDetector:
         self.lighting_jumps = 0
         self._grey: np.ndarray | None = None
 
-    def update(self, image: np.ndarray) -> np.ndarray:
+    def update(self, image: Image) -> np.ndarray:
         """uint8 mask (255 = moved) of the small copy; all zero on the first frame and after a lighting jump."""
         h, w = image.shape[:2]
         self.scale = self.cfg.height / h
         # Linear shrinking samples rather than averages (INTER_AREA at a fractional ratio has no fast
         # path in OpenCV); the blur then evens out the noise that sampling lets through.
-        small = cv2.resize(image, (max(1, round(w * self.scale)), self.cfg.height), interpolation=cv2.INTER_LINEAR)
-        grey = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), (5, 5), 0).astype(np.float32)
+        small = small_grey(image, max(1, round(w * self.scale)), self.cfg.height)
+        grey = cv2.GaussianBlur(small, (5, 5), 0).astype(np.float32)
         self._grey = grey
         if self.background is None or self.background.shape != grey.shape:
             self.background = grey

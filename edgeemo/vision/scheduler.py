@@ -33,7 +33,7 @@ import numpy as np
 from edgeemo.config import DetectorConfig
 from edgeemo.detector import FaceDetector
 from edgeemo.tracker import greedy_match, iou_matrix
-from edgeemo.types import Faces
+from edgeemo.types import Faces, Image
 from edgeemo.vision.motion import MotionDetector
 
 MATCH_IOU = 0.3
@@ -95,7 +95,7 @@ class DetectionScheduler:
         state = self.states.get(source)
         return state is None or not state.idle or number % self.cfg.motion.every == 0
 
-    def detect(self, image: np.ndarray, source: str = "default", number: int | None = None) -> Faces:
+    def detect(self, image: Image, source: str = "default", number: int | None = None) -> Faces:
         """The faces of frame `number` of `source` (its number in the source, skipped frames counted;
         by default the frames seen here, in order)."""
         state = self.states.get(source)
@@ -124,7 +124,7 @@ class DetectionScheduler:
             state.motion.recalibrate()
         return self._follow(state, self.detector.detect(image), frame, keyframe=True)
 
-    def _mode(self, state: SourceState, image: np.ndarray, frame: int, number: int) -> str:
+    def _mode(self, state: SourceState, image: Image, frame: int, number: int) -> str:
         """'key', 'motion' (a keyframe for motion outside the faces), 'region' or 'idle'.
 
         Motion is looked for on one frame in `motion.every` (by number); on the others, with no

@@ -7,7 +7,9 @@ from __future__ import annotations
 import threading
 
 import cv2
-import numpy as np
+
+from edgeemo.types import Image
+from edgeemo.vision.pixels import to_bgr
 
 MAX_WIDTH = 640
 JPEG_QUALITY = 80
@@ -16,10 +18,10 @@ JPEG_QUALITY = 80
 class FramePreview:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._image: np.ndarray | None = None
+        self._image: Image | None = None
         self._faces: list[dict] = []
 
-    def offer(self, image: np.ndarray, faces: list[dict]) -> None:
+    def offer(self, image: Image, faces: list[dict]) -> None:
         """From the track stage, every frame: keep a reference to the newest frame and its faces."""
         with self._lock:
             self._image, self._faces = image, faces
@@ -30,6 +32,7 @@ class FramePreview:
             image, faces = self._image, self._faces
         if image is None:
             return None
+        image = to_bgr(image)  # converted here, when someone looks, not for every frame
         scale = min(1.0, MAX_WIDTH / image.shape[1])
         shown = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image.copy()
         for face in faces:
