@@ -327,9 +327,11 @@ guard of section 5 at any other setting."""
 
 LOCATE_NOTE = """How the default was chosen: a face due for classification (every M frames) is always
 located on that frame, since its eye-aligned crop needs that frame's landmarks; in between it is
-held where it was last found. L = M = 3 locates each face once per classification, and a face
-whose region was searched in vain is searched every frame until the next keyframe, as before. A
-larger L changes nothing while M = 3. The accuracy guard holds at L = 1 and at L = 3 (table above)."""
+held where it was last found. L = M = 3 locates each face once per classification: the cost falls
+from L = 1 to L = 3 on both clips (the busy clip's L = 2 and L = 3 runs are within their spread),
+while faces per frame, tracks and dominant emotions stay equal to every-frame analysis and the
+timeline agreement stays within 0.01 of L = 1's. A face whose region was searched in vain is
+searched every frame until the next keyframe, as before; a larger L changes nothing while M = 3."""
 
 
 def locate_guard(d: dict[str, dict | None]) -> list[str]:
