@@ -46,7 +46,7 @@ def live_pts() -> float:
 class FrameGate(Protocol):
     """Which frames of an idle source need looking at (vision.scheduler.DetectionScheduler)."""
 
-    motion_every: int
+    idle_every: int
 
     def needs(self, source: str, number: int) -> bool: ...
 
@@ -434,7 +434,7 @@ class Capture(Supervised):
         the capture first sleeps until they are buffered (the device or socket holds them), then
         grabs them back to back, so an idle source wakes the CPU once per run, not once per frame."""
         if self.live and not self._skipping and reader.fps > 0:
-            self.stop.wait((self.gate.motion_every - 1) / reader.fps)
+            self.stop.wait((self.gate.idle_every - 1) / reader.fps)
         self._skipping = True
         pts = reader.skip()
         if pts is not None and self.metrics:

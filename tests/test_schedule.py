@@ -121,8 +121,10 @@ def test_empty_still_room_runs_no_detection(detector, frames):
 
 
 def test_an_idle_source_needs_only_the_frames_motion_is_looked_for_on(detector, frames):
+    """While nobody is followed, motion is looked for once per keyframe period (here 4), not once
+    per motion.every (2): a face that walks in is still found within the period."""
     room = empty_room(frames[0])
-    sched = scheduler(detector, motion={"every": 4})
+    sched = scheduler(detector, full_frame_every=4, motion={"every": 2})
     assert all(sched.needs("cam", n) for n in range(8))        # nothing seen yet: every frame
     sched.detect(room, "cam", 0)                                # the first frame is a keyframe
     assert all(sched.needs("cam", n) for n in range(8))
@@ -143,7 +145,7 @@ def test_motion_is_looked_for_on_one_frame_in_every_while_a_face_is_followed(det
     assert looked == [0, 3, 6, 9]
 
 
-def test_a_played_still_video_is_analysed_one_frame_in_motion_every(tmp_path):
+def test_a_played_still_video_is_analysed_one_frame_in_the_keyframe_period(tmp_path):
     """The real daemon on a still video played at its own rate: the capture skips frames undecoded."""
     from edgeemo.daemon import Daemon
 
@@ -152,7 +154,7 @@ def test_a_played_still_video_is_analysed_one_frame_in_motion_every(tmp_path):
                     "-pix_fmt", "yuv420p", str(video)], check=True, timeout=60)
     cfg = load_config(None, {"voice.enabled": False, "web.enabled": False, "metrics.enabled": False,
                              "event_log.path": str(tmp_path / "events.jsonl"), "journal.path": str(tmp_path / "j.db"),
-                             "detector.motion.every": 5})
+                             "detector.full_frame_every": 10})
     cfg.sources = [cfg.sources[0].model_copy(update={"name": "still", "url": str(video)})]
     daemon = Daemon(cfg)                                        # not lossless: played like a camera
     daemon.start()
@@ -162,12 +164,12 @@ def test_a_played_still_video_is_analysed_one_frame_in_motion_every(tmp_path):
     skipped = registry.get_sample_value("edgeemo_frames_dropped_total", {"source": "still", "reason": "idle"})
     analysed = registry.get_sample_value("edgeemo_frames_processed_total", {"source": "still"})
     assert skipped + analysed == 50
-    assert 10 <= analysed <= 13                                 # the first two frames, then one in five
+    assert 5 <= analysed <= 7                                   # the first two frames, then one in ten
 
 
 def test_lighting_jump_recalibrates_instead_of_detecting(detector, frames):
     room = empty_room(frames[0])
-    sched = scheduler(detector)
+    sched = scheduler(detector, full_frame_every=5)     # nobody followed: motion looked for on 0, 5, ...
     for _ in range(5):
         sched.detect(room)
     darker = cv2.convertScaleAbs(room, alpha=0.5)  # the lamp goes off
@@ -178,7 +180,7 @@ def test_lighting_jump_recalibrates_instead_of_detecting(detector, frames):
 
 
 def test_a_face_that_walks_in_is_found_on_the_next_frame_motion_is_looked_for_on(detector, frames):
-    sched = scheduler(detector, full_frame_every=30)    # motion.every: 5
+    sched = scheduler(detector, full_frame_every=10)    # nobody followed: motion looked for on 0, 10, ...
     room = empty_room(frames[0])
     for _ in range(9):                                  # frames 0-8
         sched.detect(room)

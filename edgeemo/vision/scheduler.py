@@ -13,10 +13,11 @@ as much as a busy one. Instead (Frigate and MediaPipe's idea, for faces):
   where it is due for classification, since the eye-aligned crop needs that frame's landmarks; in
   between it stays where it was last found (a face whose region came back empty is searched every
   frame until the next keyframe);
-* with motion gating on, motion is looked for on one frame in `motion.every`; no followed face and
-  no motion: no detection at all, and a live source then needs only the frames motion is looked
-  for on (`needs`): its capture leaves the others undecoded, so an empty, still room costs next
-  to nothing.
+* with motion gating on, motion is looked for on one frame in `motion.every` while faces are
+  followed, and on one in `full_frame_every` while none is (an entering face must be found within
+  that period anyway); no followed face and no motion: no detection at all, and a live source then
+  needs only the frames motion is looked for on (`needs`): its capture leaves the others
+  undecoded, so an empty, still room costs next to nothing.
 
 `full_frame_every: 1` is a keyframe every frame: detection as it was before the schedule.
 The scheduler also gives every face a stable id and says when it is due for classification
@@ -86,14 +87,16 @@ class DetectionScheduler:
         self.states.pop(source, None)
 
     @property
-    def motion_every(self) -> int:
-        return self.cfg.motion.every
+    def idle_every(self) -> int:
+        """While nobody is followed, motion is looked for on one frame in this many: the keyframe
+        period, within which an entering face must be found anyway."""
+        return self.cfg.full_frame_every
 
     def needs(self, source: str, number: int) -> bool:
         """Whether frame `number` of a live source must be decoded and analysed: every frame, except
         while the source is idle, when only those motion is looked for on are (called from its capture)."""
         state = self.states.get(source)
-        return state is None or not state.idle or number % self.cfg.motion.every == 0
+        return state is None or not state.idle or number % self.idle_every == 0
 
     def detect(self, image: Image, source: str = "default", number: int | None = None) -> Faces:
         """The faces of frame `number` of `source` (its number in the source, skipped frames counted;
@@ -127,13 +130,14 @@ class DetectionScheduler:
     def _mode(self, state: SourceState, image: Image, frame: int, number: int) -> str:
         """'key', 'motion' (a keyframe for motion outside the faces), 'region' or 'idle'.
 
-        Motion is looked for on one frame in `motion.every` (by number); on the others, with no
-        face followed, there is nothing to do.
+        Motion is looked for on one frame in `motion.every` (by number) while faces are followed,
+        and on one in `idle_every` while none is; on the others, with no face followed, there is
+        nothing to do.
         """
         every = self.cfg.full_frame_every
         if every == 1:
             return "key"
-        look = state.motion is not None and number % self.cfg.motion.every == 0
+        look = state.motion is not None and number % (self.cfg.motion.every if state.followed else self.idle_every) == 0
         mask = state.motion.update(image) if look else None
         if state.last_key is None:
             return "key"
