@@ -59,8 +59,8 @@ def analyse(video: str, cfg: Config, live: bool = False) -> Analysed:
     """The daemon's detect, classify and track steps over every frame of `video`, in order.
 
     `live`: as a camera's capture reads it. Frames the scheduler does not need while the source is
-    idle (all but those `detector.motion.every` looks at) are skipped undecoded and count as frames
-    without faces.
+    idle (all but the one in `detector.full_frame_every` that motion is looked for on) are skipped
+    undecoded and count as frames without faces.
     """
     analysis = FrameAnalysis(cfg)
     tracker = FaceTracker(cfg.tracker, "guard")
