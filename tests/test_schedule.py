@@ -104,6 +104,24 @@ def test_a_followed_face_is_located_when_due_and_held_in_between(detector, frame
             assert np.array_equal(found[i].landmarks[0], found[i - 1].landmarks[0])
 
 
+def test_a_face_found_in_a_neighbours_region_is_that_neighbour_not_a_new_face(detector):
+    """Two followed faces side by side, only A's region searched this frame (B is held): a face
+    found there that is B updates B; it is not reported twice under a new id."""
+    from edgeemo.types import Faces
+    from edgeemo.vision.scheduler import Followed, SourceState
+
+    sched = scheduler(detector, full_frame_every=10, locate_every=3)
+    box_a, box_b = np.array([100, 100, 80, 80], np.float32), np.array([190, 100, 80, 80], np.float32)
+    marks = np.zeros((5, 2), np.float32)
+    a = Followed(1, box_a, marks, 0.9, classified_at=0, located_at=0)
+    b = Followed(2, box_b, marks, 0.9, classified_at=0, located_at=0)
+    state = SourceState(followed=[a, b])
+    found = Faces(np.array([box_b + 2]), marks[None], np.array([0.9], np.float32))  # B, seen from A's region
+    faces = sched._follow(state, found, 1, keyframe=False, searched={1})
+    assert sorted(faces.ids.tolist()) == [2] and len(faces) == 1                  # B once; A missed
+    assert {f.id: f.missed for f in state.followed} == {2: 0, 1: 1}
+
+
 def test_every_frame_setting_is_full_frame_detection(detector, frames):
     sched = scheduler(detector, full_frame_every=1)
     for frame in frames[:10]:

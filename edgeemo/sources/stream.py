@@ -4,8 +4,8 @@ OpenCV reads only pictures, so a stream whose sound is analysed too would be ope
 OpenCV and once by PyAV: many IP cameras allow only a few clients, and the two connections drift
 apart. This reader demuxes both from a single container: video frames come out of `read()` left in
 the decoder's planes, as a video file's are (capture.VideoFile.pixels), and each decoded stretch of
-sound goes to `on_sound` as 16 kHz mono float32 samples on the same live clock. Opening and every read give up after `timeout_s`, so a frozen
-stream ends the read instead of blocking it.
+sound goes to `on_sound` as 16 kHz mono float32 samples on the same live clock. Opening and every
+read give up after `timeout_s`, so a frozen stream ends the read instead of blocking it.
 """
 
 from __future__ import annotations

@@ -115,11 +115,10 @@ class DetectionScheduler:
         if mode == "region":
             self.counts.region_frames += 1
             search = [f for f in state.followed if self._locate_now(f, frame)]
-            held = [f for f in state.followed if not self._locate_now(f, frame)]
             regions = [self._region(f.box, image.shape) for f in search]
             found = self.detector.detect_regions(image, regions, self._region_scale(regions, search, image.shape[1])) \
                 if search else Faces.empty()
-            return self._follow(state, found, frame, keyframe=False, searched=search, held=held)
+            return self._follow(state, found, frame, keyframe=False, searched={f.id for f in search})
         self.counts.keyframes += 1
         self.counts.motion_keyframes += mode == "motion"
         state.last_key = frame
@@ -157,11 +156,15 @@ class DetectionScheduler:
                 or frame - face.classified_at >= self.classify_every)
 
     def _follow(self, state: SourceState, faces: Faces, frame: int, keyframe: bool,
-                searched: list[Followed] | None = None, held: list[Followed] = ()) -> Faces:
-        """Match the frame's faces to the followed ones searched for (all on a keyframe): ids,
-        classification due, the new followed list. The faces `held` are reported where they were
-        last found, their last reading standing."""
-        old = state.followed if searched is None else searched
+                searched: set[int] | None = None) -> Faces:
+        """Match the frame's faces to all followed ones: ids, classification due, the new followed list.
+
+        Between keyframes, a followed face left unmatched is searched again next frame if its region
+        was searched now (`searched`: their ids), until the next keyframe; one not searched now is
+        reported where it was last found, its last reading standing. Matching against all of them
+        means a face found in a neighbour's region is that face, not a new one.
+        """
+        old = state.followed
         boxes = np.array([f.box for f in old], np.float32).reshape(-1, 4)
         pairs = dict((f, t) for t, f in greedy_match(iou_matrix(boxes, faces.boxes), MATCH_IOU))
         ids, due, followed = np.zeros(len(faces), np.int64), np.zeros(len(faces), bool), []
@@ -171,26 +174,24 @@ class DetectionScheduler:
                 match = Followed(match.id if match else next(self.ids), faces.boxes[i], faces.landmarks[i],
                                  float(faces.scores[i]), classified_at=frame, located_at=frame)
                 due[i] = True
-            match.box, match.landmarks, match.score = faces.boxes[i].copy(), faces.landmarks[i].copy(), float(faces.scores[i])
-            match.located_at, match.missed = frame, 0
+            match.box, match.landmarks = faces.boxes[i].copy(), faces.landmarks[i].copy()
+            match.score, match.located_at, match.missed = float(faces.scores[i]), frame, 0
             ids[i] = match.id
             followed.append(match)
-        if not keyframe:  # a face its region missed is searched again until the next keyframe
+        held: list[Followed] = []
+        if not keyframe:
             matched = set(pairs.values())
             for t, f in enumerate(old):
-                if t not in matched and f.missed + 1 < self.cfg.full_frame_every:
+                if t in matched:
+                    continue
+                if searched is not None and f.id not in searched:
+                    held.append(f)
+                elif f.missed + 1 < self.cfg.full_frame_every:  # its region missed it: searched again
                     f.missed += 1
                     followed.append(f)
-        if held:
-            faces = Faces(np.concatenate([faces.boxes, [f.box for f in held]]).astype(np.float32),
-                          np.concatenate([faces.landmarks, [f.landmarks for f in held]]).astype(np.float32),
-                          np.concatenate([faces.scores, [f.score for f in held]]).astype(np.float32))
-            ids = np.concatenate([ids, [f.id for f in held]]).astype(np.int64)
-            due = np.concatenate([due, np.zeros(len(held), bool)])
-            followed += held
-        state.followed = followed
+        state.followed = followed + held
         faces.ids, faces.due = ids, due
-        return faces
+        return with_held(faces, held) if held else faces
 
     def _region(self, box: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
         """The box grown by region_margin of its larger side on every side, inside the frame."""
@@ -217,3 +218,13 @@ def clip_box(x0: float, y0: float, x1: float, y1: float, shape: tuple[int, ...])
     height, width = shape[:2]
     x0, y0 = max(0, int(x0)), max(0, int(y0))
     return x0, y0, max(x0 + 1, min(width, int(np.ceil(x1)))), max(y0 + 1, min(height, int(np.ceil(y1))))
+
+
+def with_held(faces: Faces, held: list[Followed]) -> Faces:
+    """The frame's faces and, after them, the followed faces held where they were last found (not due)."""
+    out = Faces(np.concatenate([faces.boxes, [f.box for f in held]]).astype(np.float32),
+                np.concatenate([faces.landmarks, [f.landmarks for f in held]]).astype(np.float32),
+                np.concatenate([faces.scores, [f.score for f in held]]).astype(np.float32))
+    out.ids = np.concatenate([faces.ids, [f.id for f in held]]).astype(np.int64)
+    out.due = np.concatenate([faces.due, np.zeros(len(held), bool)])
+    return out
