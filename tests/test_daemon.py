@@ -39,7 +39,11 @@ def events_of(subscriber, device: str) -> list[dict]:
 
 def test_run_once_on_sample_publishes_valid_events(mqtt_broker, subscribe, tmp_path):
     sub = subscribe("edgeemo/e2e/#")
-    result = edgeemo("run", "--source", "sample", "--once", "--mqtt-url", mqtt_broker.url,
+    # Every state change goes out: at the default (at most one state a second) a --once run of
+    # the sample can be over before a state with a face is due, and only the last one is kept.
+    config = tmp_path / "edgeemo.yaml"
+    config.write_text("mqtt:\n  state_min_interval_s: 0\n")
+    result = edgeemo("run", "--config", str(config), "--source", "sample", "--once", "--mqtt-url", mqtt_broker.url,
                      "--device-id", "e2e", "--metrics-port", "0", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     sub.wait_for(lambda msgs: any(p == b"offline" for _, p, _ in msgs))
