@@ -316,8 +316,10 @@ comparison needs `tools/setup_fer_venv.sh` once (.venv-fer/, fer 25.10.3 + Tenso
 
 
 CADENCE_NOTE = """How the defaults were chosen: the cost falls steeply from K = 1 to K = 5; from 5 to 30 the
-runs differ by less than their spread (each lasts under two seconds), while without motion gating
-K bounds how long an entering face waits (K = 10: a third of a second at 30 frames/s). The cost
+runs differ by less than their spread (each lasts under two seconds), while K bounds how long an
+entering face waits (K = 10: a third of a second at 30 frames/s): at the next keyframe without
+motion gating, and with it while nobody is followed, since motion is then looked for once per K
+frames (which sets the empty room's cost in section 3). The cost
 falls from M = 1 to M = 3 and then stays within the run-to-run spread, while the agreement of the
 emotion timeline with every-frame analysis falls as M grows; M = 3 gives the tracker's smoothing
 (time constant tracker.smoothing_s = 0.5 s, 15 frames) five readings per time constant.
@@ -406,7 +408,7 @@ def report() -> str:
            *run_rows({"results": [*(d["file"] or {}).get("results", []), *(d["file_every_frame"] or {}).get("results", [])]}, ""), "",
            "## 3. Live mode at 29.97 frames/s: the sample, and an empty still room", "",
            f"Source: {source('live', d['live'])}.", "", *run_rows(d["live"], ""), "",
-           "## 4. Choosing K and M: file mode, one CPU, the sample", "",
+           "## 4. Choosing K, M and L: file mode, one CPU", "",
            f"Sources: {source('cadence_k', d['cadence_k'])}; {source('cadence_m', d['cadence_m'])}.", "",
            *run_rows({"results": [*(d["cadence_k"] or {}).get("results", []), *(d["cadence_m"] or {}).get("results", [])]}, ""),
            "", CADENCE_NOTE, "",
