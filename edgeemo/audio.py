@@ -314,6 +314,8 @@ class AudioCapture(Supervised):
     without sound (no audio track, no pyaudio) ends the thread after one message.
     """
 
+    where = "audio"
+
     def __init__(self, cfg: SourceConfig, target: str, mic: MicrophoneConfig, ring: AudioRing,
                  stop: threading.Event, metrics: Metrics | None, lossless: bool = False) -> None:
         super().__init__(f"audio-{cfg.name}", stop, metrics)

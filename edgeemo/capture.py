@@ -309,6 +309,8 @@ class Capture(Supervised):
     ends. A file that crashes ends its source instead, since reading it again would repeat frames.
     """
 
+    where = "capture"
+
     def __init__(self, cfg: SourceConfig, mailbox: Mailbox, stop: threading.Event, metrics: Metrics | None,
                  lossless: bool = False, gate: FrameGate | None = None) -> None:
         """`gate` says which frames need looking at while the source is idle; the others are skipped

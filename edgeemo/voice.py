@@ -150,6 +150,8 @@ class VoiceStage(Supervised):
     A crash restarts it (supervisor) at the window after the one that failed.
     """
 
+    where = "voice"
+
     give_up_after = 5
 
     def __init__(self, source: str, ring: AudioRing, classifier: VoiceClassifier, cfg: VoiceConfig,

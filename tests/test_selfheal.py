@@ -217,6 +217,7 @@ def test_a_capture_that_crashes_mid_stream_is_restarted_and_reads_on(stream):
         wait_until(lambda: capture.frames_read > 20, 20, "frames after the crash")
         assert capture.crashed and capture.is_alive()
         assert restarts(metrics, "capture-cam") == 1
+        assert metrics.errors.labels(where="capture")._value.get() == 1  # the crash is an error too
     finally:
         stop.set()
         capture.join(STALL_S + 2)

@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 class JournalUpkeep(Supervised):
     """Off the hot path: appends never wait for the disk or for a prune. Supervised like every worker."""
 
+    where = "journal"
+
     def __init__(self, journal: Journal, metrics: Metrics | None = None) -> None:
         super().__init__("journal-upkeep", threading.Event(), metrics)
         self.journal = journal

@@ -3,7 +3,7 @@
 Every long-running part of the daemon (capture per source, detect, classify, track + publish, audio
 capture, voice) is a `Supervised` thread. Its `work()` runs until the job is done (a file ended, the
 daemon stopped); an exception out of it is a crash: the traceback goes to the log, it is counted in
-`edgeemo_worker_restarts_total{worker}`, and `work()` is called again after a capped, doubling wait.
+`edgeemo_errors_total{where}` and `edgeemo_worker_restarts_total{worker}`, and `work()` is called again after a capped, doubling wait.
 The wait starts over once the worker has run without a crash for `healthy_s`. A worker that may give
 up (`give_up_after` crashes in a row) ends as `failed`; the daemon then exits non-zero, so systemd's
 ``Restart=on-failure`` starts a fresh process. Live sources never give up: a camera that is away for
@@ -50,6 +50,7 @@ class Supervised(threading.Thread):
     """
 
     give_up_after: int | None = None  # crashes in a row before the worker ends as failed; None: never
+    where: str = "pipeline"           # the edgeemo_errors_total{where} a crash counts under
 
     def __init__(self, name: str, stop: threading.Event, metrics: Metrics | None) -> None:
         super().__init__(name=name, daemon=True)
@@ -85,7 +86,9 @@ class Supervised(threading.Thread):
             self.finished()
 
     def _restart_after_crash(self, crashes: int) -> bool:
-        """Log the crash (we are inside its `except`), count the restart; False when the worker gives up."""
+        """Log the crash (we are inside its `except`), count it and the restart; False when the worker gives up."""
+        if self.metrics is not None:
+            self.metrics.errors.labels(where=self.where).inc()
         if self.give_up_after is not None and crashes >= self.give_up_after:
             log.exception("worker %s failed %d times in a row; giving up", self.name, crashes)
             self.failed = True

@@ -30,6 +30,8 @@ class JournalSender(Supervised):
     Supervised: a crash (a failing disk, say) restarts it; its in-flight list survives the restart.
     """
 
+    where = "publish"
+
     def __init__(self, journal: Journal, mqtt_out: MqttPublisher, metrics: Metrics | None = None) -> None:
         super().__init__("mqtt-sender", threading.Event(), metrics)
         self.journal, self.mqtt = journal, mqtt_out
