@@ -13,6 +13,8 @@ run of this tool; the report states each file's date, machine and load average. 
   empty still room (tools/make_entry_clip.py --empty);
 * cadence: the keyframe period, classification cadence and locate cadence swept on one CPU (how the
   defaults were chosen), and guard_l1: the accuracy guard with every followed face located every frame;
+* file_l1, live_l1, vs_fer_sample_l1, vs_fer_busy_l1: the same targets with every followed face
+  located on every frame (detector.locate_every 1), beside the defaults;
 * regions: tools/region_sweep.py, the size of a followed face in the model's input swept (how region_face_px was chosen);
 * guard: tools/accuracy_guard.py on the sample and the busy clip, with the entry clip's delays;
 * journal_cost: file mode on the sample with the journal's commit and without it, side by side;
@@ -70,6 +72,13 @@ def suite(repeat: int) -> dict[str, list[str]]:
                       "--max-frames", str(SWEEP_FRAMES), "--locate-every", "1", "2", "3", *r, *out("cadence_l")],
         "guard_l1": [py, str(TOOLS / "accuracy_guard.py"), "--video", SAMPLE, BUSY, "--set", "detector.locate_every=1",
                      *out("guard_l1")],
+        # The same targets with every followed face located on every frame (L = 1), side by side
+        "file_l1": [py, bench, "--mode", "file", "--voice", "off", "--locate-every", "1", *r, *out("file_l1")],
+        "live_l1": [py, bench, "--mode", "live", "--video", SAMPLE, "--voice", "off", "on", "--locate-every", "1",
+                    *r, *out("live_l1")],
+        "vs_fer_sample_l1": [py, bench, "--vs-fer", "--video", SAMPLE, "--locate-every", "1", *r, *out("vs_fer_sample_l1")],
+        "vs_fer_busy_l1": [py, bench, "--vs-fer", "--video", BUSY, "--max-frames", str(BUSY_FRAMES), "--locate-every", "1",
+                           *r, *out("vs_fer_busy_l1")],
         "regions": [py, str(TOOLS / "region_sweep.py"), "--video", SAMPLE, BUSY, *out("regions")],
         "journal_cost": [py, bench, "--mode", "file", "--journal", "on", "off", "--repeat", str(max(repeat, 5)),
                          *out("journal_cost")],
@@ -270,6 +279,39 @@ def regions_section(data: dict | None) -> list[str]:
     return [*lines, "", REGIONS_NOTE]
 
 
+STRICT_NOTE = """By default (L = 3) a followed face is located on the frames it is classified on,
+one in three, and held where it was last found in between, so its landmarks are fresh wherever a
+crop is cut from them. `detector.locate_every: 1` locates every followed face on every frame, the
+strict reading of "every frame analysed by keyframes and regions"; these are the targets measured
+that way, in runs of their own."""
+
+
+def strict_section(d: dict[str, dict | None]) -> list[str]:
+    """The speed targets at L = 3 (the defaults) and at L = 1, from their own result files."""
+    def ratio(name: str) -> str:
+        r = d[name]
+        return f"{r['cpu_ratio']}x ({r['fer_marginal']['cpu_ms']} vs {r['ours_marginal']['cpu_ms']} ms)" if r else "-"
+
+    def fps(name: str) -> str:
+        r = ((d[name] or {}).get("results") or [None])[0]
+        return f"{f(r['fps'])} frames/s" if r else "-"
+
+    def cores(name: str, voice: bool) -> str:
+        r = results_by(d[name], video="demo.mp4", voice=voice)
+        return f"{f(r['cpu_cores'], 3)} core" if r else "-"
+
+    rows = [("vs `fer`, sample (>= 10x)", ratio("vs_fer_sample"), ratio("vs_fer_sample_l1")),
+            ("vs `fer`, busy clip (>= 20x)", ratio("vs_fer_busy"), ratio("vs_fer_busy_l1")),
+            ("file mode, both cores (>= 300 frames/s)", fps("file"), fps("file_l1")),
+            ("live, faces only (<= 0.15 core)", cores("live", False), cores("live_l1", False)),
+            ("live, with voice (<= 0.20 core)", cores("live", True), cores("live_l1", True))]
+    sources = "; ".join(source(n, d[n]) for n in ("vs_fer_sample_l1", "vs_fer_busy_l1", "file_l1", "live_l1"))
+    return [STRICT_NOTE, "", f"Sources at L = 1: {sources}.", "",
+            "| target | L = 3 (default) | L = 1 |", "|---|---|---|",
+            *(f"| {name} | {ours} | {strict} |" for name, ours, strict in rows),
+            "", "The empty room follows nobody, so L does not change it."]
+
+
 def machine_section(d: dict[str, dict | None]) -> list[str]:
     any_data = next((v for v in d.values() if v and v.get("machine")), None)
     if any_data is None:
@@ -394,10 +436,11 @@ def dashboard_section(d: dict[str, dict | None]) -> list[str]:
 
 def report() -> str:
     names = ("vs_fer_sample", "vs_fer_busy", "file", "file_every_frame", "live", "cadence_k", "cadence_m", "cadence_l",
-             "regions", "guard", "guard_l1",
+             "regions", "guard", "guard_l1", "file_l1", "live_l1", "vs_fer_sample_l1", "vs_fer_busy_l1",
              "journal_cost", "journal_outage_30s", "journal_outage_300s", "dashboard_latency", "dashboard_feed_cpu")
     d = {name: load(name) for name in names}
     out = [HEAD, "## Machine", "", *machine_section(d), "", "## Against the targets of issue 15", "", *targets(d), "",
+           "### The same targets with every followed face located on every frame", "", *strict_section(d), "",
            "## 1. edgeemo against `fer`, one CPU, one inference thread, faces only", "",
            "### Sample (samples/demo.mp4: the four RAVDESS AV clips joined, 640x360, 1 face)", "",
            *vs_fer_section("vs_fer_sample", d["vs_fer_sample"]), "",
