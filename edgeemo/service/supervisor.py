@@ -3,10 +3,10 @@
 Every long-running part of the daemon (capture per source, detect, classify, track + publish, audio
 capture, voice) is a `Supervised` thread. Its `work()` runs until the job is done (a file ended, the
 daemon stopped); an exception out of it is a crash: the traceback goes to the log, it is counted in
-`edgeemo_errors_total{where}` and `edgeemo_worker_restarts_total{worker}`, and `work()` is called again after a capped, doubling wait.
-The wait starts over once the worker has run without a crash for `healthy_s`. A worker that may give
-up (`give_up_after` crashes in a row) ends as `failed`; the daemon then exits non-zero, so systemd's
-``Restart=on-failure`` starts a fresh process. Live sources never give up: a camera that is away for
+`edgeemo_errors_total{where}` and `edgeemo_worker_restarts_total{worker}`, and `work()` is called
+again after a capped, doubling wait. The wait starts over once the worker has run without a crash
+for `healthy_s`. A worker that may give up (`give_up_after` crashes in a row) ends as `failed`; the
+daemon then exits non-zero, so systemd's ``Restart=on-failure`` starts a fresh process. Live sources never give up: a camera that is away for
 an hour must be read again when it is back.
 """
 

@@ -35,7 +35,8 @@ class QuietServer(uvicorn.Server):
     ends the wait at once, so stopping is as quick as before."""
 
     async def main_loop(self) -> None:
-        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()  # set last: exit() reads it, then _wake
         while not await self.on_tick(0):  # tick 0: uvicorn's once-a-second work, every time
             try:
                 await asyncio.wait_for(self._wake.wait(), 1.0)
