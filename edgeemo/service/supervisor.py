@@ -6,8 +6,8 @@ daemon stopped); an exception out of it is a crash: the traceback goes to the lo
 `edgeemo_errors_total{where}` and `edgeemo_worker_restarts_total{worker}`, and `work()` is called
 again after a capped, doubling wait. The wait starts over once the worker has run without a crash
 for `healthy_s`. A worker that may give up (`give_up_after` crashes in a row) ends as `failed`; the
-daemon then exits non-zero, so systemd's ``Restart=on-failure`` starts a fresh process. Live sources never give up: a camera that is away for
-an hour must be read again when it is back.
+daemon then exits non-zero, so systemd's ``Restart=on-failure`` starts a fresh process. Live sources
+never give up: a camera that is away for an hour must be read again when it is back.
 """
 
 from __future__ import annotations
