@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeemo.capture import SourceError, live_pts, media_duration, parse_source
+from edgeemo.capture import SourceError, live_pts, media_duration, open_media, parse_source
 from edgeemo.config import MicrophoneConfig, SourceConfig, redact
 from edgeemo.metrics import Metrics
 from edgeemo.service.supervisor import Backoff, Supervised
@@ -36,17 +36,6 @@ class AudioUnavailable(Exception):
 
 
 # ------------------------------------------------------------------------------------------ readers
-
-def open_media(target: str, timeout_s: float, what: str):
-    """A PyAV container of a file or URL; the timeout bounds opening and every read, so a stalled
-    stream ends instead of blocking. A failure is one SourceError naming it, credentials masked."""
-    import av
-
-    try:
-        return av.open(target, timeout=timeout_s)
-    except (av.FFmpegError, OSError) as exc:
-        raise SourceError(redact(f"{what} {target}: cannot open: {exc}")) from None
-
 
 class FileAudioReader:
     """Decodes the first audio stream of a file or stream URL with PyAV, resampled to 16 kHz mono.
@@ -185,12 +174,10 @@ def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
 
 def has_sound(path: str) -> bool:
     """Whether a media file has an audio track; one that cannot be opened is left to its reader to report."""
-    import av
-
     try:
-        with av.open(path) as container:
+        with open_media(path, None, "audio") as container:
             return bool(container.streams.audio)
-    except av.FFmpegError:
+    except SourceError:
         return True
 
 

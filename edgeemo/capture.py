@@ -88,6 +88,17 @@ def parse_source(url: str) -> SourceSpec:
     return SourceSpec("video", str(path))
 
 
+def open_media(target: str, timeout_s: float | None, what: str):
+    """A PyAV container of a file or URL; the timeout bounds opening and every read, so a stalled
+    stream ends instead of blocking. A failure is one SourceError naming it, credentials masked."""
+    import av
+
+    try:
+        return av.open(target, timeout=timeout_s)
+    except (av.FFmpegError, OSError) as exc:
+        raise SourceError(redact(f"{what} {target}: cannot open: {exc}")) from None
+
+
 class VideoFile:
     """A video file's frames decoded with PyAV and left in the decoder's planes (types.Yuv420): the
     analysis converts only the parts it looks at (vision.pixels). Frames in another layout, or of
@@ -97,10 +108,7 @@ class VideoFile:
         import av
 
         self._av = av
-        try:
-            self._container = av.open(path)
-        except (av.FFmpegError, OSError) as exc:
-            raise SourceError(f"source {path}: cannot open ({exc})") from None
+        self._container = open_media(path, None, "source")
         if not self._container.streams.video:
             self._container.close()
             raise SourceError(f"source {path}: no video stream")
@@ -184,10 +192,10 @@ class FrameReader:
         return image, self._next_pts()
 
     def skip(self) -> float | None:
-        """Read the next frame without turning it into pixels (OpenCV's grab); its pts, None at the end.
+        """Read the next frame without turning it into pixels; its pts, None at the end.
 
-        A camera's MJPEG frame is then never decoded, and a video's is decoded (later frames need
-        it) but never converted to BGR or copied.
+        A camera's MJPEG frame is then never decoded (OpenCV's grab), and a video's is decoded
+        (later frames need it) but never made into an array.
         """
         if self._video is not None:
             item = self._video.next()
@@ -197,18 +205,18 @@ class FrameReader:
         return self._next_pts() if self._cap.grab() else None
 
     def _file_pts(self, pts: float | None) -> float:
+        """The frame's pts as the file gives it, else counted from the frame rate; the next index."""
         pts = self.index / (self.fps or 30.0) if pts is None else pts
         self.index += 1
         return pts
 
     def _next_pts(self) -> float:
+        """The pts of the frame OpenCV just read."""
         if self.spec.live:
-            pts = live_pts()
-        else:
-            msec = self._cap.get(cv2.CAP_PROP_POS_MSEC)
-            pts = msec / 1000 if msec > 0 or self.index == 0 else self.index / (self.fps or 30.0)
-        self.index += 1
-        return pts
+            self.index += 1
+            return live_pts()
+        msec = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        return self._file_pts(msec / 1000 if msec > 0 or self.index == 0 else None)
 
     def _read_image(self) -> tuple[np.ndarray, float] | None:
         while self._images:
@@ -418,7 +426,7 @@ class Capture(Supervised):
             self._deliver(*item)
         return time.monotonic() - first if first else 0.0
 
-    def _timed_read(self, reader: FrameReader) -> tuple[np.ndarray | None, float] | None:
+    def _timed_read(self, reader: FrameReader) -> tuple[Image | None, float] | None:
         """The next frame, its decode time counted as the `capture` stage (waiting for a camera included);
         (None, pts) for a frame skipped undecoded because the source is idle (see `needs`); None at the end."""
         frame, self.frames_seen = self.frames_seen, self.frames_seen + 1

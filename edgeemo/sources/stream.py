@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgeemo.audio import SAMPLE_RATE, AudioRing, open_media
-from edgeemo.capture import Capture, FrameGate, Mailbox, SourceError, VideoFile, live_pts
+from edgeemo.audio import SAMPLE_RATE, AudioRing
+from edgeemo.capture import Capture, FrameGate, Mailbox, SourceError, VideoFile, live_pts, open_media
 from edgeemo.config import SourceConfig, redact
 from edgeemo.metrics import Metrics
 from edgeemo.types import Image
