@@ -99,6 +99,18 @@ def open_media(target: str, timeout_s: float | None, what: str):
         raise SourceError(redact(f"{what} {target}: cannot open: {exc}")) from None
 
 
+def open_video(target: str, timeout_s: float | None):
+    """open_media, and its first video stream set to decode in one thread (frame-parallel decoding
+    costs more CPU per frame than it saves here); a container without one is a SourceError."""
+    container = open_media(target, timeout_s, "source")
+    if not container.streams.video:
+        container.close()
+        raise SourceError(redact(f"source {target}: no video stream"))
+    stream = container.streams.video[0]
+    stream.codec_context.thread_count = 1
+    return container, stream
+
+
 class VideoFile:
     """A video file's frames decoded with PyAV and left in the decoder's planes (types.Yuv420): the
     analysis converts only the parts it looks at (vision.pixels). Frames in another layout, or of
@@ -108,12 +120,7 @@ class VideoFile:
         import av
 
         self._av = av
-        self._container = open_media(path, None, "source")
-        if not self._container.streams.video:
-            self._container.close()
-            raise SourceError(f"source {path}: no video stream")
-        stream = self._container.streams.video[0]
-        stream.codec_context.thread_count = 1  # frame-parallel decoding costs more CPU per frame than it saves here
+        self._container, stream = open_video(path, None)
         self._frames = self._container.decode(stream)
         # pts count from the video stream's start, as the sound's do (audio.FileAudioReader)
         self._start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edgeemo.audio import SAMPLE_RATE, AudioRing
-from edgeemo.capture import Capture, FrameGate, Mailbox, SourceError, VideoFile, live_pts, open_media
+from edgeemo.capture import Capture, FrameGate, Mailbox, VideoFile, live_pts, open_video
 from edgeemo.config import SourceConfig, redact
 from edgeemo.metrics import Metrics
 from edgeemo.types import Image
@@ -34,12 +34,7 @@ class StreamReader:
         import av
 
         self._av = av
-        self._container = open_media(url, timeout_s, "source")
-        if not self._container.streams.video:
-            self._container.close()
-            raise SourceError(f"source {redact(url)}: no video stream")
-        video = self._container.streams.video[0]
-        video.codec_context.thread_count = 1  # as for OpenCV: frame threads cost more than they save here
+        self._container, video = open_video(url, timeout_s)
         streams = [video, *self._container.streams.audio[:1]]
         self._packets = self._container.demux(*streams)
         self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
