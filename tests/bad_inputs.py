@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeemo.resources import models_dir, sample_video
+from edgeemo.core.resources import models_dir, sample_video
 
 FIXTURES = Path(__file__).parent / "fixtures"
 IMAGE = FIXTURES / "no_face.png"

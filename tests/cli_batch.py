@@ -1,4 +1,4 @@
-"""Run several edgeemo command lines in one Python process, each through `edgeemo.cli.main` as
+"""Run several edgeemo command lines in one Python process, each through `edgeemo.cli.main.main` as
 `python -m edgeemo.cli` runs it, with its own stdout and stderr: the bad-input corpus pays Python's
 and the libraries' start-up once per batch instead of once per case.
 
@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 
-from edgeemo import cli
+from edgeemo.cli.main import main
 
 
 def run_one(argv: list[str]) -> dict:
@@ -22,7 +22,7 @@ def run_one(argv: list[str]) -> dict:
     started = time.monotonic()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         try:
-            code = cli.main(argv)
+            code = main(argv)
         except SystemExit as exc:  # argparse's usage errors
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:  # what the interpreter would print as a traceback, exit 1

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeemo.audio import AudioCapture, AudioRing, FileAudioReader, audio_target
-from edgeemo.capture import FrameReader, parse_source
-from edgeemo.config import MicrophoneConfig, SourceConfig
-from edgeemo.metrics import Metrics
-from edgeemo.resources import sample_video
+from edgeemo.sources.audio import AudioCapture, AudioRing, FileAudioReader, audio_target
+from edgeemo.sources.capture import FrameReader, parse_source
+from edgeemo.config.schema import MicrophoneConfig, SourceConfig
+from edgeemo.service.metrics import Metrics
+from edgeemo.core.resources import sample_video
 from edgeemo.vision.pixels import to_bgr
 
 

@@ -1,7 +1,7 @@
 """Every case of the generated bad-input corpus (tests/bad_inputs.py) through the real CLI.
 
 Each must end with its exit code, print no traceback, finish in time, and name the bad thing. Cases
-run in batches (tests/cli_batch.py: several `edgeemo.cli.main` calls per process) on a few parallel
+run in batches (tests/cli_batch.py: several `edgeemo.cli.main.main` calls per process) on a few parallel
 processes; the failure message gives the counts.
 """
 

@@ -1,4 +1,4 @@
-"""Smoke runs of tools/bench.py on the first frames of the bundled sample: the JSON it writes is sound.
+"""Smoke runs of tools/bench/pipeline.py on the first frames of the bundled sample: the JSON it writes is sound.
 
 No timing thresholds: figures depend on the machine; only their shape and consistency are checked.
 Each run is a subprocess because the tool patches FrameReader.read while it measures.
@@ -7,14 +7,14 @@ Each run is a subprocess because the tool patches FrameReader.read while it meas
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
+from tools.bench import pipeline as bench
 
-import bench  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 FRAMES = 30
 STAGES = ("capture", "detect", "classify", "track", "publish")
@@ -22,8 +22,10 @@ STAGES = ("capture", "detect", "classify", "track", "publish")
 
 def run_bench(tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, str(REPO / "tools" / "bench.py"), "--max-frames", str(FRAMES), "--json", str(out), *args]
-    proc = subprocess.run(cmd, cwd=tmp_path, check=False, capture_output=True, text=True, timeout=120)
+    cmd = [sys.executable, "-m", "tools.bench.pipeline", "--max-frames", str(FRAMES), "--json", str(out), *args]
+    # run elsewhere (its files land in tmp_path), so the checkout goes on PYTHONPATH for `-m tools...`
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("| video |"), proc.stdout  # the Markdown table
     report = json.loads(out.read_text())
@@ -84,8 +86,8 @@ def test_matrix_axes(monkeypatch):
 
 
 def test_benchmarks_md_is_generated_from_the_committed_results():
-    """BENCHMARKS.md is what tools/bench_report.py makes of bench/results/*.json, nothing edited by hand."""
-    import bench_report
+    """BENCHMARKS.md is what tools/bench/report.py makes of bench/results/*.json, nothing edited by hand."""
+    from tools.bench import report as bench_report
 
     text = bench_report.report()
     for name in ("vs_fer_sample", "vs_fer_busy", "file", "live", "guard", "cadence_k", "cadence_m"):

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeemo.capture import Capture, FrameReader, Mailbox, SourceError, parse_source
-from edgeemo.config import SourceConfig
-from edgeemo.metrics import Metrics
-from edgeemo.resources import sample_video
-from edgeemo.types import Frame
+from edgeemo.sources.capture import Capture, FrameReader, Mailbox, SourceError, parse_source
+from edgeemo.config.schema import SourceConfig
+from edgeemo.service.metrics import Metrics
+from edgeemo.core.resources import sample_video
+from edgeemo.core.types import Frame
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

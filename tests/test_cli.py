@@ -9,7 +9,7 @@ import cv2
 import pytest
 
 from edgeemo import LABELS
-from edgeemo.resources import models_dir, sample_video
+from edgeemo.core.resources import models_dir, sample_video
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

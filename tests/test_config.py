@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from edgeemo.config import Config, ConfigError, MqttConfig, load_config, mqtt_password, set_dotted
+from edgeemo.config.schema import Config, ConfigError, MqttConfig, load_config, mqtt_password, set_dotted
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_YAML = ROOT / "config" / "edgeemo.yaml"

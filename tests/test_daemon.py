@@ -11,12 +11,10 @@ import jsonschema
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgeemo.config import load_config
-from edgeemo.daemon import Daemon
-from edgeemo.resources import event_schema, sample_video
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from eval_sample import segment_results  # noqa: E402
+from edgeemo.config.schema import load_config
+from edgeemo.service.daemon import Daemon
+from edgeemo.core.resources import event_schema, sample_video
+from tools.eval.sample import segment_results
 
 SAMPLE_FRAMES = 427
 SEGMENT_LABELS = list(csv.DictReader(sample_video().with_name("demo_labels.csv").open()))
@@ -158,7 +156,7 @@ def test_the_sample_played_loops_like_a_camera_until_stopped(tmp_path, own_journ
     import signal
     import time
 
-    from edgeemo.config import JournalConfig
+    from edgeemo.config.schema import JournalConfig
     from edgeemo.journal.store import Journal
 
     daemon = subprocess.Popen([sys.executable, "-m", "edgeemo.cli", "run", "--source", "sample", "--metrics-port", "0"],

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from edgeemo.config import JournalConfig
-from edgeemo.journal.payload import unix_time
+from edgeemo.config.schema import JournalConfig
+from edgeemo.core.events import unix_time
 from edgeemo.journal.store import Journal
-from edgeemo.resources import sample_video
+from edgeemo.core.resources import sample_video
 
-from conftest import Broker, Subscriber, mosquitto_binary
+from testkit.broker import Broker, Subscriber, mosquitto_binary
 
 REPO = Path(__file__).resolve().parents[1]
 

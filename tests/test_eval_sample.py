@@ -1,12 +1,8 @@
-"""tools/eval_sample.py: per-segment scoring of daemon events against labelled segments."""
+"""tools/eval/sample.py: per-segment scoring of daemon events against labelled segments."""
 
-import sys
-from pathlib import Path
+from tools.eval import sample as eval_sample
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import eval_sample  # noqa: E402
-
-from edgeemo import LABELS  # noqa: E402
+from edgeemo import LABELS
 
 
 def event(pts: float, label: str, kind: str = "update") -> dict:

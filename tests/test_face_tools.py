@@ -7,26 +7,24 @@ miniature fer2013.npz / ferplus.npz in a temporary folder.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+
+import torch
+
+from tools.eval import face as eval_face
+from tools.export import face as export_face
+from tools.export import measure_crop
+from tools.export import quantize_face
+from tools.train.face_nets import EdgeNet, build
+
+from edgeemo import LABELS
+from edgeemo.core.modelcard import load_card
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tools"))
-
-import torch  # noqa: E402
-
-import eval_face  # noqa: E402
-import export_face  # noqa: E402
-import measure_crop  # noqa: E402
-import quantize_face  # noqa: E402
-from face_nets import EdgeNet, build  # noqa: E402
-
-from edgeemo import LABELS  # noqa: E402
-from edgeemo.modelcard import load_card  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -42,7 +40,7 @@ def synthetic_faces(n: int, seed: int = 0, size: int = 48) -> np.ndarray:
 
 
 def checkpoint(model: torch.nn.Module, arch: str = "edge") -> dict:
-    """A checkpoint dict shaped like tools/train_face.py writes it."""
+    """A checkpoint dict shaped like tools/train/face.py writes it."""
     return {"arch": arch, "labels": list(LABELS), "mean": 0.5, "std": 0.25, "size": 48,
             "args": {"arch": arch, "data": "/somewhere", "out": "runs/x", "epochs": 2, "lr": 0.05,
                      "label_smoothing": 0.1},
@@ -98,7 +96,7 @@ def test_export_writes_a_valid_card(tiny: tuple) -> None:
     assert card.mean.tolist() == [0.5] and card.std.tolist() == [0.25]
     assert raw["licence"].startswith("Apache-2.0")
     cmd = raw["training"]["command"]
-    assert cmd.startswith("python tools/train_face.py --arch edge") and "--label-smoothing 0.1" in cmd
+    assert cmd.startswith("python -m tools.train.face --arch edge") and "--label-smoothing 0.1" in cmd
     assert "/somewhere" not in cmd  # machine-specific data path left out
 
 
@@ -256,14 +254,14 @@ def test_fer_crops_follow_the_card(tiny: tuple) -> None:
     assert eval_face.fer_crops(card, faces) is faces  # same size and gray: untouched
     raw = json.loads(tiny[1].read_text())
     raw["input"].update(size=[64, 64], channels=3, color="bgr", mean=[0.5] * 3, std=[0.25] * 3)
-    from edgeemo.modelcard import parse_card
+    from edgeemo.core.modelcard import parse_card
 
     big = eval_face.fer_crops(parse_card(raw, tiny[1].parent), faces)
     assert big.shape == (2, 64, 64, 3) and np.all(big[..., 0] == big[..., 2])
 
 
 def test_predict_reorders_permuted_labels_and_flip_averages(tiny: tuple, tmp_path: Path) -> None:
-    from edgeemo.modelcard import parse_card
+    from edgeemo.core.modelcard import parse_card
 
     _, card_path = tiny
     raw = json.loads(card_path.read_text())
@@ -317,7 +315,7 @@ def test_eval_cli_updates_cards_and_compares(tiny: tuple, tiny_int8: tuple, tmp_
                 "latency_ms_1thread_batch8", "latency_ms_openvino_1thread", "evaluated_with"):
         assert key in metrics, key
     assert 0 <= metrics["fer2013_privatetest_acc"] <= 1 and metrics["latency_ms_1thread"] > 0
-    assert metrics["evaluated_with"].startswith("python tools/eval_face.py")
+    assert metrics["evaluated_with"].startswith("python -m tools.eval.face")
     assert (tmp_path / "report" / "tiny-confusion.png").stat().st_size > 1000
     report = json.loads((tmp_path / "report" / "tiny-int8-eval.json").read_text())
     assert report["accuracy"]["PrivateTest"]["n"] == 35
@@ -350,7 +348,7 @@ def test_eval_selects_a_flip_margin_and_reports_selective_flip(tiny: tuple, tmp_
     card = load_card(card_copy)
     faces, _ = eval_face.load_fer(tmp_path / "data", "PrivateTest")
     plain = eval_face.predict(eval_face.ort_session(card.path), card, faces)
-    from edgeemo.classifier import top_two_margin
+    from edgeemo.vision.classifier import top_two_margin
 
     share = np.mean(top_two_margin(plain) <= 0.5)
     assert metrics["fer2013_privatetest_mirrored_share"] == pytest.approx(share, abs=1e-4)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from edgeemo import LABELS
-from edgeemo.config import FusionConfig
-from edgeemo.fusion import Fuser, fuse
-from edgeemo.journal.payload import event_payload
-from edgeemo.resources import event_schema
-from edgeemo.types import VoiceWindow
+from edgeemo.config.schema import FusionConfig
+from edgeemo.tracking.fusion import Fuser, fuse
+from edgeemo.core.events import event_payload
+from edgeemo.core.resources import event_schema
+from edgeemo.core.types import VoiceWindow
 
 
 def peaked(label: str, p: float) -> np.ndarray:

@@ -16,15 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeemo.config import Config, ConfigError, EventLogConfig, JournalConfig, MqttConfig
-from edgeemo.journal.cli import parse_time
-from edgeemo.journal.dispatch import Dispatcher
-from edgeemo.journal.setup import open_event_path
+from edgeemo.config.schema import Config, ConfigError, EventLogConfig, JournalConfig, MqttConfig
+from edgeemo.cli.events import parse_time
+from edgeemo.journal.writer import Dispatcher
+from edgeemo.service.event_path import open_event_path
 from edgeemo.journal.store import Journal, journal_path
-from edgeemo.metrics import Metrics
-from edgeemo.types import TrackEvent
+from edgeemo.service.metrics import Metrics
+from edgeemo.core.types import TrackEvent
 
-from conftest import free_port
+from testkit.net import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from edgeemo import LABELS  # noqa: E402
-from edgeemo.modelcard import Crop, ModelCardError, colour_of, load_card, parse_card, to_tensor  # noqa: E402
+from edgeemo import LABELS
+from edgeemo.core.modelcard import Crop, ModelCardError, colour_of, load_card, parse_card, to_tensor
 
 GOOD = {
     "name": "test-face",

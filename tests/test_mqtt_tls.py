@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from edgeemo.check import check_broker
-from edgeemo.config import Config, ConfigError, MqttConfig, TlsConfig
-from edgeemo.metrics import Metrics
-from edgeemo.resources import sample_video
-from edgeemo.sinks.mqtt import MqttPublisher
+from edgeemo.cli.check import check_broker
+from edgeemo.config.schema import Config, ConfigError, MqttConfig, TlsConfig
+from edgeemo.service.metrics import Metrics
+from edgeemo.core.resources import sample_video
+from edgeemo.sinks.mqtt.client import MqttPublisher
 
-from conftest import Subscriber, TlsBroker, mosquitto_binary
+from testkit.broker import Subscriber, TlsBroker, mosquitto_binary
 
-LOGGER = "edgeemo.sinks.mqtt"
+LOGGER = "edgeemo.sinks.mqtt.client"
 
 
 def tls_config(broker: TlsBroker, ca: Path, **tls: object) -> MqttConfig:

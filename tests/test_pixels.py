@@ -5,13 +5,13 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeemo.capture import FrameReader, parse_source
-from edgeemo.classifier import ExpressionClassifier, crop_faces
-from edgeemo.config import Config, DetectorConfig
-from edgeemo.detector import FaceDetector
-from edgeemo.modelcard import load_card
-from edgeemo.resources import models_dir, sample_video
-from edgeemo.types import Yuv420
+from edgeemo.sources.capture import FrameReader, parse_source
+from edgeemo.vision.classifier import ExpressionClassifier, crop_faces
+from edgeemo.config.schema import Config, DetectorConfig
+from edgeemo.vision.detector import FaceDetector
+from edgeemo.core.modelcard import load_card
+from edgeemo.core.resources import models_dir, sample_video
+from edgeemo.core.types import Yuv420
 from edgeemo.vision.analysis import model_paths
 from edgeemo.vision.pixels import region, shrink, shrunk_bgr, small_grey, to_bgr
 

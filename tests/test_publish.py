@@ -17,16 +17,16 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
 from edgeemo import LABELS
-from edgeemo.config import Config, EventLogConfig, JournalConfig, MqttConfig
-from edgeemo.metrics import Metrics
-from edgeemo.journal.setup import EventPath, open_event_path
-from edgeemo.journal.payload import event_payload
+from edgeemo.config.schema import Config, EventLogConfig, JournalConfig, MqttConfig
+from edgeemo.service.metrics import Metrics
+from edgeemo.service.event_path import EventPath, open_event_path
+from edgeemo.core.events import event_payload
 from edgeemo.sinks.eventlog import EventLog
-from edgeemo.sinks.mqtt import MqttPublisher, parse_broker_url
-from edgeemo.resources import event_schema
-from edgeemo.types import TrackEvent
+from edgeemo.sinks.mqtt.client import MqttPublisher, parse_broker_url
+from edgeemo.core.resources import event_schema
+from edgeemo.core.types import TrackEvent
 
-from conftest import free_port
+from testkit.net import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -236,8 +236,8 @@ def test_password_is_never_logged(mqtt_broker, device, tmp_path, monkeypatch, ca
 
 PUBLISHER_SCRIPT = """
 import sys, time
-from edgeemo.config import MqttConfig
-from edgeemo.sinks.mqtt import MqttPublisher
+from edgeemo.config.schema import MqttConfig
+from edgeemo.sinks.mqtt.client import MqttPublisher
 MqttPublisher(MqttConfig(url=sys.argv[1], keepalive_s=5), sys.argv[2], None).start()
 time.sleep(60)
 """

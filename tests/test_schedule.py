@@ -1,27 +1,23 @@
 """Keyframes, regions and motion gating (edgeemo.vision) on real frames of the bundled sample.
 
-The accuracy guard itself (tools/accuracy_guard.py) runs here on the sample: the scheduled
+The accuracy guard itself (tools/eval/accuracy_guard.py) runs here on the sample: the scheduled
 analysis must find what every-frame analysis finds.
 """
 
 import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from edgeemo.config import Config, DetectorConfig, load_config
-from edgeemo.detector import FaceDetector
-from edgeemo.resources import models_dir, sample_video
+from edgeemo.config.schema import Config, DetectorConfig, load_config
+from edgeemo.vision.detector import FaceDetector
+from edgeemo.core.resources import models_dir, sample_video
 from edgeemo.vision.analysis import FrameAnalysis
 from edgeemo.vision.motion import MotionDetector
 from edgeemo.vision.pixels import shrink
 from edgeemo.vision.scheduler import DetectionScheduler
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from accuracy_guard import compare  # noqa: E402
+from tools.eval.accuracy_guard import compare
 
 YUNET = models_dir() / "yunet_s_dynamic.onnx"
 
@@ -107,7 +103,7 @@ def test_a_followed_face_is_located_when_due_and_held_in_between(detector, frame
 def test_a_face_found_in_a_neighbours_region_is_that_neighbour_not_a_new_face(detector):
     """Two followed faces side by side, only A's region searched this frame (B is held): a face
     found there that is B updates B; it is not reported twice under a new id."""
-    from edgeemo.types import Faces
+    from edgeemo.core.types import Faces
     from edgeemo.vision.scheduler import Followed, SourceState
 
     sched = scheduler(detector, full_frame_every=10, locate_every=3)
@@ -165,7 +161,7 @@ def test_motion_is_looked_for_on_one_frame_in_every_while_a_face_is_followed(det
 
 def test_a_played_still_video_is_analysed_one_frame_in_the_keyframe_period(tmp_path):
     """The real daemon on a still video played at its own rate: the capture skips frames undecoded."""
-    from edgeemo.daemon import Daemon
+    from edgeemo.service.daemon import Daemon
 
     video = tmp_path / "still.mp4"
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:s=320x180:r=25:d=2",

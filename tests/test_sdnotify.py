@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeemo.sdnotify import SystemdNotifier, socket_address
+from edgeemo.service.sdnotify import SystemdNotifier, socket_address
 
 
 @pytest.fixture

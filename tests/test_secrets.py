@@ -17,10 +17,10 @@ from urllib.parse import quote
 
 import pytest
 
-from edgeemo.config import ConfigError, EventLogConfig, SourceConfig, load_config, redact, source_password
+from edgeemo.config.schema import ConfigError, EventLogConfig, SourceConfig, load_config, redact, source_password
 from edgeemo.sinks.eventlog import EventLog
 
-from conftest import free_port
+from testkit.net import free_port
 
 CAMERA_SECRET = "Cam-Secret-7781"
 

@@ -1,6 +1,6 @@
 """The daemon heals itself: supervised workers, live streams that die, freeze and come back, SIGTERM.
 
-Real parts only: ffmpeg serves the sample on loopback (tests/streams.py), the real daemon reads it
+Real parts only: ffmpeg serves the sample on loopback (testkit/streams.py), the real daemon reads it
 with its real capture code and publishes to a real Mosquitto; systemd is a real datagram socket.
 """
 
@@ -23,16 +23,16 @@ import cv2
 import pytest
 import yaml
 
-from conftest import free_port
-from edgeemo.audio import AudioCapture, AudioRing
-from edgeemo.capture import Capture, Mailbox, SourceError
-from edgeemo.config import MicrophoneConfig, SourceConfig, load_config
-from edgeemo.daemon import Daemon
-from edgeemo.metrics import Metrics
-from edgeemo.pipeline import END, QueueInbox, Stage
+from testkit.net import free_port
+from edgeemo.sources.audio import AudioCapture, AudioRing
+from edgeemo.sources.capture import Capture, Mailbox, SourceError
+from edgeemo.config.schema import MicrophoneConfig, SourceConfig, load_config
+from edgeemo.service.daemon import Daemon
+from edgeemo.service.metrics import Metrics
+from edgeemo.pipeline.pipeline import END, QueueInbox, Stage
 from edgeemo.service.supervisor import Backoff, Supervised
 from edgeemo.sources.stream import StreamCapture, StreamReader
-from streams import StreamServer
+from testkit.streams import StreamServer
 
 STALL_S = 1.5       # the sources' stall_timeout_s in these tests
 MISSED_S = 0.5      # tracker.max_missed_s

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from edgeemo import LABELS
-from edgeemo.config import TrackerConfig
-from edgeemo.tracker import FaceTracker, greedy_match, iou_matrix
-from edgeemo.types import Faces
+from edgeemo.config.schema import TrackerConfig
+from edgeemo.tracking.tracker import FaceTracker, greedy_match, iou_matrix
+from edgeemo.core.types import Faces
 
 
 def one_hot(label: str, p: float = 0.9) -> np.ndarray:

@@ -3,20 +3,19 @@ data / run packing that carries them to a GPU lease and back. Tiny, synthetic, C
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
 
-import carry  # noqa: E402
-import export_face  # noqa: E402
-import train_face  # noqa: E402
-from face_nets import EdgeNet  # noqa: E402
+from tools.lease import carry
+from tools.export import face as export_face
+from tools.train import face as train_face
+from tools.train.face_nets import EdgeNet
+
+REPO = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(1)
 
@@ -33,7 +32,7 @@ def test_distillation_loss_is_zero_only_when_student_matches_the_teachers() -> N
 
 
 def test_soft_targets_are_mirror_invariant_and_load_for_training(tmp_path: Path) -> None:
-    import soft_targets
+    from tools.train import soft_targets
     torch.manual_seed(0)
     model = EdgeNet(width=4).eval()
     faces = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
@@ -47,8 +46,8 @@ def test_soft_targets_are_mirror_invariant_and_load_for_training(tmp_path: Path)
     with pytest.raises(SystemExit, match="targets for 5 faces, but Training has 6"):
         train_face.load_targets(path, temp=2.0, n_train=6, device="cpu")
     cmd = export_face.training_command({"arch": "edge", "targets": str(path), "kd_alpha": 0.5})
-    assert cmd == (f"python tools/soft_targets.py a/best.pt b/best.pt --out {path} && "
-                   f"python tools/train_face.py --arch edge --targets {path} --kd-alpha 0.5")
+    assert cmd == (f"python -m tools.train.soft_targets a/best.pt b/best.pt --out {path} && "
+                   f"python -m tools.train.face --arch edge --targets {path} --kd-alpha 0.5")
 
 
 def test_augment_keeps_shape_and_varies_with_the_generator() -> None:
@@ -69,7 +68,7 @@ def test_budget_fits_epochs_to_the_time_left() -> None:
 def test_training_command_lists_teachers_and_drops_the_budget() -> None:
     cmd = export_face.training_command({"arch": "edge", "data": "/x", "epochs": 118, "budget_s": 230.0,
                                         "teacher": ["runs/vgg/best.pt", "runs/resnet/best.pt"], "init": None})
-    assert cmd == ("python tools/train_face.py --arch edge --epochs 118 "
+    assert cmd == ("python -m tools.train.face --arch edge --epochs 118 "
                    "--teacher runs/vgg/best.pt runs/resnet/best.pt")
     assert "--teacher" not in export_face.training_command({"arch": "edge", "teacher": []})
 
@@ -118,5 +117,5 @@ def test_training_command_follows_init_back_to_the_first_run(tmp_path: Path) -> 
     first = tmp_path / "first.pt"
     torch.save({"args": {"arch": "edge", "epochs": 118, "out": "runs/a"}}, first)
     cmd = export_face.training_command({"arch": "edge", "epochs": 10, "init": str(first), "kd_alpha": 0.7})
-    assert cmd == (f"python tools/train_face.py --arch edge --epochs 118 --out runs/a && "
-                   f"python tools/train_face.py --arch edge --epochs 10 --init {first}")
+    assert cmd == (f"python -m tools.train.face --arch edge --epochs 118 --out runs/a && "
+                   f"python -m tools.train.face --arch edge --epochs 10 --init {first}")

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from edgeemo import LABELS
-from edgeemo.classifier import ExpressionClassifier, align_matrix, crop_faces
-from edgeemo.config import ClassifierConfig, Config, DetectorConfig
-from edgeemo.detector import FaceDetector
-from edgeemo.modelcard import load_card
+from edgeemo.vision.classifier import ExpressionClassifier, align_matrix, crop_faces
+from edgeemo.config.schema import ClassifierConfig, Config, DetectorConfig
+from edgeemo.vision.detector import FaceDetector
+from edgeemo.core.modelcard import load_card
 from edgeemo.vision.analysis import model_paths
-from edgeemo.resources import models_dir, sample_video
-from edgeemo.runtime import InferenceModel, ModelError
+from edgeemo.core.resources import models_dir, sample_video
+from edgeemo.core.inference import InferenceModel, ModelError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 YUNET = models_dir() / "yunet_s_dynamic.onnx"
@@ -82,7 +82,7 @@ def test_alignment_puts_the_eyes_where_the_card_says(card):
 def test_crops_match_the_frame_converted_first(detector, card):
     frame = cv2.imread(str(FIXTURES / "two_faces.jpg"))
     faces = detector.detect(frame)
-    from edgeemo.modelcard import colour_of
+    from edgeemo.core.modelcard import colour_of
     converted_first = np.stack([cv2.warpAffine(colour_of(card, frame), align_matrix(lm, card), card.size[::-1],
                                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
                                 for lm in faces.landmarks])
@@ -105,7 +105,7 @@ def test_classifier_gives_distributions_for_every_face(detector, card):
 
 def test_mirror_pass_only_for_unsure_faces(card):
     """Real sample faces through the shipped model: sure answers keep one pass, unsure ones are averaged."""
-    from edgeemo.classifier import top_two_margin
+    from edgeemo.vision.classifier import top_two_margin
 
     detector = FaceDetector(DetectorConfig(), YUNET)
     crops = np.concatenate([crop_faces(frame, faces, card) for frame in sample_frames(3)

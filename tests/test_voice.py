@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from edgeemo import LABELS
-from edgeemo.audio import AudioRing, FileAudioReader
-from edgeemo.config import VoiceConfig
-from edgeemo.modelcard import ModelCardError
-from edgeemo.resources import models_dir, sample_video
-from edgeemo.voice import SpeechDetector, VoiceClassifier, VoiceStage, fold_matrix, load_voice_card
+from edgeemo.sources.audio import AudioRing, FileAudioReader
+from edgeemo.config.schema import VoiceConfig
+from edgeemo.core.modelcard import ModelCardError
+from edgeemo.core.resources import models_dir, sample_video
+from edgeemo.voice.stage import SpeechDetector, VoiceClassifier, VoiceStage, fold_matrix, load_voice_card
 
 SR = 16000
 

@@ -1,4 +1,4 @@
-"""The voice front-end (edgeemo.voice_features), its VAD, and the shipped voice model if present.
+"""The voice front-end (edgeemo.voice.features), its VAD, and the shipped voice model if present.
 
 Fast and self-contained: synthetic signals only, no ../shared data.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeemo.voice_features import (
+from edgeemo.voice.features import (
     VAR_FLOOR,
     AudioFrontEnd,
     frame_count,

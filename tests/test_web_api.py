@@ -16,9 +16,7 @@ import pytest
 from starlette.routing import Mount, Route
 
 from edgeemo.web.users import UserStore
-
-sys.path.insert(0, str(Path(__file__).parent))
-from webclient import ADMIN_PW, VIEWER_PW, Client, LiveStream, make_event, start_server  # noqa: E402
+from testkit.webclient import ADMIN_PW, VIEWER_PW, Client, LiveStream, make_event, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -227,7 +225,7 @@ def test_user_store_file_is_private_and_first_start_makes_admin(tmp_path):
 
 
 def test_non_loopback_without_tls_is_a_config_error(tmp_path):
-    from edgeemo.config import ConfigError, load_config
+    from edgeemo.config.schema import ConfigError, load_config
     with pytest.raises(ConfigError, match="web: .*not a loopback address"):
         load_config(None, {"web.host": "0.0.0.0"})
     assert load_config(None, {"web.host": "0.0.0.0", "web.allow_plain_http": True}).web.host == "0.0.0.0"
@@ -253,7 +251,7 @@ def test_user_command_reads_the_password_from_stdin(tmp_path):
 def test_live_feed_queues_are_bounded_and_drop_the_oldest():
     import asyncio
 
-    from edgeemo.sinks.livefeed import LiveFeed
+    from edgeemo.web.feed import LiveFeed
 
     feed = LiveFeed(queue_size=8)
 
@@ -299,7 +297,7 @@ def test_tls_serves_https_with_a_secure_cookie(tmp_path):
     import ssl
     import subprocess
 
-    from edgeemo.config import load_config
+    from edgeemo.config.schema import load_config
     from edgeemo.journal.store import Journal
     from edgeemo.web.server import WebServer
 
@@ -327,7 +325,7 @@ def test_tls_serves_https_with_a_secure_cookie(tmp_path):
 
 
 def test_a_bad_tls_file_is_a_config_error(tmp_path):
-    from edgeemo.config import ConfigError, load_config
+    from edgeemo.config.schema import ConfigError, load_config
     from edgeemo.journal.store import Journal
     from edgeemo.web.server import WebServer
 

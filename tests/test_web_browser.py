@@ -10,7 +10,6 @@ import csv
 import math
 import os
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,12 +21,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from edgeemo import LABELS
-from edgeemo.config import load_config
-from edgeemo.daemon import Daemon
-from edgeemo.metrics import Metrics
-
-sys.path.insert(0, str(Path(__file__).parent))
-from webclient import ADMIN_PW, VIEWER_PW, first_password, make_event, start_server  # noqa: E402
+from edgeemo.config.schema import load_config
+from edgeemo.service.daemon import Daemon
+from edgeemo.service.metrics import Metrics
+from testkit.webclient import ADMIN_PW, VIEWER_PW, first_password, make_event, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"

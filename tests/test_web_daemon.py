@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import jsonschema
 import pytest
 
-from edgeemo.config import load_config
-from edgeemo.daemon import Daemon
-
-sys.path.insert(0, str(Path(__file__).parent))
-from webclient import Client, first_password  # noqa: E402
+from edgeemo.config.schema import load_config
+from edgeemo.service.daemon import Daemon
+from testkit.webclient import Client, first_password
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "daemon test password"

@@ -23,9 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeemo.config import ConfigError, JournalConfig
-from edgeemo.journal.payload import unix_time
-from edgeemo.metrics import Metrics
+from edgeemo.config.schema import ConfigError, JournalConfig
+from edgeemo.core.events import unix_time
+from edgeemo.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

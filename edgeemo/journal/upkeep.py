@@ -6,7 +6,7 @@ import logging
 import threading
 
 from edgeemo.journal.store import Journal
-from edgeemo.metrics import Metrics
+from edgeemo.service.metrics import Metrics
 from edgeemo.service.supervisor import Supervised
 
 log = logging.getLogger(__name__)

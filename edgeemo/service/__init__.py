@@ -1,1 +1,1 @@
-"""Daemon pieces: supervision of the worker threads."""
+"""Daemon pieces: the daemon itself, worker supervision, systemd notification, metrics, the event path."""

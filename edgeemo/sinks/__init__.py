@@ -1,1 +1,1 @@
-"""Where events go once the journal has committed them: MQTT, Home Assistant, the JSONL log, stdout."""
+"""Where events go once the journal has committed them: the JSONL log and stdout, MQTT (with Home Assistant)."""

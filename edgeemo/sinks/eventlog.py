@@ -11,9 +11,9 @@ import sys
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
-from edgeemo.config import ConfigError, EventLogConfig
-from edgeemo.journal.payload import to_json
-from edgeemo.metrics import Metrics
+from edgeemo.config.schema import ConfigError, EventLogConfig
+from edgeemo.core.events import to_json
+from edgeemo.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""Where frames and sound come from: live streams read over one connection."""
+"""Where frames and sound come from: source URLs, cameras, files and streams, microphones, the capture threads."""

@@ -17,11 +17,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgeemo.audio import SAMPLE_RATE, AudioRing
-from edgeemo.capture import Capture, FrameGate, Mailbox, VideoFile, live_pts, open_video
-from edgeemo.config import SourceConfig, redact
-from edgeemo.metrics import Metrics
-from edgeemo.types import Image
+from edgeemo.sources.audio import SAMPLE_RATE, AudioRing
+from edgeemo.sources.capture import Capture, FrameGate, Mailbox, VideoFile, live_pts, open_video
+from edgeemo.config.schema import SourceConfig, redact
+from edgeemo.service.metrics import Metrics
+from edgeemo.core.types import Image
 
 log = logging.getLogger(__name__)
 SoundSink = Callable[[np.ndarray, float], None]   # samples, pts of the first one

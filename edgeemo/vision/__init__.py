@@ -1,1 +1,1 @@
-"""Vision: what runs on the pixels (motion mask, detection schedule, the shared per-frame analysis)."""
+"""Vision: what runs on the pixels (motion mask, detection schedule, YuNet, the expression model, the per-frame analysis)."""

@@ -14,12 +14,12 @@ import cv2
 import numpy as np
 
 from edgeemo import LABELS
-from edgeemo.classifier import ExpressionClassifier
-from edgeemo.config import Config
-from edgeemo.detector import FaceDetector
-from edgeemo.modelcard import load_card
-from edgeemo.resources import models_dir, resolve_model
-from edgeemo.types import Faces, Image
+from edgeemo.vision.classifier import ExpressionClassifier
+from edgeemo.config.schema import Config
+from edgeemo.vision.detector import FaceDetector
+from edgeemo.core.modelcard import load_card
+from edgeemo.core.resources import models_dir, resolve_model
+from edgeemo.core.types import Faces, Image
 from edgeemo.vision.scheduler import DetectionScheduler
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edgeemo.config import MotionConfig
-from edgeemo.types import Image
+from edgeemo.config.schema import MotionConfig
+from edgeemo.core.types import Image
 from edgeemo.vision.pixels import small_grey
 
 KERNEL = np.ones((3, 3), np.uint8)

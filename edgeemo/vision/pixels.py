@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edgeemo.types import Image, Yuv420
+from edgeemo.core.types import Image, Yuv420
 
 # Video-range luma to full-range grey, rounded and clipped like a BGR image's cvtColor grey.
 FULL_RANGE = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgeemo.config import DetectorConfig
-from edgeemo.detector import FaceDetector
-from edgeemo.tracker import greedy_match, iou_matrix
-from edgeemo.types import Faces, Image
+from edgeemo.config.schema import DetectorConfig
+from edgeemo.vision.detector import FaceDetector
+from edgeemo.tracking.tracker import greedy_match, iou_matrix
+from edgeemo.core.types import Faces, Image
 from edgeemo.vision.motion import MotionDetector
 
 MATCH_IOU = 0.3

@@ -21,9 +21,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from edgeemo import LABELS
-from edgeemo.config import Config, RuleConfig
-from edgeemo.metrics import Metrics
-from edgeemo.sinks.livefeed import LiveFeed
+from edgeemo.config.schema import Config, RuleConfig
+from edgeemo.service.metrics import Metrics
+from edgeemo.web.feed import LiveFeed
 from edgeemo.web import history
 from edgeemo.web.auth import COOKIE, SESSION_S, AuthMiddleware, LoginLimiter, Session, Sessions
 from edgeemo.web.suggest import RulesEngine

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from edgeemo import LABELS
-from edgeemo.journal.payload import CSV_COLUMNS, csv_row, unix_time
+from edgeemo.core.events import CSV_COLUMNS, csv_row, unix_time
 
 EXPORT_MAX = 200_000
 PAGE = 5000

@@ -8,7 +8,7 @@ import threading
 
 import cv2
 
-from edgeemo.types import Image
+from edgeemo.core.types import Image
 from edgeemo.vision.pixels import to_bgr
 
 MAX_WIDTH = 640

@@ -16,10 +16,10 @@ from collections.abc import Callable
 
 import uvicorn
 
-from edgeemo.config import Config, ConfigError, RuleConfig
-from edgeemo.journal.setup import EventPath
-from edgeemo.metrics import Metrics
-from edgeemo.sinks.livefeed import LiveFeed
+from edgeemo.config.schema import Config, ConfigError, RuleConfig
+from edgeemo.service.event_path import EventPath
+from edgeemo.service.metrics import Metrics
+from edgeemo.web.feed import LiveFeed
 from edgeemo.web.app import RULES, WebContext, create_app
 from edgeemo.web.history import EventQuery
 from edgeemo.web.preview import FramePreview

@@ -15,9 +15,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from edgeemo.config import RuleConfig
-from edgeemo.journal.payload import iso_utc, unix_time
-from edgeemo.sinks.livefeed import LiveFeed
+from edgeemo.config.schema import RuleConfig
+from edgeemo.core.events import iso_utc, unix_time
+from edgeemo.web.feed import LiveFeed
 
 log = logging.getLogger(__name__)
 VOICE_FRESH_S = 3.0

@@ -7,10 +7,10 @@ import os
 import time
 
 from edgeemo import __version__
-from edgeemo.config import Config
-from edgeemo.metrics import STAGES, Metrics
-from edgeemo.resources import resolve_model
-from edgeemo.sinks.livefeed import LiveFeed
+from edgeemo.config.schema import Config
+from edgeemo.service.metrics import STAGES, Metrics
+from edgeemo.core.resources import resolve_model
+from edgeemo.web.feed import LiveFeed
 
 _cpu = {"wall": time.monotonic(), "cpu": time.process_time()}
 

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from edgeemo.config import Config
+from edgeemo.config.schema import Config
 from edgeemo.journal.store import journal_path
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 "use strict";
 // Live: one card per face track (from the SSE `state` readings and face events), voice/fused readings.
-window.__shown = [];  // {seq, ts, at}: the frame an event's bars were drawn in (tools/bench_dashboard.py reads it)
+window.__shown = [];  // {seq, ts, at}: the frame an event's bars were drawn in (tools/bench/dashboard.py reads it)
 const cards = new Map();
 
 function card(key, title, parent) {

@@ -1,0 +1,7 @@
+"""`python -m edgeemo ...`, the same as the `edgeemo` command."""
+
+import sys
+
+from edgeemo.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The command line: `edgeemo run | detect | check | events | user`."""

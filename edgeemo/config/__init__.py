@@ -1,0 +1,1 @@
+"""The configuration: the typed schema of edgeemo.yaml, its loading, and the secrets kept out of it."""

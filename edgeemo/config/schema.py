@@ -1,0 +1,451 @@
+"""The daemon's one YAML file, parsed into typed, validated settings at start-up.
+
+Unknown keys, wrong types and impossible values stop start-up with a message naming the key path
+(``mqtt.qos``) and what is allowed, so a typo never silently falls back to a default.
+Every key is documented in ``config/edgeemo.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote, urlparse, urlsplit, urlunsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ID_PATTERN = r"^[a-zA-Z0-9_-]+$"
+STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "udp", "tcp")  # what capture.parse_source opens as a stream
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded for the person who wrote the file."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(Section):
+    name: str = Field("default", pattern=ID_PATTERN)
+    url: str = "sample"
+    max_fps: float | None = Field(None, gt=0)
+    reconnect_initial_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(2.0, gt=0)
+    stall_timeout_s: float = Field(10.0, gt=0)
+    # auto: the source's own sound (a video file's or stream's audio track, an audio file);
+    # off; mic: the microphone of the `microphone` section; or a WAV/FLAC file or stream URL.
+    audio: str = Field("auto", min_length=1)
+    # The password of the url's user@, kept out of the YAML (see source_password).
+    password_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _stream_url(cls, url: str) -> str:
+        """A stream URL without a host or with an impossible port would be retried forever."""
+        parsed = urlparse(url)
+        if parsed.scheme not in STREAM_SCHEMES:
+            return url
+        if not parsed.hostname:
+            raise ValueError(f"a stream URL needs a host ({parsed.scheme}://[user@]host[:port]/...)")
+        try:
+            port = parsed.port
+        except ValueError:
+            port = 0
+        if port is not None and not 1 <= port <= 65535:
+            raise ValueError("port must be a number from 1 to 65535")
+        return url
+
+
+class MotionConfig(Section):
+    enabled: bool = True
+    height: int = Field(100, ge=16, le=1080)
+    alpha: float = Field(0.05, gt=0, le=1)
+    threshold: int = Field(25, ge=1, le=255)
+    min_area: float = Field(0.002, ge=0, le=1)
+    lighting_fraction: float = Field(0.5, gt=0, le=1)
+    every: int = Field(5, ge=1, le=100)
+
+
+class DetectorConfig(Section):
+    model: str = "yunet_s_dynamic.onnx"
+    backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
+    threads: int = Field(1, ge=1, le=64)
+    input_width: int = Field(320, ge=64, le=3840, multiple_of=32)
+    score_threshold: float = Field(0.75, gt=0, lt=1)
+    nms_threshold: float = Field(0.3, gt=0, lt=1)
+    min_face_px: int = Field(24, ge=8)
+    max_faces: int = Field(16, ge=1, le=256)
+    full_frame_every: int = Field(10, ge=1, le=1000)
+    region_margin: float = Field(0.3, ge=0.1, le=4)
+    region_face_px: int = Field(40, ge=16, le=1024)
+    locate_every: int = Field(3, ge=1, le=1000)
+    motion: MotionConfig = MotionConfig()
+
+
+class ClassifierConfig(Section):
+    model: str = "edgeemo-face-int8.json"
+    backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
+    threads: int = Field(1, ge=1, le=64)
+    flip_margin: float | None = Field(None, ge=0, le=1)  # None: the model card's
+    every_frames: int = Field(3, ge=1, le=1000)
+
+
+class TrackerConfig(Section):
+    iou_threshold: float = Field(0.3, gt=0, lt=1)
+    min_hits: int = Field(3, ge=1)
+    max_missed_s: float = Field(1.0, gt=0)
+    smoothing_s: float = Field(0.5, ge=0)
+    heartbeat_s: float = Field(2.0, gt=0)
+
+
+class VoiceConfig(Section):
+    enabled: bool = True
+    model: str = "edgeemo-voice-int8.json"
+    backend: Literal["onnxruntime", "openvino"] = "onnxruntime"
+    threads: int = Field(1, ge=1, le=64)
+    window_s: float = Field(3.0, ge=0.5, le=10)
+    hop_s: float = Field(1.0, ge=0.1, le=10)
+    min_window_s: float = Field(1.0, ge=0.3, le=10)
+    vad_threshold_db: float = Field(12.0, gt=0, le=60)
+    min_speech_s: float = Field(1.0, gt=0, le=10)
+    buffer_s: float = Field(10.0, ge=1, le=600)
+
+    @model_validator(mode="after")
+    def _windows_fit(self) -> VoiceConfig:
+        if not self.hop_s <= self.window_s or not self.min_window_s <= self.window_s:
+            raise ValueError(f"need hop_s ({self.hop_s}) and min_window_s ({self.min_window_s}) "
+                             f"<= window_s ({self.window_s})")
+        if self.buffer_s < self.window_s + self.hop_s:
+            raise ValueError(f"buffer_s ({self.buffer_s}) must hold window_s + hop_s ({self.window_s + self.hop_s})")
+        return self
+
+
+class MicrophoneConfig(Section):
+    device: str | int | None = None          # index, or part of the name; null: the system default
+    sample_rate: int = Field(16000, ge=8000, le=192000)
+    channels: int = Field(1, ge=1, le=32)
+    buffer_frames: int = Field(1600, ge=64, le=65536)
+
+
+class FusionConfig(Section):
+    face_weight: float = Field(1.0, ge=0)
+    voice_weight: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> FusionConfig:
+        if self.face_weight + self.voice_weight == 0:
+            raise ValueError("face_weight and voice_weight cannot both be 0")
+        return self
+
+
+class TlsConfig(Section):
+    enabled: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+
+
+class MqttConfig(Section):
+    url: str | None = None
+    client_id: str | None = Field(None, pattern=ID_PATTERN)
+    topic_prefix: str = Field("edgeemo", pattern=r"^[^#+\s]+$")
+    qos: Literal[0, 1, 2] = 1
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    password_file: Path | None = None
+    password_env: str = "EDGEEMO_MQTT_PASSWORD"
+    state_min_interval_s: float = Field(1.0, ge=0)
+    discovery_prefix: str | None = Field("homeassistant", pattern=r"^[^#+\s]+$")  # null: no discovery
+    tls: TlsConfig = TlsConfig()
+
+    @field_validator("url")
+    @classmethod
+    def _mqtt_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return url
+        parsed = urlparse(url)
+        if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
+            raise ValueError("must look like mqtt://[user@]host[:port] or mqtts://...")
+        try:
+            port = parsed.port
+        except ValueError:  # not a number, or above 65535
+            port = 0
+        if port is not None and not 1 <= port <= 65535:
+            raise ValueError("port must be a number from 1 to 65535")
+        if parsed.password:
+            raise ValueError("must not contain a password: use mqtt.password_file or $EDGEEMO_MQTT_PASSWORD")
+        return url
+
+
+class EventLogConfig(Section):
+    enabled: bool = True                      # the file; the journal is the record either way
+    path: Path | None = None
+    max_bytes: int = Field(10_000_000, ge=10_000)
+    backups: int = Field(5, ge=0)
+    stdout: bool = True
+
+
+class JournalConfig(Section):
+    path: Path | None = None                  # null: $STATE_DIRECTORY/journal.db, else the user's data dir
+    max_bytes: int = Field(100_000_000, ge=100_000)
+    retention_days: float = Field(30.0, gt=0)  # delivered events older than this are deleted
+    sync_interval_s: float = Field(1.0, gt=0, le=60)  # what a power cut can lose at most
+
+
+class MetricsConfig(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9595, ge=0, le=65535)
+
+
+class WebTlsConfig(Section):
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class RuleConfig(Section):
+    name: str = Field(pattern=ID_PATTERN)
+    emotion: Literal["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    min_share: float = Field(gt=0, le=1)
+    window_s: float = Field(gt=0, le=86400)
+    text: str = Field(min_length=1)
+    modality: Literal["face", "voice", "fused"] = "face"
+
+
+class WebConfig(Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8600, ge=0, le=65535)
+    tls: WebTlsConfig = WebTlsConfig()
+    allow_plain_http: bool = False
+    preview: bool = False                     # the current frame with boxes on the Live page: pixels leave
+    users_path: Path | None = None            # null: users.db beside the journal
+    rules: list[RuleConfig] = Field(default_factory=lambda: [RuleConfig(
+        name="sad-a-while", emotion="sad", min_share=0.6, window_s=600,
+        text="You have looked sad for a while: time for a break?")])
+
+    @model_validator(mode="after")
+    def _tls_off_loopback(self) -> WebConfig:
+        if (self.tls.cert_file is None) != (self.tls.key_file is None):
+            raise ValueError("tls needs both cert_file and key_file")
+        if self.tls.cert_file is None and not self.allow_plain_http and not is_loopback(self.host):
+            raise ValueError(f"host {self.host} is not a loopback address: set tls.cert_file and tls.key_file, "
+                             "or allow_plain_http: true")
+        names = [r.name for r in self.rules]
+        if len(set(names)) != len(names):
+            raise ValueError(f"rule names must be unique, got {names}")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+class Config(Section):
+    device_id: str = Field("edgeemo", pattern=ID_PATTERN)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    models_dir: Path | None = None
+    sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig()], min_length=1)
+    detector: DetectorConfig = DetectorConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+    tracker: TrackerConfig = TrackerConfig()
+    voice: VoiceConfig = VoiceConfig()
+    microphone: MicrophoneConfig = MicrophoneConfig()
+    fusion: FusionConfig = FusionConfig()
+    mqtt: MqttConfig = MqttConfig()
+    journal: JournalConfig = JournalConfig()
+    event_log: EventLogConfig = EventLogConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    web: WebConfig = WebConfig()
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, sources: list[SourceConfig]) -> list[SourceConfig]:
+        names = [s.name for s in sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        return sources
+
+
+def describe(error: ValidationError, origin: str) -> str:
+    """One line per problem: `origin: key.path: what is wrong (got value)`."""
+    lines = []
+    for problem in error.errors():
+        path = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            parent = problem["loc"][:-1]
+            message = f"unknown key; allowed here: {', '.join(sorted(allowed_keys(parent)))}"
+        elif "input" in problem and not isinstance(problem["input"], (dict, list)):
+            message += f" (got {redact(problem['input'])!r})"
+        lines.append(f"{origin}: {path}: {message}")
+    return "\n".join(lines)
+
+
+def redact(value: object) -> object:
+    """Mask the password of every `scheme://user:password@host` URL in a text.
+
+    The one redaction helper: log lines (edgeemo.cli.main's formatter), error messages and check output
+    pass through it, because a source URL may carry a camera's password.
+    """
+    if isinstance(value, str):
+        # `:/+`: a URL passed through pathlib (`detect rtsp://...`) has lost one of its slashes.
+        return re.sub(r"(:/+[^/@:\s'\"]*):[^/@\s'\"]*@", r"\1:***@", value)
+    return value
+
+
+def allowed_keys(path: tuple) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in path:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[str(part)].annotation
+        model = getattr(annotation, "__args__", [annotation])[0] if not isinstance(annotation, type) else annotation
+    return list(model.model_fields)
+
+
+def load_config(path: Path | None, overrides: dict | None = None) -> Config:
+    """Read YAML (or nothing: the defaults), apply command-line overrides, validate."""
+    origin = str(path) if path else "defaults"
+    raw: dict = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): is this the config file?") from None
+        try:
+            raw = yaml.load(text, Loader=UniqueKeyLoader) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(yaml_problem(path, exc)) from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    for dotted, value in (overrides or {}).items():
+        set_dotted(raw, dotted, value)
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, origin)) from None
+    return with_source_passwords(cfg)
+
+
+def yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
+    """One line: `file: line N, column M: not valid YAML: what` (PyYAML's own text spans several)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    if problem.startswith("duplicate key"):
+        return f"{path}: {where}{problem}"
+    context = getattr(exc, "context", None)
+    return redact(f"{path}: {where}not valid YAML: {problem}" + (f" ({context})" if context else ""))
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps
+    the last silently, so a second `url:` pasted below the first would win unseen)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key]})", key_node.start_mark)
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def with_source_passwords(cfg: Config) -> Config:
+    """Put each source's password (from outside the YAML) into its url's `user@`, in memory only."""
+    for i, source in enumerate(cfg.sources):
+        password = source_password(source)
+        if password is not None:
+            parts = urlsplit(source.url)
+            netloc = f"{parts.netloc.split('@')[0]}:{quote(password, safe='')}@{parts.netloc.split('@', 1)[1]}"
+            cfg.sources[i] = source.model_copy(update={"url": urlunsplit(parts._replace(netloc=netloc))})
+    return cfg
+
+
+def source_password(source: SourceConfig) -> str | None:
+    """A stream's password: `password_file`, else the systemd credential `source_<name>_password`
+    ($CREDENTIALS_DIRECTORY, LoadCredential=), else $EDGEEMO_SOURCE_<NAME>_PASSWORD; only for a url
+    with a `user@` and no password of its own."""
+    parsed = urlparse(source.url)
+    key = f"sources.{source.name}.password_file"
+    if "://" not in source.url or not parsed.username or parsed.password is not None:
+        if source.password_file is not None:
+            raise ConfigError(f"{key}: needs a url with a user name and no password (rtsp://user@host/...), "
+                              f"got {redact(source.url)!r}")
+        return None
+    path = source.password_file
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if path is None and creds and (Path(creds) / f"source_{source.name}_password").is_file():
+        path = Path(creds) / f"source_{source.name}_password"
+    if path is None:
+        return os.environ.get(f"EDGEEMO_SOURCE_{source.name.upper().replace('-', '_')}_PASSWORD") or None
+    return read_secret(key, path)
+
+
+def read_secret(key: str, path: Path) -> str:
+    """The first line of a password file, surrounding whitespace stripped; a problem names key and file."""
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: cannot read {path}: not UTF-8 text") from None
+    if not secret:
+        raise ConfigError(f"{key}: {path} is empty")
+    return secret
+
+
+def set_dotted(raw: dict, dotted: str, value: object) -> None:
+    """Set `a.b.c` (or `sources.0.url`) in a nested dict/list, creating sections as needed.
+
+    A section left empty in the YAML (`mqtt:` is null) is filled like a missing one. A path that
+    cannot exist (a list index past the end, a key under a plain value) is a ConfigError, not a crash.
+    """
+    parts = dotted.split(".")
+    node: object = raw
+    try:
+        for part, nxt in zip(parts, parts[1:]):
+            node = _child(node, part, [{}] if nxt.isdigit() else {})
+        if isinstance(node, list):
+            node[int(parts[-1])] = value
+        elif isinstance(node, dict):
+            node[parts[-1]] = value
+        else:
+            raise TypeError
+    except (IndexError, ValueError, TypeError):
+        raise ConfigError(f"override {dotted}: no such key or list item in the config") from None
+
+
+def _child(node: object, part: str, default: object) -> object:
+    """The item `part` of a list or dict, created from `default` when a dict lacks it or holds null."""
+    if isinstance(node, list):
+        return node[int(part)]
+    if not isinstance(node, dict):
+        raise TypeError(part)
+    if node.get(part) is None:
+        node[part] = default
+    return node[part]
+
+
+def mqtt_password(cfg: MqttConfig) -> str | None:
+    """The broker password from a file, systemd credentials, or the environment: never from the YAML."""
+    if cfg.password_file is not None:
+        return read_secret("mqtt.password_file", cfg.password_file)
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds and (Path(creds) / "mqtt_password").is_file():
+        return (Path(creds) / "mqtt_password").read_text().strip()
+    return os.environ.get(cfg.password_env)
+
+
+def sanitize_id(text: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", text)

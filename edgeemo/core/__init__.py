@@ -1,0 +1,1 @@
+"""Plain data every part shares: frames and faces, the event payload, model cards, inference, shipped files."""

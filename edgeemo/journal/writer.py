@@ -1,0 +1,87 @@
+"""The one writer of events: number them, commit them to the journal, then hand them to every sink.
+
+Delivery is at-least-once: a sink may see an event again after a restart (the MQTT sender resends
+what the broker had not acknowledged), and `seq` is the key that tells a repeat from a new event.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Protocol
+
+from edgeemo.core.events import event_payload
+from edgeemo.journal.store import Journal
+from edgeemo.service.metrics import Metrics
+from edgeemo.core.types import TrackEvent
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """Where committed events go (Frigate's Communicator, minus commands: we take none yet)."""
+
+    def publish(self, events: list[dict]) -> None:
+        """Committed schema-v1 payloads, in seq order. Must not block the pipeline."""
+
+    def state(self, faces: list[dict]) -> None:
+        """After every analysed frame: the reported face tracks in view now."""
+
+    def stop(self) -> None:
+        """Deliver what can be delivered within the sink's bound, then let go."""
+
+
+class Dispatcher:
+    """What the pipeline calls, from the track and voice threads alike."""
+
+    def __init__(self, journal: Journal, device: str, metrics: Metrics | None = None,
+                 delivered: bool = True) -> None:
+        self.journal, self.device, self.metrics = journal, device, metrics
+        self.delivered = delivered   # True: no sender delivers from the journal, rows count as delivered
+        self.sinks: list[Sink] = []
+        self._seq = journal.last_seq
+        self._lock = threading.Lock()
+
+    @property
+    def next_track_id(self) -> int:
+        """Track and stream ids continue above the journal's, so none is ever reused."""
+        return self.journal.last_track + 1
+
+    def add_sink(self, sink: Sink) -> None:
+        self.sinks.append(sink)
+
+    def handle(self, events: list[TrackEvent], present: list[dict] | None = None) -> None:
+        """Commit events in order, then give them (and, from the face side, the faces in view) to the sinks."""
+        with self._lock:
+            payloads = self._payloads(events)
+            self._commit(payloads)
+            for sink in self.sinks:
+                if payloads:
+                    sink.publish(payloads)
+                if present is not None:
+                    sink.state(present)
+
+    def _payloads(self, events: list[TrackEvent]) -> list[dict]:
+        payloads = []
+        for event in events:
+            self._seq += 1
+            try:
+                payloads.append(event_payload(event, self._seq, self.device))
+            except Exception:  # one bad event must not stop the pipeline; its seq stays a visible gap
+                log.exception("cannot publish event seq %d (%s, track %s)", self._seq, event.type, event.track)
+                self._count_error("publish")
+        return payloads
+
+    def _commit(self, payloads: list[dict]) -> None:
+        try:
+            self.journal.append(payloads, delivered=self.delivered)
+        except Exception as exc:  # a full or failing disk: the sinks still get the events, MQTT will not
+            log.error("journal %s: cannot record %d event(s): %s", self.journal.path, len(payloads), exc)
+            self._count_error("journal")
+        if self.metrics is not None:
+            for p in payloads:
+                self.metrics.events.labels(modality=p["modality"], type=p["type"], emotion=p["emotion"]).inc()
+
+    def _count_error(self, where: str) -> None:
+        if self.metrics is not None:
+            self.metrics.errors.labels(where=where).inc()

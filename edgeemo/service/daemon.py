@@ -1,0 +1,135 @@
+"""The daemon's life: start every part, supervise it, and stop it without losing an event.
+
+SIGTERM / SIGINT stop capture; the frames already read flow through (for up to PIPELINE_DRAIN_S),
+remaining tracks get their `end` event, MQTT delivers what it can of the journal's backlog and says
+`offline`; the rest stays in the journal for the next start. Under systemd, READY=1 goes out once the
+pipeline runs, and WATCHDOG=1 only while frames keep flowing, so a stalled pipeline is restarted.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from edgeemo.config.schema import Config, redact
+from edgeemo.service.metrics import Metrics
+from edgeemo.pipeline.pipeline import Pipeline
+from edgeemo.service.event_path import open_event_path
+from edgeemo.service.sdnotify import SystemdNotifier
+from edgeemo.web.server import daemon_dashboard
+
+log = logging.getLogger(__name__)
+TICK_S = 0.5
+PIPELINE_DRAIN_S = 5.0  # plus the MQTT drain (service.event_path): inside the unit's TimeoutStopSec=
+
+
+class Daemon:
+    def __init__(self, cfg: Config, lossless: bool = False) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics([s.name for s in cfg.sources], cfg.detector.backend)
+        self.events = open_event_path(cfg, self.metrics)
+        self.pipeline = Pipeline(cfg, self.metrics, self.events.dispatcher, lossless)
+        self.web = daemon_dashboard(cfg, self.events, self.metrics) if cfg.web.enabled and not lossless else None
+        if self.web is not None and self.web.preview is not None:
+            self.pipeline.frame_observers.append(self.web.preview.offer)
+        self.notifier = SystemdNotifier()
+        self.stop_requested = threading.Event()
+        self.metrics_port: int | None = None
+
+    def run(self) -> int:
+        """Run until every source ends or a signal arrives; returns the exit code."""
+        self._install_signal_handlers()
+        self.start()
+        self.supervise()
+        code = self.shutdown()
+        if self.pipeline.left_behind():
+            # A capture is still blocked inside FFmpeg (a frozen stream). The interpreter's teardown
+            # would pull objects from under it and can crash the process at exit (SIGSEGV); all is
+            # flushed and closed by now, so end the process here instead.
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        # The process exits next: everything is flushed and closed, so spare the interpreter's final
+        # garbage collection of the models and buffers (a second of a 2 s stop budget on a small board).
+        gc.freeze()
+        return code
+
+    def start(self) -> None:
+        if self.cfg.metrics.enabled:
+            self.metrics_port = self.metrics.serve(self.cfg.metrics.host, self.cfg.metrics.port)
+            log.info("metrics on http://%s:%d/metrics", self.cfg.metrics.host, self.metrics_port)
+        self.events.start()
+        if self.web is not None:
+            self.web.start()
+        self.pipeline.start()
+        self.notifier.ready()
+        log.info("edgeemo running: device %s, sources %s", self.cfg.device_id,
+                 ", ".join(f"{s.name}={redact(s.url)}" for s in self.cfg.sources))
+
+    def supervise(self) -> None:
+        """Keep metrics, systemd status and watchdog up to date until the sources end, a stop, or a failure.
+
+        The watchdog is fed only while every video source delivers frames, the frames get analysed,
+        and no worker is crashing: a frozen camera or a dead stage gets the service restarted.
+        """
+        watchdog_every = self.notifier.watchdog_interval()
+        last_ping = last_tick = last_progress = time.monotonic()
+        last_done = 0
+        stall_s = max(s.stall_timeout_s for s in self.cfg.sources)
+        while self.pipeline.alive() and not self.pipeline.failed and not self.stop_requested.wait(TICK_S):
+            now, done = time.monotonic(), self.pipeline.frames_done
+            fps = (done - last_done) / max(now - last_tick, 1e-6)
+            if done != last_done:
+                last_progress = now
+            last_done, last_tick = done, now
+            for source in self.cfg.sources:
+                self.metrics.fps.labels(source=source.name).set(fps / len(self.cfg.sources))
+            for name, q in self.pipeline.queues.items():
+                self.metrics.queue_depth.labels(queue=name).set(q.qsize())
+            health = self.pipeline.health()
+            for name, up in health.items():
+                self.metrics.source_up.labels(source=name).set(int(up))
+            analysing = now - last_progress <= stall_s
+            if watchdog_every and analysing and self.pipeline.healthy() and now - last_ping >= watchdog_every:
+                self.notifier.watchdog()
+                last_ping = now
+            self.notifier.status(status_line(fps, done, health, analysing, self.pipeline.restarts))
+        if self.pipeline.failed:
+            log.error("a pipeline stage keeps failing; exiting so that the service is restarted")
+
+    def shutdown(self) -> int:
+        self.notifier.stopping()
+        self.pipeline.stop()
+        drained = self.pipeline.join(timeout=PIPELINE_DRAIN_S)
+        if not drained:
+            log.error("pipeline did not drain within %.0f s; some frames were not analysed", PIPELINE_DRAIN_S)
+        if self.web is not None:
+            self.web.stop()
+        self.events.stop()
+        self.metrics.close()
+        log.info("edgeemo stopped after %d frames", self.pipeline.frames_done)
+        return 0 if drained else 1
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def request_stop(signum: int, _frame: object) -> None:
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            self.stop_requested.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+
+def status_line(fps: float, done: int, health: dict[str, bool], analysing: bool, restarts: int) -> str:
+    """`systemctl status` in one line: throughput, each video source up or down, worker restarts."""
+    sources = ", ".join(f"{name} {'up' if up else 'DOWN'}" for name, up in health.items())
+    return (f"{fps:.1f} frames/s, {done} frames" + (f"; sources: {sources}" if sources else "")
+            + ("" if analysing else "; STALLED") + (f"; {restarts} worker restarts" if restarts else ""))

@@ -1,0 +1,1 @@
+"""The MQTT sink: the connection, TLS and login, Home Assistant discovery, and the journal sender."""

@@ -1,0 +1,1 @@
+"""Helpers the tests and the tools share: a real mosquitto broker, an ffmpeg stream server, a dashboard client."""

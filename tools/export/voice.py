@@ -1,0 +1,474 @@
+"""Export the trained voice-emotion net to ONNX (fp32 and static int8), with cards and a report.
+
+    python -m tools.export.voice runs/voice/all/final.pt --cv runs/voice
+        -> models/edgeemo-voice.onnx + .json, models/edgeemo-voice-int8.onnx + .json (if int8 is not
+           slower), models/edgeemo-voice.md, models/edgeemo-voice-confusion.png
+
+Steps, each printed:
+1. ONNX with input ``features`` [batch, frames, F] (both axes dynamic: the net pools over time), checked
+   against PyTorch through onnxruntime on real 3 s windows and on whole clips.
+2. Static int8 (onnxruntime quantize_static, QDQ, per-channel weights) calibrated on 3 s windows of
+   the model's own training actors only (the checkpoint lists them).
+3. With ``--cv DIR`` (the folder of ``train_voice.py --folds``): the CV numbers of the report, and the
+   same CV re-run through onnxruntime: each fold's ``final.pt`` exported and int8-quantized with
+   calibration on that fold's training actors, then tested on its held-out actors, so the int8 card
+   carries int8 numbers.
+4. Latency of a whole 3 s analysis (front-end features + model), 1 thread, median of 100, for fp32 and
+   int8 in onnxruntime and OpenVINO, and of the front-end alone (numpy port vs python_speech_features).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from tools.common.datasets import REPO, data_root, load_ravdess
+from tools.common.machine import cpu_name
+from tools.train.voice import (FOLD_TO_FACE, LABELS8, SHIPPED_EXCLUDED, build_model, count_macs,
+                         metrics)
+
+from edgeemo.voice.features import AudioFrontEnd
+
+OPSET = 17
+INPUT = "features"
+LICENCE = "weights trained by edgeemo on RAVDESS (CC BY-NC-SA 4.0): non-commercial"
+DATA_NOTE = ("RAVDESS speech, audio-only (Livingstone & Russo 2018, Zenodo 1188976, CC BY-NC-SA 4.0), 16 kHz "
+             "mono: 1440 clips, 24 actors, 8 emotions. The shipped model is trained on all actors except 01 and "
+             "04 (their voices are in the sample video); the CV numbers come from 6 speaker-independent folds of "
+             "4 held-out actors each, last epoch of a fixed schedule (no test-set selection).")
+Infer = Callable[[np.ndarray], np.ndarray]
+
+
+# --- model and ONNX -----------------------------------------------------------------------------------
+
+
+def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict, AudioFrontEnd]:
+    """The net (eval mode), the checkpoint dict of train_voice.py, and its audio front-end."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_model(ckpt["config"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt, AudioFrontEnd.from_card(ckpt["audio"])
+
+
+def export_onnx(model: torch.nn.Module, path: Path, n_features: int, frames: int) -> None:
+    """ONNX with input ``features`` [batch, frames, F] and output ``logits`` [batch, 8], both axes dynamic.
+
+    TorchScript exporter (dynamo=False), as for the face model: it folds BatchNorm into the
+    convolutions, giving the plain Conv/Relu/MaxPool graph the int8 quantizer and OpenVINO like.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, frames, n_features),), str(path), input_names=[INPUT],
+                          output_names=["logits"], opset_version=OPSET, do_constant_folding=True, dynamo=False,
+                          dynamic_axes={INPUT: {0: "batch", 1: "frames"}, "logits": {0: "batch"}})
+
+
+def ort_infer(path: Path, threads: int = 1) -> Infer:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {INPUT: x})[0]
+
+
+def openvino_infer(path: Path, threads: int = 1) -> Infer:
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU",
+                                  {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    return lambda x: request.infer({0: x})[compiled.output(0)].copy()
+
+
+# --- data -----------------------------------------------------------------------------------------------
+
+
+def clip_audio(data: dict, i: int) -> np.ndarray:
+    off = data["offsets"]
+    return data["audio"][off[i]:off[i + 1]].astype(np.float32) / 32768.0
+
+
+def windows(data: dict, actors: list[int], front: AudioFrontEnd, n: int, window_s: float = 3.0,
+            seed: int = 0) -> np.ndarray:
+    """``n`` model inputs [n, frames, F] of random 3 s windows of clips of ``actors`` (all emotions),
+    computed from audio exactly as the daemon does (crop the samples, then front.features)."""
+    rng = np.random.default_rng(seed)
+    pool = np.flatnonzero(np.isin(data["speakers"], actors))
+    length = int(window_s * front.sample_rate)
+    out = []
+    for i in rng.choice(pool, n, replace=n > len(pool)):
+        x = clip_audio(data, i)
+        x = np.pad(x, (0, max(0, length - len(x))))
+        start = rng.integers(0, len(x) - length + 1)
+        out.append(front.features(x[start:start + length]))
+    return np.stack(out)
+
+
+def clip_logits(infer: Infer, data: dict, idx: np.ndarray, front: AudioFrontEnd) -> np.ndarray:
+    """Logits [N, 8] of whole clips (the way train_voice.py tests)."""
+    return np.concatenate([infer(front.features(clip_audio(data, i))[None]) for i in idx])
+
+
+# --- int8 -----------------------------------------------------------------------------------------------
+
+
+def quantize(fp32: Path, int8: Path, calib: np.ndarray) -> dict:
+    """Static QDQ int8 (per-channel symmetric weights, uint8 activations), calibrated on ``calib``."""
+    import onnxruntime
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{INPUT: calib[i:i + 16]} for i in range(0, len(calib), 16)])
+
+        def get_next(self) -> dict | None:
+            return next(self.items, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+    return {"tool": f"onnxruntime.quantization.quantize_static (onnxruntime {onnxruntime.__version__})",
+            "format": "QDQ", "weights": "int8 per-channel symmetric", "activations": "uint8 asymmetric, MinMax",
+            "calibration": f"{len(calib)} random 3 s windows of the training actors"}
+
+
+def onnx_cv(cv_dir: Path, data: dict, calib_n: int, folds: list[dict]) -> dict:
+    """Re-run the CV folds through onnxruntime: fp32 and int8 (calibrated on that fold's training actors)."""
+    per_fold = []
+    for fold in folds:
+        model, ckpt, front = load_checkpoint(cv_dir / f"fold{fold['fold']}" / "final.pt")
+        test = np.flatnonzero(np.isin(data["speakers"], fold["test_actors"]))
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+            export_onnx(model, fp32, front.n_features, front.frames(3 * front.sample_rate))
+            quantize(fp32, int8, windows(data, ckpt["train_actors"], front, calib_n))
+            row = {"fold": fold["fold"]}
+            for name, path in (("fp32", fp32), ("int8", int8)):
+                m = metrics(clip_logits(ort_infer(path), data, test, front), data["labels"][test])
+                row |= {f"{name}_{k}": m[k] for k in ("acc8", "acc7", "f1_8")}
+        print(f"  fold {fold['fold']}: onnxruntime fp32 acc8 {row['fp32_acc8']:.3f} (PyTorch {fold['acc8']:.3f}), "
+              f"int8 acc8 {row['int8_acc8']:.3f}", flush=True)
+        per_fold.append(row)
+    keys = [k for k in per_fold[0] if k != "fold"]
+    return {"folds": per_fold, **{f"{k}_mean": float(np.mean([r[k] for r in per_fold])) for k in keys},
+            **{f"{k}_std": float(np.std([r[k] for r in per_fold], ddof=1)) for k in keys}}
+
+
+# --- latency --------------------------------------------------------------------------------------------
+
+
+def median_ms(fn: Callable[[], object], runs: int = 100, warmup: int = 10) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)
+
+
+def psf_features(front: AudioFrontEnd, x: np.ndarray) -> np.ndarray:
+    """The same features through python_speech_features itself (for the speed comparison)."""
+    import python_speech_features as psf
+
+    kw = {"samplerate": front.sample_rate, "winlen": front.window_s, "winstep": front.hop_s,
+          "nfilt": front.n_filters, "nfft": front.n_fft, "lowfreq": front.low_hz, "highfreq": front.high_hz,
+          "preemph": front.preemphasis,
+          "winfunc": {"hamming": np.hamming, "hann": np.hanning}.get(front.window, lambda n: np.ones(n))}
+    if front.kind == "mfcc":
+        feat = psf.mfcc(x, numcep=front.n_mfcc, ceplifter=front.ceplifter, appendEnergy=True, **kw)
+    else:
+        feat = np.log(psf.fbank(x, **kw)[0])
+    if front.use_deltas:
+        d1 = psf.delta(feat, front.delta_n)
+        feat = np.hstack([feat, d1, psf.delta(d1, front.delta_n)])
+    return front.normalise(feat)
+
+
+def latency(front: AudioFrontEnd, engines: dict[str, Infer], audio: np.ndarray, runs: int) -> dict:
+    """Median ms per 3 s window: the front-end alone (ours and psf), each model alone, features + model."""
+    feats = front.features(audio)[None]
+    out = {"features_numpy_ms": median_ms(lambda: front.features(audio), runs)}
+    try:
+        out["features_python_speech_features_ms"] = median_ms(lambda: psf_features(front, audio), runs)
+    except ImportError:
+        pass
+    for name, infer in engines.items():
+        out[f"{name}_model_ms"] = median_ms(lambda run=infer: run(feats), runs)
+        out[f"{name}_total_ms"] = median_ms(lambda run=infer: run(front.features(audio)[None]), runs)
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+# --- cards and report -----------------------------------------------------------------------------------
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def make_card(name: str, file: str, front: AudioFrontEnd, metrics_: dict, command: str, extra: dict) -> dict:
+    return {
+        "name": name, "task": "voice-emotion", "file": file, "labels": list(LABELS8), "output": "logits",
+        "fold_to_face_labels": dict(FOLD_TO_FACE),
+        "input": {"name": INPUT, "layout": "NTF", "window_s": 3.0, "frames": front.frames(3 * front.sample_rate),
+                  "features": front.n_features, "dynamic_axes": ["batch", "frames"], "dtype": "float32",
+                  "how": "edgeemo.voice.features.AudioFrontEnd.from_card(card['audio']).features(samples) of "
+                         "16 kHz mono float32 samples in [-1, 1]; any window length works (mean+std pooling "
+                         "over time), the model was trained on 3 s"},
+        "audio": front.to_card(), "metrics": metrics_, "licence": LICENCE,
+        "training": {"command": command, "data": DATA_NOTE} | extra.pop("training", {}), **extra,
+    }
+
+
+def card_metrics(cv: dict | None, lat: dict, engine: str, heldout: dict, onnx_cv_: dict | None, kind: str,
+                 runs: int) -> dict:
+    m: dict = {}
+    if cv is not None:
+        source = onnx_cv_ if kind == "int8" and onnx_cv_ else None
+        if source:  # the int8 card carries int8 numbers
+            m |= {"ravdess_cv8_acc_mean": source["int8_acc8_mean"], "ravdess_cv8_acc_std": source["int8_acc8_std"],
+                  "ravdess_cv7_acc_mean": source["int8_acc7_mean"], "ravdess_cv7_acc_std": source["int8_acc7_std"],
+                  "ravdess_cv_macro_f1_mean": source["int8_f1_8_mean"],
+                  "ravdess_cv_macro_f1_std": source["int8_f1_8_std"]}
+        else:
+            m |= {"ravdess_cv8_acc_mean": cv["acc8_mean"], "ravdess_cv8_acc_std": cv["acc8_std"],
+                  "ravdess_cv7_acc_mean": cv["acc7_mean"], "ravdess_cv7_acc_std": cv["acc7_std"],
+                  "ravdess_cv_macro_f1_mean": cv["f1_8_mean"], "ravdess_cv_macro_f1_std": cv["f1_8_std"]}
+        m["ravdess_cv_note"] = (f"{len(cv['folds'])} speaker-independent folds (4 held-out actors each), last epoch, "
+                                f"{'int8 onnxruntime' if source else 'fp32'}; std over folds (ddof=1); "
+                                "macro-F1 over the 8 classes")
+    m["latency_ms_3s_1thread"] = lat[f"{engine}_total_ms"]
+    m["latency_note"] = (f"features + model for one 3 s window, onnxruntime, 1 thread, median of {runs}, "
+                         f"{cpu_name()}; see edgeemo-voice.md for OpenVINO and the breakdown")
+    m["heldout_actors_01_04_acc8"] = heldout[f"{kind}_acc8"]
+    m["heldout_actors_01_04_acc7"] = heldout[f"{kind}_acc7"]
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}
+
+
+def features_note(front: AudioFrontEnd, lat: dict) -> str:
+    what = (f"{front.n_filters} log-mel bands (python_speech_features `logfbank`)" if front.kind == "logmel"
+            else f"{front.n_mfcc} MFCCs of {front.n_filters} mel bands, c0 = log energy (python_speech_features `mfcc`)")
+    psf_ms = lat.get("features_python_speech_features_ms")
+    speed = (f" It takes {lat['features_numpy_ms']:.2f} ms per 3 s window against {psf_ms:.2f} ms for "
+             "python_speech_features itself (which rebuilds the filterbank per call, frames via an index array, "
+             "computes in float64 and loops over frames in `delta`)." if psf_ms else "")
+    return (f"{what}{' + deltas + delta-deltas' if front.use_deltas else ''}, {1000 * front.window_s:g} ms "
+            f"{front.window} windows every {1000 * front.hop_s:g} ms, pre-emphasis {front.preemphasis}, "
+            f"{front.n_fft}-point FFT, {front.low_hz:g}-{front.high_hz:g} Hz, then `{front.normalisation}` "
+            "(per-window mean and variance per band, so microphone colour and level drop out). Computed by "
+            "`edgeemo.voice.features.AudioFrontEnd`, a vectorised float32 numpy port of python_speech_features "
+            "(tests/test_voice_features.py checks it gives the package's numbers)." + speed
+            + (" Log-mel rather than MFCC: it keeps the spectral shape a CNN can use, lets training stretch the "
+               "mel axis (vocal-tract-length perturbation, a speaker-independence augmentation MFCCs do not allow), "
+               "and did better on the fold compared above." if front.kind == "logmel" else ""))
+
+
+def markdown(args: argparse.Namespace, cv: dict | None, cv_md: str, onnx_cv_: dict | None, lat: dict,
+             heldout: dict, info: dict, int8_kept: bool, compare: list[tuple[str, dict]]) -> str:
+    def r(v: float) -> str:
+        return f"{100 * v:.1f} %"
+
+    lines = [f"# {args.name}: voice emotion from 3 s of speech", "",
+             "Small 1-D CNN over log-mel features; 8 RAVDESS classes (neutral, calm, happy, sad, angry, fearful, "
+             "disgust, surprised), folded to edgeemo's 7 labels by the card's `fold_to_face_labels` "
+             "(calm -> neutral, fearful -> fear, surprised -> surprise).", "",
+             f"- Files: `{args.name}.onnx` (fp32)" + (f", `{args.name}-int8.onnx` (static int8, QDQ)" if int8_kept else "")
+             + ", each with its `.json` card.",
+             f"- Net: {info['params'] / 1e3:.0f} k parameters, {info['macs'] / 1e6:.1f} M MACs per 3 s window "
+             f"(299 frames x {info['features']} features), input `features` [batch, frames, {info['features']}], "
+             "output 8 logits.",
+             f"- Licence: {LICENCE}.", ""]
+    if cv is not None:
+        lines += ["## Speaker-independent cross-validation on RAVDESS", "",
+                  f"{len(cv['folds'])} folds, each holding out 4 actors (01-04, 05-08, ..., 21-24) and training on "
+                  "the other 20; "
+                  f"{cv['epochs']} epochs, numbers of the last epoch (no checkpoint picked on test actors). "
+                  "Whole clips, PyTorch fp32. Mean ± sample std over the folds.", "", cv_md.strip(), "",
+                  "Mean test accuracy over the folds by epoch: " + ", ".join(
+                      f"{e}: {100 * a:.1f} %" for e, a in cv["mean_curve_acc8"].items())
+                  + (" (still rising at the last epoch: a longer schedule is the obvious next step)."
+                     if max(cv["mean_curve_acc8"].values()) == list(cv["mean_curve_acc8"].values())[-1] else "."),
+                  "",
+                  f"Acceptance of the voice issue (mean 8-class CV accuracy >= 60 %, goal 70 %): "
+                  f"{'met' if cv['acc8_mean'] >= 0.6 else 'NOT met'} ({r(cv['acc8_mean'])}); latency <= 15 ms: "
+                  f"{'met' if lat['onnxruntime_fp32_total_ms'] <= 15 else 'NOT met'}.", "",
+                  f"Chance: 12.5 % (8 classes). Confusion matrix summed over the {len(cv['folds'])} folds "
+                  f"(`{args.name}-confusion.png`):", "", f"![confusion]({args.name}-confusion.png)", ""]
+    if onnx_cv_ is not None:
+        lines += ["The same folds through onnxruntime (each fold's model exported; int8 calibrated on that fold's "
+                  "training actors only):", "", "| fold | fp32 acc 8 | int8 acc 8 | fp32 acc 7 | int8 acc 7 |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {f['fold']} | {f['fp32_acc8']:.3f} | {f['int8_acc8']:.3f} | {f['fp32_acc7']:.3f} | "
+                  f"{f['int8_acc7']:.3f} |" for f in onnx_cv_["folds"]]
+        lines += [f"| **mean ± std** | {onnx_cv_['fp32_acc8_mean']:.3f} ± {onnx_cv_['fp32_acc8_std']:.3f} | "
+                  f"{onnx_cv_['int8_acc8_mean']:.3f} ± {onnx_cv_['int8_acc8_std']:.3f} | "
+                  f"{onnx_cv_['fp32_acc7_mean']:.3f} | {onnx_cv_['int8_acc7_mean']:.3f} |", ""]
+    if compare:
+        lines += ["## Design choices (same folds, same schedule)", "", "| configuration | folds | acc 8 per fold | mean |",
+                  "|---|---|---|---|"]
+        shipped = {f["fold"]: f for f in cv["folds"]} if cv else {}
+        for label, rep in compare:
+            rows = [(label, rep["folds"])]
+            if all(f["fold"] in shipped for f in rep["folds"]):
+                rows.insert(0, (f"shipped: {info['features_short']}", [shipped[f["fold"]] for f in rep["folds"]]))
+            for name, folds in rows:
+                accs = [f["acc8"] for f in folds]
+                lines.append(f"| {name} | {', '.join(str(f['fold']) for f in folds)} | "
+                             f"{', '.join(f'{a:.3f}' for a in accs)} | {np.mean(accs):.3f} |")
+        lines.append("")
+    lines += ["## Shipped model", "",
+              f"Trained on all actors except 01 and 04, same settings and epoch count as the CV. Actors 01 and 04 "
+              f"(never trained on) as a sanity check: 8-class {r(heldout['fp32_acc8'])}, folded 7-class "
+              f"{r(heldout['fp32_acc7'])} (fp32)" + (f"; int8 {r(heldout['int8_acc8'])} / {r(heldout['int8_acc7'])}, "
+                                                     f"int8 and fp32 agree on {r(heldout['agreement'])} of the clips"
+                                                     if 'int8_acc8' in heldout else "") + ".",
+              f"ONNX vs PyTorch: max |logit difference| {info['max_diff']:.2e} on 3 s windows and whole clips.", "",
+              f"## Latency: one 3 s window, 1 thread, median of {args.runs}", "", f"CPU: {cpu_name()} "
+              "(shared with other jobs while measured: treat as upper bounds).", "",
+              "| what | ms |", "|---|---|",
+              f"| front-end, edgeemo.voice.features (numpy port) | {lat['features_numpy_ms']:.2f} |"]
+    if "features_python_speech_features_ms" in lat:
+        lines.append(f"| front-end, python_speech_features itself (same numbers) | "
+                     f"{lat['features_python_speech_features_ms']:.2f} |")
+    for key, value in lat.items():
+        if key.endswith("_total_ms"):
+            engine = key[:-len("_total_ms")].replace("_", " ")
+            model_ms = lat[key.replace("_total_ms", "_model_ms")]
+            lines.append(f"| features + model, {engine} | {value:.2f} (model alone {model_ms:.2f}) |")
+    if not int8_kept:
+        lines += ["", "int8 was slower than fp32 in onnxruntime here, so no int8 model is shipped."]
+    lines += ["", "## Features", "", info["features_note"], "", "## Reproduce", "", "```sh",
+              "pip install -e '.[train]' python_speech_features", *info["commands"], "```", ""]
+    return "\n".join(lines)
+
+
+# --- main -----------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", type=Path, nargs="?", default=REPO / "runs" / "voice" / "all" / "final.pt")
+    p.add_argument("--cv", type=Path, help="folder of train_voice.py --folds (cv_report.json, fold*/final.pt)")
+    p.add_argument("--compare", action="append", default=[], metavar="LABEL=DIR",
+                   help="another configuration's CV folder, tabulated in the .md (repeatable)")
+    p.add_argument("--data", help="data directory (default: $EDGEEMO_DATA or ../shared/data)")
+    p.add_argument("--out", type=Path, default=REPO / "models")
+    p.add_argument("--name", default="edgeemo-voice")
+    p.add_argument("--calib", type=int, default=256, help="3 s calibration windows for int8")
+    p.add_argument("--runs", type=int, default=100, help="latency repetitions")
+    p.add_argument("--no-onnx-cv", action="store_true", help="skip re-running the CV folds in onnxruntime")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    data = load_ravdess(data_root(args.data))
+    model, ckpt, front = load_checkpoint(args.checkpoint)
+    frames = front.frames(3 * front.sample_rate)
+    fp32, int8 = args.out / f"{args.name}.onnx", args.out / f"{args.name}-int8.onnx"
+
+    print(f"1. exporting {args.checkpoint} -> {fp32}", flush=True)
+    export_onnx(model, fp32, front.n_features, frames)
+    heldout_idx = np.flatnonzero(np.isin(data["speakers"], SHIPPED_EXCLUDED))
+    probe = windows(data, list(SHIPPED_EXCLUDED), front, 32, seed=1)
+    with torch.no_grad():
+        torch_logits = model(torch.from_numpy(probe)).numpy()
+        torch_clips = np.concatenate([model(torch.from_numpy(front.features(clip_audio(data, i))[None])).numpy()
+                                      for i in heldout_idx[:20]])
+    fp32_infer = ort_infer(fp32)
+    max_diff = max(np.abs(fp32_infer(probe) - torch_logits).max(),
+                   np.abs(clip_logits(fp32_infer, data, heldout_idx[:20], front) - torch_clips).max())
+    print(f"   onnxruntime vs PyTorch: max |logit diff| {max_diff:.2e}", flush=True)
+    if max_diff > 1e-3:
+        raise SystemExit("onnxruntime disagrees with PyTorch: not writing cards")
+
+    print(f"2. int8: calibrating on {args.calib} windows of actors {ckpt['train_actors']}", flush=True)
+    quant = quantize(fp32, int8, windows(data, ckpt["train_actors"], front, args.calib))
+    int8_infer = ort_infer(int8)
+    y_held = data["labels"][heldout_idx]
+    heldout = {}
+    for kind, infer in (("fp32", fp32_infer), ("int8", int8_infer)):
+        logits = clip_logits(infer, data, heldout_idx, front)
+        m = metrics(logits, y_held)
+        heldout |= {f"{kind}_acc8": m["acc8"], f"{kind}_acc7": m["acc7"], f"{kind}_pred": logits.argmax(1)}
+    heldout["agreement"] = float(np.mean(heldout.pop("fp32_pred") == heldout.pop("int8_pred")))
+    print(f"   actors 01+04: fp32 acc8 {heldout['fp32_acc8']:.3f}, int8 acc8 {heldout['int8_acc8']:.3f}, "
+          f"agreement {heldout['agreement']:.3f}", flush=True)
+
+    cv = cv_md = onnx_cv_ = None
+    if args.cv:
+        cv = json.loads((args.cv / "cv_report.json").read_text())
+        cv_md = (args.cv / "cv_report.md").read_text()
+        shutil.copyfile(args.cv / "cv_confusion8.png", args.out / f"{args.name}-confusion.png")
+        if not args.no_onnx_cv:
+            print("3. CV folds through onnxruntime, fp32 and int8", flush=True)
+            onnx_cv_ = onnx_cv(args.cv, data, args.calib, cv["folds"])
+    compare = [(label, json.loads((Path(d) / "cv_report.json").read_text()))
+               for label, d in (c.split("=", 1) for c in args.compare)]
+
+    print("4. latency, 1 thread", flush=True)
+    audio = clip_audio(data, int(heldout_idx[0]))
+    audio = np.pad(audio, (0, max(0, 3 * front.sample_rate - len(audio))))[:3 * front.sample_rate]
+    engines = {"onnxruntime_fp32": fp32_infer, "onnxruntime_int8": int8_infer,
+               "openvino_fp32": openvino_infer(fp32), "openvino_int8": openvino_infer(int8)}
+    lat = latency(front, engines, audio, args.runs)
+    print("   " + json.dumps(lat), flush=True)
+    int8_kept = lat["onnxruntime_int8_model_ms"] <= lat["onnxruntime_fp32_model_ms"]  # same features in both
+    int8_card_path = args.out / f"{args.name}-int8.json"
+
+    command = ckpt.get("command", "python -m tools.train.voice --fold all")
+    export_cmd = "python -m tools.export.voice " + shlex.join(sys.argv[1:])
+    training = {"cv_command": cv["command"], "epochs": cv["epochs"]} if cv else {}
+    for kind, path, card_path in (("fp32", fp32, args.out / f"{args.name}.json"), ("int8", int8, int8_card_path)):
+        if kind == "int8" and not int8_kept:
+            path.unlink(missing_ok=True)
+            card_path.unlink(missing_ok=True)
+            continue
+        card_metrics_ = card_metrics(cv, lat, f"onnxruntime_{kind}", heldout, onnx_cv_, kind, args.runs)
+        extra = {"export": export_cmd, "training": dict(training)} | ({"quantization": quant} if kind == "int8" else {})
+        write_json(card_path, make_card(card_path.stem, path.name, front, card_metrics_, command, extra))
+    commands = [*([cv["command"]] if cv else []), *(rep["command"] for _, rep in compare), command, export_cmd,
+                "python -m pytest tests/test_voice_features.py"]
+    info = {"params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model, frames),
+            "features": front.n_features, "max_diff": float(max_diff), "commands": commands,
+            "features_note": features_note(front, lat),
+            "features_short": f"{front.n_features} {front.kind}{' + deltas' if front.use_deltas else ''}, "
+                              f"{front.normalisation}"}
+    (args.out / f"{args.name}.md").write_text(markdown(args, cv, cv_md or "", onnx_cv_, lat, heldout, info,
+                                                       int8_kept, compare))
+    print(f"wrote {args.out / (args.name + '.json')}" + (f", {int8_card_path}" if int8_kept else "")
+          + f", {args.out / (args.name + '.md')}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

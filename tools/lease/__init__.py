@@ -1,0 +1,1 @@
+"""GPU plumbing: what travels to a leased accelerator and back, and the script run there."""
