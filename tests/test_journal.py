@@ -18,7 +18,7 @@ import pytest
 
 from edgeemo.config.schema import Config, ConfigError, EventLogConfig, JournalConfig, MqttConfig
 from edgeemo.cli.events import parse_time
-from edgeemo.journal.writer import Dispatcher
+from edgeemo.journal.writer import EventWriter
 from edgeemo.service.event_path import open_event_path
 from edgeemo.journal.store import Journal, journal_path
 from edgeemo.service.metrics import Metrics
@@ -42,8 +42,8 @@ def journal_cfg(tmp_path: Path, **kw: object) -> JournalConfig:
 
 def write_events(cfg: JournalConfig, events: list[TrackEvent]) -> list[dict]:
     journal = Journal.open(cfg)
-    dispatcher = Dispatcher(journal, "dev")
-    dispatcher.handle(events)
+    writer = EventWriter(journal, "dev")
+    writer.handle(events)
     rows = journal.query(limit=10**6)
     journal.close()
     return rows
@@ -54,9 +54,9 @@ def test_seq_and_track_ids_continue_across_reopen(tmp_path) -> None:
     first = write_events(cfg, [event(1), event(2), event(1, "end")])
     assert [p["seq"] for p in first] == [1, 2, 3]
     journal = Journal.open(cfg)
-    dispatcher = Dispatcher(journal, "dev")
-    assert dispatcher.next_track_id == 3          # the pipeline's ids start above every id seen
-    dispatcher.handle([event(3)])
+    writer = EventWriter(journal, "dev")
+    assert writer.next_track_id == 3          # the pipeline's ids start above every id seen
+    writer.handle([event(3)])
     assert [p["seq"] for p in journal.query()] == [1, 2, 3, 4]
     journal.close()
 
@@ -89,7 +89,7 @@ def test_queries_filter_by_time_source_modality_and_track(tmp_path) -> None:
 def test_journal_files_are_private(tmp_path) -> None:
     cfg = journal_cfg(tmp_path / "new" / "folder")
     journal = Journal.open(cfg)
-    Dispatcher(journal, "dev").handle([event()])
+    EventWriter(journal, "dev").handle([event()])
     for name in ("journal.db", "journal.db-wal"):
         path = tmp_path / "new" / "folder" / name
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
@@ -135,8 +135,8 @@ def test_a_reader_never_moves_the_daemons_journal_aside(tmp_path) -> None:
 
 def test_retention_deletes_only_delivered_rows(tmp_path) -> None:
     journal = Journal.open(journal_cfg(tmp_path, retention_days=1))
-    dispatcher = Dispatcher(journal, "dev", delivered=False)
-    dispatcher.handle([event(1), event(2), event(3)])
+    writer = EventWriter(journal, "dev", delivered=False)
+    writer.handle([event(1), event(2), event(3)])
     journal.mark_delivered([1, 2])
     with journal._db:
         journal._db.execute("UPDATE events SET ts = ts - 2 * 86400 WHERE seq IN (1, 3)")
@@ -155,7 +155,7 @@ def test_full_journal_during_an_outage_drops_the_oldest_and_counts_them(tmp_path
     path.mqtt.start()  # the upkeep thread stays off: the test ticks it once, at the end
     caplog.set_level(logging.WARNING)
     for n in range(1, 601):
-        path.dispatcher.handle([event(n)])
+        path.writer.handle([event(n)])
     path.upkeep.tick()
     kept = path.journal.query(limit=10**6)
     assert path.journal.used_bytes() <= cfg.journal.max_bytes

@@ -73,7 +73,7 @@ class Publisher:
         self.path.start()
 
     def handle(self, events: list[TrackEvent], present: list[dict] | None = None) -> None:
-        self.path.dispatcher.handle(events, present)
+        self.path.writer.handle(events, present)
 
     def close(self) -> None:
         self.path.stop()

@@ -8,37 +8,25 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Protocol
+from collections.abc import Sequence
 
 from edgeemo.core.events import event_payload
+from edgeemo.core.types import TrackEvent
 from edgeemo.journal.store import Journal
 from edgeemo.service.metrics import Metrics
-from edgeemo.core.types import TrackEvent
+from edgeemo.sinks.base import Sink
 
 log = logging.getLogger(__name__)
 
 
-class Sink(Protocol):
-    """Where committed events go (Frigate's Communicator, minus commands: we take none yet)."""
+class EventWriter:
+    """What the pipeline calls, from the track and voice threads alike; `sinks` is fixed at construction."""
 
-    def publish(self, events: list[dict]) -> None:
-        """Committed schema-v1 payloads, in seq order. Must not block the pipeline."""
-
-    def state(self, faces: list[dict]) -> None:
-        """After every analysed frame: the reported face tracks in view now."""
-
-    def stop(self) -> None:
-        """Deliver what can be delivered within the sink's bound, then let go."""
-
-
-class Dispatcher:
-    """What the pipeline calls, from the track and voice threads alike."""
-
-    def __init__(self, journal: Journal, device: str, metrics: Metrics | None = None,
+    def __init__(self, journal: Journal, device: str, sinks: Sequence[Sink] = (), metrics: Metrics | None = None,
                  delivered: bool = True) -> None:
         self.journal, self.device, self.metrics = journal, device, metrics
         self.delivered = delivered   # True: no sender delivers from the journal, rows count as delivered
-        self.sinks: list[Sink] = []
+        self.sinks: tuple[Sink, ...] = tuple(sinks)
         self._seq = journal.last_seq
         self._lock = threading.Lock()
 
@@ -46,9 +34,6 @@ class Dispatcher:
     def next_track_id(self) -> int:
         """Track and stream ids continue above the journal's, so none is ever reused."""
         return self.journal.last_track + 1
-
-    def add_sink(self, sink: Sink) -> None:
-        self.sinks.append(sink)
 
     def handle(self, events: list[TrackEvent], present: list[dict] | None = None) -> None:
         """Commit events in order, then give them (and, from the face side, the faces in view) to the sinks."""

@@ -27,7 +27,7 @@ from edgeemo.sources.capture import Capture, FrameReader, Mailbox, SourceError, 
 from edgeemo.config.schema import Config, SourceConfig, redact
 from edgeemo.tracking.fusion import Fuser
 from edgeemo.service.metrics import Metrics
-from edgeemo.journal.writer import Dispatcher
+from edgeemo.journal.writer import EventWriter
 from edgeemo.service.supervisor import Supervised
 from edgeemo.sources.stream import StreamCapture
 from edgeemo.tracking.tracker import FaceTracker
@@ -139,7 +139,7 @@ class Stage(Supervised):
 class Pipeline:
     """Builds every stage from the config; `start()`, then `join()` or `stop()`."""
 
-    def __init__(self, cfg: Config, metrics: Metrics, publisher: Dispatcher, lossless: bool = False) -> None:
+    def __init__(self, cfg: Config, metrics: Metrics, publisher: EventWriter, lossless: bool = False) -> None:
         self.cfg, self.metrics, self.publisher = cfg, metrics, publisher
         self.analysis = FrameAnalysis(cfg)  # the same path as `edgeemo detect`
         self.detector, self.classifier = self.analysis.detector, self.analysis.classifier

@@ -21,6 +21,7 @@ from edgeemo.service.metrics import Metrics
 from edgeemo.pipeline.pipeline import Pipeline
 from edgeemo.service.event_path import open_event_path
 from edgeemo.service.sdnotify import SystemdNotifier
+from edgeemo.web.feed import LiveFeed
 from edgeemo.web.server import daemon_dashboard
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,10 @@ class Daemon:
     def __init__(self, cfg: Config, lossless: bool = False) -> None:
         self.cfg = cfg
         self.metrics = Metrics([s.name for s in cfg.sources], cfg.detector.backend)
-        self.events = open_event_path(cfg, self.metrics)
-        self.pipeline = Pipeline(cfg, self.metrics, self.events.dispatcher, lossless)
-        self.web = daemon_dashboard(cfg, self.events, self.metrics) if cfg.web.enabled and not lossless else None
+        feed = LiveFeed() if cfg.web.enabled and not lossless else None  # the dashboard's sink
+        self.events = open_event_path(cfg, self.metrics, feed)
+        self.pipeline = Pipeline(cfg, self.metrics, self.events.writer, lossless)
+        self.web = daemon_dashboard(cfg, self.events, self.metrics, feed) if feed is not None else None
         if self.web is not None and self.web.preview is not None:
             self.pipeline.frame_observers.append(self.web.preview.offer)
         self.notifier = SystemdNotifier()

@@ -1,4 +1,8 @@
-"""Build the event path the daemon runs: the journal, its dispatcher, its sinks and its upkeep."""
+"""Build the event path the daemon runs: the journal, its writer, every sink, and the journal's upkeep.
+
+The one place where sinks are chosen: the JSONL log and stdout always, MQTT when mqtt.url is set, the
+dashboard's live feed when the daemon serves a dashboard. Nothing adds itself to the list later.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,14 @@ import logging
 from dataclasses import dataclass
 
 from edgeemo.config.schema import Config
-from edgeemo.journal.writer import Dispatcher
 from edgeemo.journal.store import Journal
 from edgeemo.journal.upkeep import JournalUpkeep
+from edgeemo.journal.writer import EventWriter
 from edgeemo.service.metrics import Metrics
-from edgeemo.sinks.mqtt.sender import MqttSink
+from edgeemo.sinks.base import Sink
 from edgeemo.sinks.eventlog import EventLog
 from edgeemo.sinks.mqtt.client import MqttPublisher
+from edgeemo.sinks.mqtt.sender import MqttSink
 
 log = logging.getLogger(__name__)
 MQTT_DRAIN_S = 3.0  # at shutdown; with the pipeline's drain this stays well inside TimeoutStopSec=
@@ -21,7 +26,7 @@ MQTT_DRAIN_S = 3.0  # at shutdown; with the pipeline's drain this stays well ins
 @dataclass
 class EventPath:
     journal: Journal
-    dispatcher: Dispatcher
+    writer: EventWriter
     upkeep: JournalUpkeep
     mqtt: MqttSink | None
 
@@ -32,7 +37,7 @@ class EventPath:
 
     def stop(self) -> None:
         """Stop the sinks (MQTT delivers for up to MQTT_DRAIN_S), flush the journal, close it."""
-        for sink in self.dispatcher.sinks:
+        for sink in self.writer.sinks:
             try:
                 sink.stop()
             except Exception:  # one sink's failure must not keep the journal from its last flush
@@ -41,11 +46,10 @@ class EventPath:
         self.journal.close()
 
 
-def open_event_path(cfg: Config, metrics: Metrics | None = None) -> EventPath:
+def open_event_path(cfg: Config, metrics: Metrics | None = None, feed: Sink | None = None) -> EventPath:
+    """`feed`: the dashboard's live feed, when the daemon serves one."""
     journal = Journal.open(cfg.journal, metrics)
     mqtt = MqttSink(journal, MqttPublisher(cfg.mqtt, cfg.device_id, metrics), MQTT_DRAIN_S) if cfg.mqtt.url else None
-    dispatcher = Dispatcher(journal, cfg.device_id, metrics, delivered=mqtt is None)
-    dispatcher.add_sink(EventLog(cfg.event_log, metrics))
-    if mqtt is not None:
-        dispatcher.add_sink(mqtt)
-    return EventPath(journal, dispatcher, JournalUpkeep(journal, metrics), mqtt)
+    sinks: list[Sink] = [EventLog(cfg.event_log, metrics), *(s for s in (mqtt, feed) if s is not None)]
+    writer = EventWriter(journal, cfg.device_id, sinks, metrics, delivered=mqtt is None)
+    return EventPath(journal, writer, JournalUpkeep(journal, metrics), mqtt)

@@ -55,7 +55,7 @@ class QuietServer(uvicorn.Server):
 
 
 class WebServer:
-    """start() / stop(); `feed` is the sink to add to the Dispatcher, `publish_alert` sends to MQTT."""
+    """start() / stop(); `feed` is the live sink it shows (a fresh one unless given), `publish_alert` sends to MQTT."""
 
     def __init__(self, cfg: Config, journal: EventQuery, feed: LiveFeed | None = None,
                  metrics: Metrics | None = None, publish_alert: Callable[[dict], None] | None = None,
@@ -147,9 +147,7 @@ def stored_rules(users: UserStore) -> list[RuleConfig] | None:
     return None if raw is None else RULES.validate_python(json.loads(raw))
 
 
-def daemon_dashboard(cfg: Config, events: EventPath, metrics: Metrics) -> WebServer:
-    """The daemon's dashboard: reads the journal, gets the live feed as a sink, sends alerts over MQTT."""
+def daemon_dashboard(cfg: Config, events: EventPath, metrics: Metrics, feed: LiveFeed) -> WebServer:
+    """The daemon's dashboard: reads the journal, shows `feed` (one of the event path's sinks), sends alerts over MQTT."""
     mqtt = events.mqtt.mqtt if events.mqtt is not None else None
-    server = WebServer(cfg, events.journal, metrics=metrics, publish_alert=mqtt.publish_alert if mqtt else None)
-    events.dispatcher.add_sink(server.feed)
-    return server
+    return WebServer(cfg, events.journal, feed, metrics, publish_alert=mqtt.publish_alert if mqtt else None)
