@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeemo.config.schema import load_config
+from edgeemo.config.load import load_config
 from edgeemo.web.server import WebServer
 from edgeemo import LABELS
 from edgeemo.core.events import iso_utc

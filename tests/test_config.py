@@ -9,7 +9,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from edgeemo.config.schema import Config, ConfigError, MqttConfig, load_config, mqtt_password, set_dotted
+from edgeemo.config.load import load_config, set_dotted
+from edgeemo.config.schema import Config, ConfigError, MqttConfig
+from edgeemo.config.secrets import mqtt_password
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_YAML = ROOT / "config" / "edgeemo.yaml"

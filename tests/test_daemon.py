@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgeemo.config.schema import load_config
+from edgeemo.config.load import load_config
 from edgeemo.service.daemon import Daemon
 from edgeemo.core.resources import event_schema, sample_video
 from tools.eval.sample import segment_results

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeemo.config.schema import Config, DetectorConfig, load_config
+from edgeemo.config.load import load_config
+from edgeemo.config.schema import Config, DetectorConfig
 from edgeemo.vision.detector import FaceDetector
 from edgeemo.core.resources import models_dir, sample_video
 from edgeemo.vision.analysis import FrameAnalysis

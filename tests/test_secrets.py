@@ -17,7 +17,10 @@ from urllib.parse import quote
 
 import pytest
 
-from edgeemo.config.schema import ConfigError, EventLogConfig, SourceConfig, load_config, redact, source_password
+from edgeemo.config.load import load_config
+from edgeemo.config.redact import redact
+from edgeemo.config.schema import ConfigError, EventLogConfig, SourceConfig
+from edgeemo.config.secrets import source_password
 from edgeemo.sinks.eventlog import EventLog
 
 from testkit.net import free_port

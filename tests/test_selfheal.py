@@ -26,7 +26,8 @@ import yaml
 from testkit.net import free_port
 from edgeemo.sources.audio import AudioCapture, AudioRing
 from edgeemo.sources.capture import Capture, Mailbox, SourceError
-from edgeemo.config.schema import MicrophoneConfig, SourceConfig, load_config
+from edgeemo.config.load import load_config
+from edgeemo.config.schema import MicrophoneConfig, SourceConfig
 from edgeemo.service.daemon import Daemon
 from edgeemo.service.metrics import Metrics
 from edgeemo.pipeline.pipeline import END, QueueInbox, Stage

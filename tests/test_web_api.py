@@ -225,7 +225,8 @@ def test_user_store_file_is_private_and_first_start_makes_admin(tmp_path):
 
 
 def test_non_loopback_without_tls_is_a_config_error(tmp_path):
-    from edgeemo.config.schema import ConfigError, load_config
+    from edgeemo.config.load import load_config
+    from edgeemo.config.schema import ConfigError
     with pytest.raises(ConfigError, match="web: .*not a loopback address"):
         load_config(None, {"web.host": "0.0.0.0"})
     assert load_config(None, {"web.host": "0.0.0.0", "web.allow_plain_http": True}).web.host == "0.0.0.0"
@@ -297,7 +298,7 @@ def test_tls_serves_https_with_a_secure_cookie(tmp_path):
     import ssl
     import subprocess
 
-    from edgeemo.config.schema import load_config
+    from edgeemo.config.load import load_config
     from edgeemo.journal.store import Journal
     from edgeemo.web.server import WebServer
 
@@ -325,7 +326,8 @@ def test_tls_serves_https_with_a_secure_cookie(tmp_path):
 
 
 def test_a_bad_tls_file_is_a_config_error(tmp_path):
-    from edgeemo.config.schema import ConfigError, load_config
+    from edgeemo.config.load import load_config
+    from edgeemo.config.schema import ConfigError
     from edgeemo.journal.store import Journal
     from edgeemo.web.server import WebServer
 

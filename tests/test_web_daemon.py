@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from edgeemo.config.schema import load_config
+from edgeemo.config.load import load_config
 from edgeemo.service.daemon import Daemon
 from testkit.webclient import Client, first_password
 

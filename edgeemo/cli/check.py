@@ -14,7 +14,8 @@ import paho.mqtt.client as mqtt
 from edgeemo.sources.audio import audio_target, open_reader
 from edgeemo.sources.capture import FrameReader, parse_source
 from edgeemo.vision.classifier import ExpressionClassifier
-from edgeemo.config.schema import Config, SourceConfig, redact
+from edgeemo.config.redact import redact
+from edgeemo.config.schema import Config, SourceConfig
 from edgeemo.vision.detector import FaceDetector
 from edgeemo.core.modelcard import ModelCard, load_card
 from edgeemo.sinks.mqtt.client import parse_broker_url

@@ -23,7 +23,8 @@ import numpy as np
 from edgeemo import LABELS
 from edgeemo.sources.audio import AudioUnavailable, FileAudioReader
 from edgeemo.sources.capture import IMAGE_SUFFIXES, FrameReader, SourceError, SourceSpec, list_images, parse_source
-from edgeemo.config.schema import Config, redact
+from edgeemo.config.redact import redact
+from edgeemo.config.schema import Config
 from edgeemo.tracking.fusion import fuse
 from edgeemo.core.types import Faces, Image
 from edgeemo.voice.stage import VoiceClassifier

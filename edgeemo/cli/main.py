@@ -12,7 +12,10 @@ from pydantic import ValidationError
 
 from edgeemo import __version__
 from edgeemo.sources.capture import SourceError
-from edgeemo.config.schema import Config, ConfigError, SourceConfig, describe, load_config, redact, with_source_passwords
+from edgeemo.config.load import describe, load_config
+from edgeemo.config.redact import redact
+from edgeemo.config.schema import Config, ConfigError, SourceConfig
+from edgeemo.config.secrets import with_source_passwords
 from edgeemo.cli.events import add_events_parser
 from edgeemo.cli.user import add_parser as add_user_parser, user_main
 from edgeemo.core.modelcard import ModelCardError

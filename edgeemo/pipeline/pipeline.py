@@ -24,7 +24,8 @@ import numpy as np
 
 from edgeemo.sources.audio import AudioCapture, AudioRing, audio_target, has_sound
 from edgeemo.sources.capture import Capture, FrameReader, Mailbox, SourceError, SourceSpec, live_pts, parse_source
-from edgeemo.config.schema import Config, SourceConfig, redact
+from edgeemo.config.redact import redact
+from edgeemo.config.schema import Config, SourceConfig
 from edgeemo.tracking.fusion import Fuser
 from edgeemo.service.metrics import Metrics
 from edgeemo.journal.writer import EventWriter

@@ -16,7 +16,8 @@ import sys
 import threading
 import time
 
-from edgeemo.config.schema import Config, redact
+from edgeemo.config.redact import redact
+from edgeemo.config.schema import Config
 from edgeemo.service.metrics import Metrics
 from edgeemo.pipeline.pipeline import Pipeline
 from edgeemo.service.event_path import open_event_path

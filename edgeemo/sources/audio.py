@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeemo.sources.capture import SourceError, live_pts, media_duration, open_media, parse_source
-from edgeemo.config.schema import MicrophoneConfig, SourceConfig, redact
+from edgeemo.config.redact import redact
+from edgeemo.config.schema import MicrophoneConfig, SourceConfig
 from edgeemo.service.metrics import Metrics
 from edgeemo.service.supervisor import Backoff, Supervised
 

@@ -22,7 +22,8 @@ from urllib.parse import urlparse
 import cv2
 import numpy as np
 
-from edgeemo.config.schema import SourceConfig, redact
+from edgeemo.config.redact import redact
+from edgeemo.config.schema import SourceConfig
 from edgeemo.service.metrics import Metrics
 from edgeemo.core.resources import sample_video
 from edgeemo.service.supervisor import Backoff, Supervised

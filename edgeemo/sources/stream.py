@@ -19,7 +19,8 @@ import numpy as np
 
 from edgeemo.sources.audio import SAMPLE_RATE, AudioRing
 from edgeemo.sources.capture import Capture, FrameGate, Mailbox, VideoFile, live_pts, open_video
-from edgeemo.config.schema import SourceConfig, redact
+from edgeemo.config.redact import redact
+from edgeemo.config.schema import SourceConfig
 from edgeemo.service.metrics import Metrics
 from edgeemo.core.types import Image
 

@@ -61,7 +61,8 @@ import onnxruntime
 import openvino
 
 from edgeemo.sources.capture import FrameReader
-from edgeemo.config.schema import Config, load_config
+from edgeemo.config.load import load_config
+from edgeemo.config.schema import Config
 from edgeemo.service.daemon import Daemon
 from edgeemo.pipeline.pipeline import Pipeline, Stage, usable_cpus
 from edgeemo.core.resources import models_dir, sample_video

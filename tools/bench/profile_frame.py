@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 from edgeemo.sources.capture import FrameReader, parse_source
-from edgeemo.config.schema import load_config
+from edgeemo.config.load import load_config
 from edgeemo.service.daemon import Daemon
 from edgeemo.core.types import Frame, Work
 

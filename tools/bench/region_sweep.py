@@ -26,7 +26,8 @@ import numpy as np
 
 
 from edgeemo.sources.capture import FrameReader, parse_source
-from edgeemo.config.schema import Config, load_config
+from edgeemo.config.load import load_config
+from edgeemo.config.schema import Config
 from edgeemo.tracking.tracker import greedy_match, iou_matrix
 from edgeemo.core.types import Faces
 from edgeemo.vision.analysis import FrameAnalysis

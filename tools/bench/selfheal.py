@@ -32,7 +32,7 @@ import yaml
 from testkit.net import free_port
 from testkit.streams import StreamServer
 
-from edgeemo.config.schema import load_config
+from edgeemo.config.load import load_config
 from edgeemo.service.daemon import Daemon
 
 ROOT = Path(__file__).resolve().parents[2]

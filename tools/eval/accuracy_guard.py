@@ -33,7 +33,8 @@ import numpy as np
 
 from edgeemo import LABELS
 from edgeemo.sources.capture import FrameReader, parse_source
-from edgeemo.config.schema import Config, load_config
+from edgeemo.config.load import load_config
+from edgeemo.config.schema import Config
 from edgeemo.tracking.tracker import FaceTracker
 from edgeemo.vision.analysis import FrameAnalysis
 

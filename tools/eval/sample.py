@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeemo import LABELS
-from edgeemo.config.schema import load_config
+from edgeemo.config.load import load_config
 from edgeemo.service.daemon import Daemon
 from edgeemo.core.resources import sample_video
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from edgeemo.config.schema import ConfigError, MqttConfig, TlsConfig, mqtt_password
+from edgeemo.config.schema import ConfigError, MqttConfig, TlsConfig
+from edgeemo.config.secrets import mqtt_password
 
 # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH.
 HOST_MISMATCH = {62, 64}
