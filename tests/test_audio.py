@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from edgeemo.sources.audio import AudioCapture, AudioRing, FileAudioReader, audio_target
-from edgeemo.sources.capture import FrameReader, parse_source
+from edgeemo.sources.reader import FrameReader
+from edgeemo.sources.spec import parse_source
 from edgeemo.config.schema import MicrophoneConfig, SourceConfig
 from edgeemo.service.metrics import Metrics
 from edgeemo.core.resources import sample_video

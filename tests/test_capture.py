@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeemo.sources.capture import Capture, FrameReader, Mailbox, SourceError, parse_source
+from edgeemo.sources.capture import Capture
+from edgeemo.sources.mailbox import Mailbox
+from edgeemo.sources.reader import FrameReader
+from edgeemo.sources.spec import SourceError, parse_source
 from edgeemo.config.schema import SourceConfig
 from edgeemo.service.metrics import Metrics
 from edgeemo.core.resources import sample_video

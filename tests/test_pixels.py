@@ -5,7 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeemo.sources.capture import FrameReader, parse_source
+from edgeemo.sources.reader import FrameReader
+from edgeemo.sources.spec import parse_source
 from edgeemo.vision.classifier import ExpressionClassifier, crop_faces
 from edgeemo.config.schema import Config, DetectorConfig
 from edgeemo.vision.detector import FaceDetector

@@ -25,7 +25,9 @@ import yaml
 
 from testkit.net import free_port
 from edgeemo.sources.audio import AudioCapture, AudioRing
-from edgeemo.sources.capture import Capture, Mailbox, SourceError
+from edgeemo.sources.capture import Capture
+from edgeemo.sources.mailbox import Mailbox
+from edgeemo.sources.spec import SourceError
 from edgeemo.config.load import load_config
 from edgeemo.config.schema import MicrophoneConfig, SourceConfig
 from edgeemo.service.daemon import Daemon

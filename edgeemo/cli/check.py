@@ -12,7 +12,8 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 
 from edgeemo.sources.audio import audio_target, open_reader
-from edgeemo.sources.capture import FrameReader, parse_source
+from edgeemo.sources.reader import FrameReader
+from edgeemo.sources.spec import parse_source
 from edgeemo.vision.classifier import ExpressionClassifier
 from edgeemo.config.redact import redact
 from edgeemo.config.schema import Config, SourceConfig

@@ -22,7 +22,8 @@ import numpy as np
 
 from edgeemo import LABELS
 from edgeemo.sources.audio import AudioUnavailable, FileAudioReader
-from edgeemo.sources.capture import IMAGE_SUFFIXES, FrameReader, SourceError, SourceSpec, list_images, parse_source
+from edgeemo.sources.reader import FrameReader
+from edgeemo.sources.spec import IMAGE_SUFFIXES, SourceError, SourceSpec, list_images, parse_source
 from edgeemo.config.redact import redact
 from edgeemo.config.schema import Config
 from edgeemo.tracking.fusion import fuse

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from edgeemo import __version__
-from edgeemo.sources.capture import SourceError
+from edgeemo.sources.spec import SourceError
 from edgeemo.config.load import describe, load_config
 from edgeemo.config.redact import redact
 from edgeemo.config.schema import Config, ConfigError, SourceConfig
@@ -103,7 +103,8 @@ class RedactingFormatter(logging.Formatter):
 def check_first_frame(source: SourceConfig) -> None:
     """A video or image file whose first frame cannot be read stops start-up (exit 2) instead of
     ending the run quietly with no events."""
-    from edgeemo.sources.capture import FrameReader, parse_source
+    from edgeemo.sources.reader import FrameReader
+    from edgeemo.sources.spec import parse_source
 
     spec = parse_source(source.url)
     if spec.kind not in ("video", "image"):
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from(args)
         setup_logging(cfg.log_level)
         if args.command == "run":
-            from edgeemo.sources.capture import parse_source
+            from edgeemo.sources.spec import parse_source
             from edgeemo.service.daemon import Daemon
             live = [s.url for s in cfg.sources if parse_source(s.url).live]
             if args.once and live:

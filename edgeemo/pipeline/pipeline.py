@@ -2,7 +2,7 @@
 
 A capture thread per source; live, one analysis thread runs the four steps, and a lossless file
 run (--once) gives them three threads joined by small bounded queues (see Pipeline._build_stages).
-The capture side never blocks (see capture.Mailbox); behind it each stage blocks when the next
+The capture side never blocks (see sources.mailbox); behind it each stage blocks when the next
 one is busy, so memory stays bounded whatever the load.
 
 Sound takes a side path per source: audio capture -> ring buffer -> voice stage, whose readings the
@@ -23,7 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeemo.sources.audio import AudioCapture, AudioRing, audio_target, has_sound
-from edgeemo.sources.capture import Capture, FrameReader, Mailbox, SourceError, SourceSpec, live_pts, parse_source
+from edgeemo.sources.capture import Capture
+from edgeemo.sources.mailbox import Mailbox
+from edgeemo.sources.reader import FrameReader, live_pts
+from edgeemo.sources.spec import SourceError, SourceSpec, parse_source
 from edgeemo.config.redact import redact
 from edgeemo.config.schema import Config, SourceConfig
 from edgeemo.tracking.fusion import Fuser

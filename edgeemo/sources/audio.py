@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeemo.sources.capture import SourceError, live_pts, media_duration, open_media, parse_source
+from edgeemo.sources.media import media_duration, open_media
+from edgeemo.sources.reader import live_pts
+from edgeemo.sources.spec import SourceError, parse_source
 from edgeemo.config.redact import redact
 from edgeemo.config.schema import MicrophoneConfig, SourceConfig
 from edgeemo.service.metrics import Metrics

@@ -3,7 +3,7 @@
 OpenCV reads only pictures, so a stream whose sound is analysed too would be opened twice, once by
 OpenCV and once by PyAV: many IP cameras allow only a few clients, and the two connections drift
 apart. This reader demuxes both from a single container: video frames come out of `read()` left in
-the decoder's planes, as a video file's are (capture.VideoFile.pixels), and each decoded stretch of
+the decoder's planes, as a video file's are (sources.media.VideoFile.pixels), and each decoded stretch of
 sound goes to `on_sound` as 16 kHz mono float32 samples on the same live clock. Opening and every
 read give up after `timeout_s`, so a frozen stream ends the read instead of blocking it.
 """
@@ -18,7 +18,10 @@ from collections.abc import Callable
 import numpy as np
 
 from edgeemo.sources.audio import SAMPLE_RATE, AudioRing
-from edgeemo.sources.capture import Capture, FrameGate, Mailbox, VideoFile, live_pts, open_video
+from edgeemo.sources.capture import Capture, FrameGate
+from edgeemo.sources.mailbox import Mailbox
+from edgeemo.sources.media import VideoFile, open_video
+from edgeemo.sources.reader import live_pts
 from edgeemo.config.redact import redact
 from edgeemo.config.schema import SourceConfig
 from edgeemo.service.metrics import Metrics

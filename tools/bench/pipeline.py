@@ -60,7 +60,7 @@ import numpy as np
 import onnxruntime
 import openvino
 
-from edgeemo.sources.capture import FrameReader
+from edgeemo.sources.reader import FrameReader
 from edgeemo.config.load import load_config
 from edgeemo.config.schema import Config
 from edgeemo.service.daemon import Daemon

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 
-from edgeemo.sources.capture import FrameReader, parse_source
+from edgeemo.sources.reader import FrameReader
+from edgeemo.sources.spec import parse_source
 from edgeemo.config.load import load_config
 from edgeemo.service.daemon import Daemon
 from edgeemo.core.types import Frame, Work

@@ -32,7 +32,8 @@ import numpy as np
 
 
 from edgeemo import LABELS
-from edgeemo.sources.capture import FrameReader, parse_source
+from edgeemo.sources.reader import FrameReader
+from edgeemo.sources.spec import parse_source
 from edgeemo.config.load import load_config
 from edgeemo.config.schema import Config
 from edgeemo.tracking.tracker import FaceTracker
