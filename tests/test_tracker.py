@@ -7,7 +7,8 @@ import pytest
 
 from edgeemo import LABELS
 from edgeemo.config.schema import TrackerConfig
-from edgeemo.tracking.tracker import FaceTracker, greedy_match, iou_matrix
+from edgeemo.core.geometry import greedy_match, iou_matrix
+from edgeemo.tracking.tracker import FaceTracker
 from edgeemo.core.types import Faces
 
 

@@ -20,13 +20,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgeemo import LABELS
 from edgeemo.sources.audio import AudioUnavailable, FileAudioReader
 from edgeemo.sources.reader import FrameReader
 from edgeemo.sources.spec import IMAGE_SUFFIXES, SourceError, SourceSpec, list_images, parse_source
 from edgeemo.config.redact import redact
 from edgeemo.config.schema import Config
 from edgeemo.tracking.fusion import fuse
+from edgeemo.core.events import labelled
 from edgeemo.core.types import Faces, Image
 from edgeemo.voice.stage import VoiceClassifier
 from edgeemo.vision.analysis import FrameAnalysis
@@ -36,14 +36,8 @@ from edgeemo.voice.features import speech_segments
 log = logging.getLogger(__name__)
 
 
-def reading(probs: np.ndarray) -> dict:
-    best = int(np.argmax(probs))
-    return {"emotion": LABELS[best], "confidence": round(float(probs[best]), 4),
-            "probs": {label: round(float(p), 4) for label, p in zip(LABELS, probs)}}
-
-
 def face_records(faces: Faces) -> list[dict]:
-    return [{"box": [int(round(v)) for v in box]} | reading(probs) for box, probs in zip(faces.boxes, faces.probs)]
+    return [{"box": [int(round(v)) for v in box]} | labelled(probs) for box, probs in zip(faces.boxes, faces.probs)]
 
 
 class VoiceAnalyzer:
@@ -86,12 +80,12 @@ def segment_records(path: Path, voice: list[tuple[float, float, np.ndarray]],
     records = []
     for start, end, voice_probs in voice:
         inside = [faces for pts, faces in frames if start <= pts <= end and len(faces)]
-        record = {"path": str(path), "start": round(start, 3), "end": round(end, 3), "voice": reading(voice_probs),
+        record = {"path": str(path), "start": round(start, 3), "end": round(end, 3), "voice": labelled(voice_probs),
                   "face": None, "fused": None}
         if inside and all(len(faces) == 1 for faces in inside):
             face_probs = np.mean([faces.probs[0] for faces in inside], axis=0)
-            record["face"] = reading(face_probs)
-            record["fused"] = reading(fuse(face_probs, voice_probs, cfg.fusion.face_weight, cfg.fusion.voice_weight))
+            record["face"] = labelled(face_probs)
+            record["fused"] = labelled(fuse(face_probs, voice_probs, cfg.fusion.face_weight, cfg.fusion.voice_weight))
         records.append(record)
     return records
 

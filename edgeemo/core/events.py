@@ -55,6 +55,13 @@ def rounded_probs(probs: Any) -> list[float]:
     return out
 
 
+def labelled(probs: Any) -> dict:
+    """The winning label, its confidence and every probability, rounded as in events (rounded_probs)."""
+    rounded = dict(zip(LABELS, rounded_probs(probs)))
+    best = LABELS[int(np.argmax(np.asarray(probs, dtype=np.float64).reshape(-1)))]
+    return {"emotion": best, "confidence": rounded[best], "probs": rounded}
+
+
 def event_payload(event: TrackEvent, seq: int, device: str, now: float | None = None) -> dict:
     """The schema-v1 dict for one event; `now` (Unix time) only to make tests deterministic."""
     probs = rounded_probs(event.probs)

@@ -19,6 +19,7 @@ from edgeemo import LABELS
 from edgeemo.config.schema import TrackerConfig
 from edgeemo.core.events import rounded_probs
 from edgeemo.core.types import Faces, TrackEvent
+from edgeemo.core.geometry import greedy_match, iou_matrix
 
 
 @dataclass
@@ -38,7 +39,7 @@ def pixel_box(track: Track) -> tuple[int, int, int, int]:
     return tuple(np.rint(track.box).astype(int).tolist())  # one numpy call, not four scalar roundings
 
 
-def reading(track: Track, source: str) -> dict:
+def face_state(track: Track, source: str) -> dict:
     """A face in view as the state topic and the dashboard's bars show it."""
     probs = dict(zip(LABELS, rounded_probs(track.probs)))
     label = LABELS[track.emotion]
@@ -54,34 +55,6 @@ def event_kind(reported: bool, dominant: int, emotion: int, since_event: float, 
     if dominant != emotion:
         return "change"
     return "update" if since_event >= heartbeat_s else None
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU between every box in a [T,4] and b [N,4] (x, y, w, h)."""
-    a_lo, a_hi = a[:, None, :2], a[:, None, :2] + a[:, None, 2:]
-    b_lo, b_hi = b[None, :, :2], b[None, :, :2] + b[None, :, 2:]
-    overlap = np.clip(np.minimum(a_hi, b_hi) - np.maximum(a_lo, b_lo), 0, None).prod(axis=2)
-    union = a[:, None, 2:].prod(axis=2) + b[None, :, 2:].prod(axis=2) - overlap
-    return overlap / np.maximum(union, 1e-6)
-
-
-def greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    """Pairs (track, face) by descending IoU above threshold, each used once."""
-    pairs = []
-    if iou.size == 0:
-        return pairs
-    if iou.size == 1:  # one face followed, one found: the common case needs no sorting
-        return [(0, 0)] if iou[0, 0] >= threshold else pairs
-    used_t, used_f = set(), set()
-    for flat in np.argsort(iou, axis=None)[::-1]:
-        t, f = divmod(int(flat), iou.shape[1])
-        if iou[t, f] < threshold:
-            break
-        if t not in used_t and f not in used_f:
-            pairs.append((t, f))
-            used_t.add(t)
-            used_f.add(f)
-    return pairs
 
 
 class FaceTracker:
@@ -142,7 +115,7 @@ class FaceTracker:
 
     def present(self) -> list[dict]:
         """Reported tracks visible now: their label (as last reported in an event) and smoothed bars."""
-        return [reading(t, self.source) for t in self.tracks if t.reported]
+        return [face_state(t, self.source) for t in self.tracks if t.reported]
 
     def seen_at(self, pts: float) -> list[tuple[int, np.ndarray, tuple[int, int, int, int]]]:
         """(id, smoothed probs, box) of the reported tracks matched in the frame at ``pts`` (for fusion)."""

@@ -33,7 +33,7 @@ import numpy as np
 
 from edgeemo.config.schema import DetectorConfig
 from edgeemo.vision.detector import FaceDetector
-from edgeemo.tracking.tracker import greedy_match, iou_matrix
+from edgeemo.core.geometry import greedy_match, iou_matrix
 from edgeemo.core.types import Faces, Image
 from edgeemo.vision.motion import MotionDetector
 

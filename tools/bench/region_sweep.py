@@ -29,7 +29,7 @@ from edgeemo.sources.reader import FrameReader
 from edgeemo.sources.spec import parse_source
 from edgeemo.config.load import load_config
 from edgeemo.config.schema import Config
-from edgeemo.tracking.tracker import greedy_match, iou_matrix
+from edgeemo.core.geometry import greedy_match, iou_matrix
 from edgeemo.core.types import Faces
 from edgeemo.vision.analysis import FrameAnalysis
 
