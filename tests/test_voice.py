@@ -10,7 +10,9 @@ from edgeemo.sources.audio import AudioRing, FileAudioReader
 from edgeemo.config.schema import VoiceConfig
 from edgeemo.core.modelcard import ModelCardError
 from edgeemo.core.resources import models_dir, sample_video
-from edgeemo.voice.stage import SpeechDetector, VoiceClassifier, VoiceStage, fold_matrix, load_voice_card
+from edgeemo.voice.classifier import VoiceClassifier, fold_matrix, load_voice_card
+from edgeemo.voice.stage import VoiceStage
+from edgeemo.voice.vad import SpeechDetector
 
 SR = 16000
 

@@ -22,7 +22,7 @@ from edgeemo.core.modelcard import ModelCard, load_card
 from edgeemo.sinks.mqtt.client import parse_broker_url
 from edgeemo.sinks.mqtt.tls import apply_login, apply_tls, connect_error, refusal
 from edgeemo.vision.analysis import model_paths
-from edgeemo.voice.stage import VoiceClassifier
+from edgeemo.voice.classifier import VoiceClassifier
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from edgeemo.config.schema import Config
 from edgeemo.tracking.fusion import fuse
 from edgeemo.core.events import labelled
 from edgeemo.core.types import Faces, Image
-from edgeemo.voice.stage import VoiceClassifier
+from edgeemo.voice.classifier import VoiceClassifier
 from edgeemo.vision.analysis import FrameAnalysis
 from edgeemo.vision.pixels import to_bgr
 from edgeemo.voice.features import speech_segments

@@ -37,7 +37,8 @@ from edgeemo.sources.stream import StreamCapture
 from edgeemo.tracking.tracker import FaceTracker
 from edgeemo.core.types import VoiceWindow, Work
 from edgeemo.vision.analysis import FrameAnalysis
-from edgeemo.voice.stage import VoiceClassifier, VoiceStage
+from edgeemo.voice.classifier import VoiceClassifier
+from edgeemo.voice.stage import VoiceStage
 
 log = logging.getLogger(__name__)
 END = object()      # flows down the queues when every source has ended

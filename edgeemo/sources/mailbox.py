@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from edgeemo.service.metrics import Metrics
-from edgeemo.core.types import Frame
 
+from edgeemo.core.types import Frame
+from edgeemo.service.metrics import Metrics
 
 LOSSLESS_DEPTH = 8   # frames a lossless reader may decode ahead (see Mailbox)
 

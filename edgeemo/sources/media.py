@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+
 import numpy as np
+
 from edgeemo.config.redact import redact
 from edgeemo.core.types import Image, Yuv420
 from edgeemo.sources.spec import SourceError

@@ -6,8 +6,10 @@ import logging
 import time
 from collections import deque
 from pathlib import Path
+
 import cv2
 import numpy as np
+
 from edgeemo.config.redact import redact
 from edgeemo.core.types import Image
 from edgeemo.sources.media import VideoFile

@@ -1,0 +1,72 @@
+"""The voice-emotion model: its card (front end, label fold) and one reading of a stretch of speech."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeemo import LABELS
+from edgeemo.config.schema import Config
+from edgeemo.core.inference import InferenceModel
+from edgeemo.core.modelcard import read_card
+from edgeemo.core.resources import models_dir, resolve_model
+from edgeemo.voice.features import AudioFrontEnd
+
+
+@dataclass(frozen=True)
+class VoiceCard:
+    name: str
+    path: Path
+    front_end: AudioFrontEnd
+    fold: np.ndarray           # [model labels, 7]: model probabilities @ fold = LABELS probabilities
+    output: str                # logits | probs
+
+
+def load_voice_card(path: Path) -> VoiceCard:
+    """Read and check a `voice-emotion` model card; errors name the card and the key."""
+    return read_card(path, parse_voice_card)
+
+
+def parse_voice_card(raw: dict, folder: Path) -> VoiceCard:
+    if raw["task"] != "voice-emotion":
+        raise ValueError(f"task must be 'voice-emotion', got {raw['task']!r}")
+    if raw["output"] not in ("logits", "probs"):
+        raise ValueError(f"output must be 'logits' or 'probs', got {raw['output']!r}")
+    fold = fold_matrix(raw["labels"], raw["fold_to_face_labels"])
+    return VoiceCard(raw["name"], folder / raw["file"], AudioFrontEnd.from_card(raw["audio"]), fold, raw["output"])
+
+
+def fold_matrix(labels: list[str], fold: dict[str, str]) -> np.ndarray:
+    """0/1 matrix that sums the model's classes into the seven published labels (calm -> neutral, ...)."""
+    matrix = np.zeros((len(labels), len(LABELS)), np.float32)
+    for i, label in enumerate(labels):
+        target = fold.get(label)
+        if target not in LABELS:
+            raise ValueError(f"fold_to_face_labels must map {label!r} to one of {list(LABELS)}, got {target!r}")
+        matrix[i, LABELS.index(target)] = 1.0
+    return matrix
+
+
+class VoiceClassifier:
+    """Samples of one window -> probabilities over the seven labels."""
+
+    def __init__(self, card: VoiceCard, backend: str = "onnxruntime", threads: int = 1) -> None:
+        self.card = card
+        self.front_end = card.front_end
+        self.model = InferenceModel(card.path, backend, threads)
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> VoiceClassifier:
+        """The classifier of ``voice.model`` (a name in models_dir, or a path) on ``voice.backend``."""
+        card = load_voice_card(resolve_model(cfg.voice.model, cfg.models_dir or models_dir()))
+        return cls(card, cfg.voice.backend, cfg.voice.threads)
+
+    def classify(self, samples: np.ndarray) -> np.ndarray:
+        features = self.front_end.features(samples)[None]
+        scores = self.model.run(features)[0][0].astype(np.float64)
+        if self.card.output == "logits":
+            scores = np.exp(scores - scores.max())
+        probs = scores / scores.sum()
+        return (probs @ self.card.fold).astype(np.float32)
