@@ -168,6 +168,8 @@ class Pipeline:
         self.queues: dict[str, queue.Queue] = {}
         self.stages = self._build_stages(lossless)
         self.frames_done = 0
+        self.frames_by_source = {s.name: 0 for s in video}  # the daemon's per-source frame rate
+        self.source_metrics = {s.name: metrics.source(s.name) for s in cfg.sources}
         self.frame_observers: list[Callable[[np.ndarray, list[dict]], None]] = []
 
     def _build_stages(self, lossless: bool) -> list[Stage]:
@@ -238,8 +240,9 @@ class Pipeline:
         work.events = tracker.update(work.faces, frame.pts, frame.captured_at)
         work.present = [face for t in self.trackers.values() for face in t.present()]
         self.fuser.observe_faces(frame.source, frame.pts, tracker.seen_at(frame.pts))
-        self.metrics.faces.labels(source=frame.source).inc(len(work.faces))
-        self.metrics.tracks_active.labels(source=frame.source).set(sum(t.reported for t in tracker.tracks))
+        counters = self.source_metrics[frame.source]
+        counters.faces.inc(len(work.faces))
+        counters.tracks_active.set(sum(t.reported for t in tracker.tracks))
         return work
 
     def publish(self, work: Work) -> Work:
@@ -248,7 +251,8 @@ class Pipeline:
         for offer in self.frame_observers:  # the dashboard's preview, when web.preview is on
             offer(frame.image, [face for face in work.present if face["source"] == frame.source])
         self.metrics.latency.observe(time.monotonic() - frame.captured_at)
-        self.metrics.frames_processed.labels(source=frame.source).inc()
+        self.source_metrics[frame.source].frames_processed.inc()
+        self.frames_by_source[frame.source] += 1
         self.frames_done += 1
         return work
 
@@ -267,7 +271,7 @@ class Pipeline:
         events = [e for name in idle for e in self.trackers[name].expire(now_pts)]
         self.publisher.handle(events, [face for t in self.trackers.values() for face in t.present()])
         for name in idle:
-            self.metrics.tracks_active.labels(source=name).set(sum(t.reported for t in self.trackers[name].tracks))
+            self.source_metrics[name].tracks_active.set(sum(t.reported for t in self.trackers[name].tracks))
 
     def on_voice(self, source: str, reading: VoiceWindow | None, pts: float) -> None:
         """A voice stage's window: publish its voice and fused events (from the voice stage's thread)."""

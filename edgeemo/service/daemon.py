@@ -83,16 +83,18 @@ class Daemon:
         """
         watchdog_every = self.notifier.watchdog_interval()
         last_ping = last_tick = last_progress = time.monotonic()
-        last_done = 0
+        last_done, last_by_source = 0, dict(self.pipeline.frames_by_source)
         stall_s = max(s.stall_timeout_s for s in self.cfg.sources)
         while self.pipeline.alive() and not self.pipeline.failed and not self.stop_requested.wait(TICK_S):
             now, done = time.monotonic(), self.pipeline.frames_done
-            fps = (done - last_done) / max(now - last_tick, 1e-6)
+            elapsed = max(now - last_tick, 1e-6)
+            fps = (done - last_done) / elapsed
             if done != last_done:
                 last_progress = now
-            last_done, last_tick = done, now
-            for source in self.cfg.sources:
-                self.metrics.fps.labels(source=source.name).set(fps / len(self.cfg.sources))
+            by_source = dict(self.pipeline.frames_by_source)
+            for name, count in by_source.items():
+                self.metrics.fps.labels(source=name).set((count - last_by_source[name]) / elapsed)
+            last_done, last_by_source, last_tick = done, by_source, now
             for name, q in self.pipeline.queues.items():
                 self.metrics.queue_depth.labels(queue=name).set(q.qsize())
             health = self.pipeline.health()

@@ -8,6 +8,8 @@ Every series that can be known up front is pre-exported as zero so dashboards se
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
 from edgeemo import LABELS, __version__
@@ -18,6 +20,16 @@ EVENT_TYPES = ("start", "change", "update", "end")
 MODALITIES = ("face", "voice", "fused")
 DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0, 86400.0)
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+
+@dataclass(frozen=True)
+class SourceMetrics:
+    """One source's children of the metrics the pipeline moves on every frame, looked up once."""
+
+    frames_processed: Counter
+    faces: Counter
+    tracks_active: Gauge
 
 
 class Metrics:
@@ -103,6 +115,10 @@ class Metrics:
         self.events_dropped.labels(reason="journal_full")
         for where in ("capture", "pipeline", "publish", "journal", "event_log", "audio", "voice"):
             self.errors.labels(where=where)
+
+    def source(self, name: str) -> SourceMetrics:
+        return SourceMetrics(self.frames_processed.labels(source=name), self.faces.labels(source=name),
+                             self.tracks_active.labels(source=name))
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP endpoint; returns the bound port (useful with port 0)."""
