@@ -12,7 +12,7 @@ from edgeemo.sources.audio import AudioCapture, AudioRing, FileAudioReader, audi
 from edgeemo.sources.reader import FrameReader
 from edgeemo.sources.spec import parse_source
 from edgeemo.config.schema import MicrophoneConfig, SourceConfig
-from edgeemo.service.metrics import Metrics
+from edgeemo.core.metrics import Metrics
 from edgeemo.core.resources import sample_video
 from edgeemo.vision.pixels import to_bgr
 

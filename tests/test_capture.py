@@ -13,7 +13,7 @@ from edgeemo.sources.mailbox import Mailbox
 from edgeemo.sources.reader import FrameReader
 from edgeemo.sources.spec import SourceError, parse_source
 from edgeemo.config.schema import SourceConfig
-from edgeemo.service.metrics import Metrics
+from edgeemo.core.metrics import Metrics
 from edgeemo.core.resources import sample_video
 from edgeemo.core.types import Frame
 

@@ -21,7 +21,7 @@ from edgeemo.cli.events import parse_time
 from edgeemo.journal.writer import EventWriter
 from edgeemo.service.event_path import open_event_path
 from edgeemo.journal.store import Journal, journal_path
-from edgeemo.service.metrics import Metrics
+from edgeemo.core.metrics import Metrics
 from edgeemo.core.types import TrackEvent
 
 from testkit.net import free_port

@@ -20,7 +20,7 @@ import pytest
 
 from edgeemo.cli.check import check_broker
 from edgeemo.config.schema import Config, ConfigError, MqttConfig, TlsConfig
-from edgeemo.service.metrics import Metrics
+from edgeemo.core.metrics import Metrics
 from edgeemo.core.resources import sample_video
 from edgeemo.sinks.mqtt.client import MqttPublisher
 

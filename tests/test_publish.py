@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from edgeemo import LABELS
 from edgeemo.config.schema import Config, EventLogConfig, JournalConfig, MqttConfig
-from edgeemo.service.metrics import Metrics
+from edgeemo.core.metrics import Metrics
 from edgeemo.service.event_path import EventPath, open_event_path
 from edgeemo.core.events import event_payload
 from edgeemo.sinks.eventlog import EventLog

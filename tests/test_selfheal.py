@@ -31,9 +31,9 @@ from edgeemo.sources.spec import SourceError
 from edgeemo.config.load import load_config
 from edgeemo.config.schema import MicrophoneConfig, SourceConfig
 from edgeemo.service.daemon import Daemon
-from edgeemo.service.metrics import Metrics
+from edgeemo.core.metrics import Metrics
 from edgeemo.pipeline.pipeline import END, QueueInbox, Stage
-from edgeemo.service.supervisor import Backoff, Supervised
+from edgeemo.core.supervisor import Backoff, Supervised
 from edgeemo.sources.stream import StreamCapture, StreamReader
 from testkit.streams import StreamServer
 

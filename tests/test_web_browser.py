@@ -23,7 +23,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from edgeemo import LABELS
 from edgeemo.config.load import load_config
 from edgeemo.service.daemon import Daemon
-from edgeemo.service.metrics import Metrics
+from edgeemo.core.metrics import Metrics
 from testkit.webclient import ADMIN_PW, VIEWER_PW, first_password, make_event, start_server
 
 ROOT = Path(__file__).resolve().parents[1]

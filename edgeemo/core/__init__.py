@@ -1,1 +1,1 @@
-"""Plain data every part shares: frames and faces, the event payload, model cards, inference, shipped files."""
+"""What every part builds on: frames and faces, the event payload, box geometry, model cards and inference, shipped files, metrics, and the supervised worker thread."""

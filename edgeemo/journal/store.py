@@ -25,7 +25,7 @@ from pathlib import Path
 
 from edgeemo.config.schema import ConfigError, JournalConfig
 from edgeemo.core.events import unix_time
-from edgeemo.service.metrics import Metrics
+from edgeemo.core.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

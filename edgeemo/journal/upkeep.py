@@ -6,8 +6,8 @@ import logging
 import threading
 
 from edgeemo.journal.store import Journal
-from edgeemo.service.metrics import Metrics
-from edgeemo.service.supervisor import Supervised
+from edgeemo.core.metrics import Metrics
+from edgeemo.core.supervisor import Supervised
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from edgeemo.core.events import event_payload
 from edgeemo.core.types import TrackEvent
 from edgeemo.journal.store import Journal
-from edgeemo.service.metrics import Metrics
+from edgeemo.core.metrics import Metrics
 from edgeemo.sinks.base import Sink
 
 log = logging.getLogger(__name__)

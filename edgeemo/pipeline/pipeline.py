@@ -30,9 +30,9 @@ from edgeemo.sources.spec import SourceError, SourceSpec, parse_source
 from edgeemo.config.redact import redact
 from edgeemo.config.schema import Config, SourceConfig
 from edgeemo.tracking.fusion import Fuser
-from edgeemo.service.metrics import Metrics
+from edgeemo.core.metrics import Metrics
 from edgeemo.journal.writer import EventWriter
-from edgeemo.service.supervisor import Supervised
+from edgeemo.core.supervisor import Supervised
 from edgeemo.sources.stream import StreamCapture
 from edgeemo.tracking.tracker import FaceTracker
 from edgeemo.core.types import VoiceWindow, Work

@@ -1,1 +1,1 @@
-"""Daemon pieces: the daemon itself, worker supervision, systemd notification, metrics, the event path."""
+"""The daemon: its life (start, supervise, stop), the event path it wires (journal, writer, sinks), systemd notification."""

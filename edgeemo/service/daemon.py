@@ -18,12 +18,12 @@ import time
 
 from edgeemo.config.redact import redact
 from edgeemo.config.schema import Config
-from edgeemo.service.metrics import Metrics
+from edgeemo.core.metrics import Metrics
 from edgeemo.pipeline.pipeline import Pipeline
 from edgeemo.service.event_path import open_event_path
 from edgeemo.service.sdnotify import SystemdNotifier
 from edgeemo.web.feed import LiveFeed
-from edgeemo.web.server import daemon_dashboard
+from edgeemo.web.server import WebServer
 
 log = logging.getLogger(__name__)
 TICK_S = 0.5
@@ -37,12 +37,17 @@ class Daemon:
         feed = LiveFeed() if cfg.web.enabled and not lossless else None  # the dashboard's sink
         self.events = open_event_path(cfg, self.metrics, feed)
         self.pipeline = Pipeline(cfg, self.metrics, self.events.writer, lossless)
-        self.web = daemon_dashboard(cfg, self.events, self.metrics, feed) if feed is not None else None
+        self.web = self._dashboard(feed) if feed is not None else None
         if self.web is not None and self.web.preview is not None:
             self.pipeline.frame_observers.append(self.web.preview.offer)
         self.notifier = SystemdNotifier()
         self.stop_requested = threading.Event()
         self.metrics_port: int | None = None
+
+    def _dashboard(self, feed: LiveFeed) -> WebServer:
+        """The dashboard reads the journal, shows `feed` (one of the event path's sinks), sends alerts over MQTT."""
+        mqtt = self.events.mqtt.mqtt if self.events.mqtt is not None else None
+        return WebServer(self.cfg, self.events.journal, feed, self.metrics, mqtt.publish_alert if mqtt else None)
 
     def run(self) -> int:
         """Run until every source ends or a signal arrives; returns the exit code."""

@@ -13,7 +13,7 @@ from edgeemo.config.schema import Config
 from edgeemo.journal.store import Journal
 from edgeemo.journal.upkeep import JournalUpkeep
 from edgeemo.journal.writer import EventWriter
-from edgeemo.service.metrics import Metrics
+from edgeemo.core.metrics import Metrics
 from edgeemo.sinks.base import Sink
 from edgeemo.sinks.eventlog import EventLog
 from edgeemo.sinks.mqtt.client import MqttPublisher

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edgeemo.config.schema import ConfigError, EventLogConfig
 from edgeemo.core.events import to_json
-from edgeemo.service.metrics import Metrics
+from edgeemo.core.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from edgeemo.sources.reader import live_pts
 from edgeemo.sources.spec import SourceError, parse_source
 from edgeemo.config.redact import redact
 from edgeemo.config.schema import MicrophoneConfig, SourceConfig
-from edgeemo.service.metrics import Metrics
-from edgeemo.service.supervisor import Backoff, Supervised
+from edgeemo.core.metrics import Metrics
+from edgeemo.core.supervisor import Backoff, Supervised
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000

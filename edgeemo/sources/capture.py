@@ -15,8 +15,8 @@ from typing import Protocol
 
 from edgeemo.config.redact import redact
 from edgeemo.config.schema import SourceConfig
-from edgeemo.service.metrics import Metrics
-from edgeemo.service.supervisor import Backoff, Supervised
+from edgeemo.core.metrics import Metrics
+from edgeemo.core.supervisor import Backoff, Supervised
 from edgeemo.core.types import Frame, Image
 from edgeemo.sources.mailbox import Mailbox
 from edgeemo.sources.media import media_duration

@@ -7,7 +7,7 @@ import time
 from collections import deque
 
 from edgeemo.core.types import Frame
-from edgeemo.service.metrics import Metrics
+from edgeemo.core.metrics import Metrics
 
 LOSSLESS_DEPTH = 8   # frames a lossless reader may decode ahead (see Mailbox)
 

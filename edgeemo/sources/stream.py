@@ -24,7 +24,7 @@ from edgeemo.sources.media import VideoFile, open_video
 from edgeemo.sources.reader import live_pts
 from edgeemo.config.redact import redact
 from edgeemo.config.schema import SourceConfig
-from edgeemo.service.metrics import Metrics
+from edgeemo.core.metrics import Metrics
 from edgeemo.core.types import Image
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ import numpy as np
 
 from edgeemo.sources.audio import AudioRing
 from edgeemo.config.schema import VoiceConfig
-from edgeemo.service.metrics import Metrics
-from edgeemo.service.supervisor import Supervised
+from edgeemo.core.metrics import Metrics
+from edgeemo.core.supervisor import Supervised
 from edgeemo.core.types import VoiceWindow
 from edgeemo.voice.classifier import VoiceClassifier
 from edgeemo.voice.vad import SpeechDetector

@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from edgeemo import LABELS
 from edgeemo.config.schema import Config, RuleConfig
-from edgeemo.service.metrics import Metrics
+from edgeemo.core.metrics import Metrics
 from edgeemo.web.feed import LiveFeed
 from edgeemo.web import history
 from edgeemo.web.auth import COOKIE, SESSION_S, AuthMiddleware, LoginLimiter, Session, Sessions

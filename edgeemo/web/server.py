@@ -17,8 +17,7 @@ from collections.abc import Callable
 import uvicorn
 
 from edgeemo.config.schema import Config, ConfigError, RuleConfig
-from edgeemo.service.event_path import EventPath
-from edgeemo.service.metrics import Metrics
+from edgeemo.core.metrics import Metrics
 from edgeemo.web.feed import LiveFeed
 from edgeemo.web.app import RULES, WebContext, create_app
 from edgeemo.web.history import EventQuery
@@ -146,8 +145,3 @@ def stored_rules(users: UserStore) -> list[RuleConfig] | None:
     raw = users.setting("rules")
     return None if raw is None else RULES.validate_python(json.loads(raw))
 
-
-def daemon_dashboard(cfg: Config, events: EventPath, metrics: Metrics, feed: LiveFeed) -> WebServer:
-    """The daemon's dashboard: reads the journal, shows `feed` (one of the event path's sinks), sends alerts over MQTT."""
-    mqtt = events.mqtt.mqtt if events.mqtt is not None else None
-    return WebServer(cfg, events.journal, feed, metrics, publish_alert=mqtt.publish_alert if mqtt else None)

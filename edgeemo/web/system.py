@@ -8,7 +8,7 @@ import time
 
 from edgeemo import __version__
 from edgeemo.config.schema import Config
-from edgeemo.service.metrics import STAGES, Metrics
+from edgeemo.core.metrics import STAGES, Metrics
 from edgeemo.core.resources import resolve_model
 from edgeemo.web.feed import LiveFeed
 

@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 
 from edgeemo.config.schema import MqttConfig
 from edgeemo.core.events import SCHEMA_VERSION, iso_utc, to_json
-from edgeemo.service.metrics import Metrics
+from edgeemo.core.metrics import Metrics
 from edgeemo.sinks.mqtt.discovery import discovery_payload
 from edgeemo.sinks.mqtt.tls import apply_login, apply_tls, connect_error, refusal
 

@@ -16,8 +16,8 @@ import time
 import paho.mqtt.client as mqtt
 
 from edgeemo.journal.store import Journal
-from edgeemo.service.metrics import Metrics
-from edgeemo.service.supervisor import Supervised
+from edgeemo.core.metrics import Metrics
+from edgeemo.core.supervisor import Supervised
 from edgeemo.sinks.mqtt.client import WINDOW, MqttPublisher
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 
-from edgeemo.service.metrics import Metrics
+from edgeemo.core.metrics import Metrics
 
 log = logging.getLogger(__name__)
 INITIAL_BACKOFF_S = 0.1
