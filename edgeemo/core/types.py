@@ -36,6 +36,9 @@ class Frame:
     captured_at: float         # time.monotonic() when the frame was read
 
 
+FACE_SHAPES = {"boxes": (4,), "landmarks": (5, 2), "scores": (), "probs": (7,), "ids": (), "due": ()}  # per face
+
+
 @dataclass(slots=True)
 class Faces:
     """All faces of one frame, as arrays (one row per face), in frame pixels."""
@@ -47,6 +50,14 @@ class Faces:
     ids: np.ndarray | None = None    # [N] int: which followed face each is (vision.scheduler), None: unknown
     due: np.ndarray | None = None    # [N] bool: classify this face now (else its last reading stands)
 
+    def __post_init__(self) -> None:
+        """Every field holds one row per face, in the shape written beside it; a mismatch is a bug, caught here."""
+        n = len(self.boxes)
+        for name, shape in FACE_SHAPES.items():
+            value = getattr(self, name)
+            if value is not None and value.shape != (n, *shape):
+                raise ValueError(f"Faces.{name}: expected shape {(n, *shape)}, got {value.shape}")
+
     @classmethod
     def empty(cls) -> "Faces":
         return cls(np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), np.zeros(0, np.float32))
@@ -54,9 +65,9 @@ class Faces:
     def __len__(self) -> int:
         return len(self.boxes)
 
-    def subset(self, rows: np.ndarray | list[int]) -> "Faces":
-        """The faces at `rows` (boxes, landmarks and scores only)."""
-        return Faces(self.boxes[rows], self.landmarks[rows], self.scores[rows])
+    def __getitem__(self, rows: np.ndarray | list[int] | slice) -> "Faces":
+        """The faces at `rows`, every field sliced together (a field that is None stays None)."""
+        return Faces(*(None if (v := getattr(self, name)) is None else v[rows] for name in FACE_SHAPES))
 
 
 @dataclass(slots=True)

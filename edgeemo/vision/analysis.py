@@ -52,7 +52,7 @@ class FrameAnalysis:
         need = [i for i in range(len(faces)) if faces.due[i] or int(faces.ids[i]) not in last]
         probs = np.empty((len(faces), len(LABELS)), np.float32)
         if need:
-            probs[need] = self.classifier.classify(image, faces.subset(need))
+            probs[need] = self.classifier.classify(image, faces[need])
         for i in range(len(faces)):
             if i not in need:
                 probs[i] = last[int(faces.ids[i])]

@@ -222,9 +222,8 @@ def clip_box(x0: float, y0: float, x1: float, y1: float, shape: tuple[int, ...])
 
 def with_held(faces: Faces, held: list[Followed]) -> Faces:
     """The frame's faces and, after them, the followed faces held where they were last found (not due)."""
-    out = Faces(np.concatenate([faces.boxes, [f.box for f in held]]).astype(np.float32),
-                np.concatenate([faces.landmarks, [f.landmarks for f in held]]).astype(np.float32),
-                np.concatenate([faces.scores, [f.score for f in held]]).astype(np.float32))
-    out.ids = np.concatenate([faces.ids, [f.id for f in held]]).astype(np.int64)
-    out.due = np.concatenate([faces.due, np.zeros(len(held), bool)])
-    return out
+    return Faces(np.concatenate([faces.boxes, [f.box for f in held]]).astype(np.float32),
+                 np.concatenate([faces.landmarks, [f.landmarks for f in held]]).astype(np.float32),
+                 np.concatenate([faces.scores, [f.score for f in held]]).astype(np.float32),
+                 ids=np.concatenate([faces.ids, [f.id for f in held]]).astype(np.int64),
+                 due=np.concatenate([faces.due, np.zeros(len(held), bool)]))
