@@ -30,6 +30,7 @@ from edgeemo.core.events import labelled
 from edgeemo.core.types import Faces, Image
 from edgeemo.voice.classifier import VoiceClassifier
 from edgeemo.vision.analysis import FrameAnalysis
+from edgeemo.vision.annotate import draw_faces
 from edgeemo.vision.pixels import to_bgr
 from edgeemo.voice.features import speech_segments
 
@@ -100,13 +101,7 @@ def frames_of(reader: FrameReader, every: int) -> Iterator[tuple[Image, float]]:
 
 
 def draw(image: Image, faces: Faces) -> np.ndarray:
-    out = image.copy() if isinstance(image, np.ndarray) else to_bgr(image)
-    for record in face_records(faces):
-        x, y, w, h = record["box"]
-        cv2.rectangle(out, (x, y), (x + w, y + h), (0, 200, 0), 2)
-        label = f"{record['emotion']} {record['confidence'] * 100:.0f}%"
-        cv2.putText(out, label, (x, max(12, y - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 200, 0), 2)
-    return out
+    return draw_faces(image.copy() if isinstance(image, np.ndarray) else to_bgr(image), face_records(faces))
 
 
 class Annotator:

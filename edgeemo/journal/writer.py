@@ -27,6 +27,7 @@ class EventWriter:
         self.journal, self.device, self.metrics = journal, device, metrics
         self.delivered = delivered   # True: no sender delivers from the journal, rows count as delivered
         self.sinks: tuple[Sink, ...] = tuple(sinks)
+        self.wants_state = any(sink.wants_state for sink in self.sinks)  # else the faces in view need not be built
         self._seq = journal.last_seq
         self._lock = threading.Lock()
 

@@ -18,17 +18,15 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-from edgeemo.sources.audio import AudioCapture, AudioRing, audio_target, has_sound
+from edgeemo.sources.audio import AudioCapture, AudioRing, audio_target, check_audio_target, has_sound, is_file
 from edgeemo.sources.capture import Capture
 from edgeemo.sources.mailbox import Mailbox
 from edgeemo.sources.reader import FrameReader, live_pts
-from edgeemo.sources.spec import SourceError, SourceSpec, parse_source
-from edgeemo.config.redact import redact
-from edgeemo.config.schema import Config, SourceConfig
+from edgeemo.sources.spec import SourceSpec, parse_source
+from edgeemo.config.schema import Config
 from edgeemo.tracking.fusion import Fuser
 from edgeemo.core.metrics import Metrics
 from edgeemo.journal.writer import EventWriter
@@ -208,7 +206,7 @@ class Pipeline:
             if target is None:
                 continue
             check_audio_target(source, target)
-            if target != "mic" and "://" not in target and not has_sound(target):
+            if is_file(target) and not has_sound(target):
                 log.warning("source %s: no voice analysis (%s has no audio track); faces only", source.name, target)
                 continue
             ring = AudioRing(self.cfg.voice.buffer_s, sample_rate)
@@ -238,7 +236,8 @@ class Pipeline:
         frame = work.frame
         tracker = self.trackers[frame.source]
         work.events = tracker.update(work.faces, frame.pts, frame.captured_at)
-        work.present = [face for t in self.trackers.values() for face in t.present()]
+        if self.publisher.wants_state or self.frame_observers:  # else nobody reads them
+            work.present = [face for t in self.trackers.values() for face in t.present()]
         self.fuser.observe_faces(frame.source, frame.pts, tracker.seen_at(frame.pts))
         counters = self.source_metrics[frame.source]
         counters.faces.inc(len(work.faces))
@@ -352,8 +351,3 @@ def usable_cpus() -> int:
     """CPUs this process may run on (its affinity where the OS has one, else all)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
-
-def check_audio_target(source: SourceConfig, target: str) -> None:
-    """A named audio file that is not there stops start-up, like a missing video file."""
-    if target != "mic" and "://" not in target and not Path(target).is_file():
-        raise SourceError(f"sources.{source.name}.audio: {redact(target)!r}: no such file")

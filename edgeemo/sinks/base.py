@@ -11,6 +11,8 @@ from typing import Protocol
 
 
 class Sink(Protocol):
+    wants_state: bool  # False: state() does nothing, so nobody need build the faces in view for it
+
     def publish(self, events: list[dict]) -> None:
         """Committed schema-v1 payloads, in seq order. Must not block the pipeline."""
 

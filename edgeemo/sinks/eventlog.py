@@ -56,6 +56,8 @@ class EventLog:
     The rotating handler is used directly (not through a logger) so events never mix with diagnostic logging.
     """
 
+    wants_state = False
+
     def __init__(self, cfg: EventLogConfig, metrics: Metrics | None = None) -> None:
         self.path = Path(cfg.path) if cfg.path is not None else default_event_log_path()
         self._handler: _EventFileHandler | None = None

@@ -196,13 +196,24 @@ def audio_target(cfg: SourceConfig) -> str | None:
     return None  # cameras and images have no sound of their own: set audio: mic
 
 
+def is_file(target: str) -> bool:
+    """Whether an audio target (audio_target) names a local file: neither "mic" nor a URL."""
+    return target != "mic" and "://" not in target
+
+
+def check_audio_target(source: SourceConfig, target: str) -> None:
+    """A named audio file that is not there stops start-up, like a missing video file."""
+    if is_file(target) and not Path(target).is_file():
+        raise SourceError(f"sources.{source.name}.audio: {redact(target)!r}: no such file")
+
+
 def open_reader(target: str, mic: MicrophoneConfig, timeout_s: float = 10.0) -> FileAudioReader | MicReader:
     if target == "mic":
         return MicReader(mic)
-    if "://" not in target and not Path(target).is_file():
+    if is_file(target) and not Path(target).is_file():
         raise SourceError(f"audio {redact(target)!r}: no such file")
     block = round(mic.buffer_frames / mic.sample_rate * SAMPLE_RATE)  # a microphone's block, at 16 kHz
-    return FileAudioReader(target, live="://" in target, timeout_s=timeout_s, block=block)
+    return FileAudioReader(target, live=not is_file(target), timeout_s=timeout_s, block=block)
 
 
 # -------------------------------------------------------------------------------------- ring buffer
@@ -310,7 +321,7 @@ class AudioCapture(Supervised):
                  stop: threading.Event, metrics: Metrics | None, lossless: bool = False) -> None:
         super().__init__(f"audio-{cfg.name}", stop, metrics)
         self.cfg, self.target, self.mic, self.ring = cfg, target, mic, ring
-        self.live = target == "mic" or "://" in target
+        self.live = not is_file(target)
         self.give_up_after = None if self.live else 1
         self.lossless = lossless and not self.live
         # the sound of a looping video (the sample, played) loops with it

@@ -32,6 +32,7 @@ class FaceDetector:
         names = self.model.output_names
         self._order = [[names.index(f"{kind}_{s}") for kind in ("cls", "obj", "bbox", "kps")] for s in STRIDES]
         self._blob = np.zeros(0, np.float32)
+        self._regions = np.zeros(0, np.float32)
         self._grids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def detect(self, frame: Image) -> Faces:
@@ -53,7 +54,7 @@ class FaceDetector:
         sizes = [(max(8, round((y1 - y0) * scale)), max(8, round((x1 - x0) * scale))) for x0, y0, x1, y1 in regions]
         ph = math.ceil(max(h for h, _ in sizes) / 32) * 32
         pw = math.ceil(max(w for _, w in sizes) / 32) * 32
-        blob = np.zeros((len(regions), 3, ph, pw), np.float32)
+        blob = self._region_blob((len(regions), 3, ph, pw))
         factors, offsets = np.empty((len(regions), 2), np.float32), np.empty((len(regions), 2), np.float32)
         for i, ((x0, y0, x1, y1), (dh, dw)) in enumerate(zip(regions, sizes)):
             part, x0, y0 = region(frame, x0, y0, x1, y1)
@@ -72,6 +73,14 @@ class FaceDetector:
         if self._blob.shape != shape:
             self._blob = np.zeros(shape, np.float32)
         return self._blob
+
+    def _region_blob(self, shape: tuple[int, int, int, int]) -> np.ndarray:
+        """The regions' NCHW batch, reused while its shape stays the same; zeroed, as the padding must be."""
+        if self._regions.shape != shape:
+            self._regions = np.zeros(shape, np.float32)
+        else:
+            self._regions.fill(0.0)
+        return self._regions
 
     def _grid(self, ph: int, pw: int) -> tuple[np.ndarray, np.ndarray]:
         """Cell (column, row) and stride of every prediction, strides in order, cached per input size."""

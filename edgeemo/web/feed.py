@@ -52,6 +52,8 @@ class Subscriber:
 class LiveFeed:
     """Sink interface: publish(events), state(faces), stop()."""
 
+    wants_state = True
+
     def __init__(self, queue_size: int = 256) -> None:
         self.queue_size = queue_size
         self.faces: list[dict] = []

@@ -9,6 +9,7 @@ import threading
 import cv2
 
 from edgeemo.core.types import Image
+from edgeemo.vision.annotate import draw_faces
 from edgeemo.vision.pixels import to_bgr
 
 MAX_WIDTH = 640
@@ -35,10 +36,6 @@ class FramePreview:
         image = to_bgr(image)  # converted here, when someone looks, not for every frame
         scale = min(1.0, MAX_WIDTH / image.shape[1])
         shown = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image.copy()
-        for face in faces:
-            x, y, w, h = (int(round(v * scale)) for v in face["box"])
-            cv2.rectangle(shown, (x, y), (x + w, y + h), (80, 220, 80), 2)
-            label = f"{face['emotion']} {round(100 * face['confidence'])}%"
-            cv2.putText(shown, label, (x, max(12, y - 6)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (80, 220, 80), 1, cv2.LINE_AA)
+        draw_faces(shown, faces, scale)
         ok, data = cv2.imencode(".jpg", shown, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         return data.tobytes() if ok else None

@@ -98,6 +98,8 @@ class JournalSender(Supervised):
 class MqttSink:
     """The MQTT sink: events through the journal sender, the faces in view as the retained state."""
 
+    wants_state = True
+
     def __init__(self, journal: Journal, mqtt_out: MqttPublisher, drain_s: float) -> None:
         self.mqtt, self.drain_s = mqtt_out, drain_s
         self.sender = JournalSender(journal, mqtt_out, mqtt_out.metrics)
