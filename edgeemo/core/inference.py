@@ -40,7 +40,7 @@ class InferenceModel:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Spinning worker threads burn a core between calls: at 30 frames/s that cost 3x the CPU of the work.
+        # Spinning worker threads burn a core between calls: at video rates that costs more CPU than the work.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input_name = self._session.get_inputs()[0].name

@@ -64,7 +64,7 @@ class Daemon:
             sys.stderr.flush()
             os._exit(code)
         # The process exits next: everything is flushed and closed, so spare the interpreter's final
-        # garbage collection of the models and buffers (a second of a 2 s stop budget on a small board).
+        # garbage collection of the models and buffers (a large part of the stop budget on a small board).
         gc.freeze()
         return code
 

@@ -22,7 +22,7 @@ from functools import cached_property
 
 import numpy as np
 
-try:  # scipy's pocketfft transforms a batch of frames ~10x faster than numpy.fft (which loops rows)
+try:  # scipy's pocketfft transforms a batch of frames at once, where numpy.fft loops over rows
     from scipy.fft import rfft as _rfft
 except ImportError:  # pragma: no cover - same numbers, slower
     _rfft = np.fft.rfft
