@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from tools.train.teachers import TEACHERS_FILE
 from torch import nn
 from tools.common.datasets import REPO
 from tools.eval.face import ort_session, sha256, write_json
@@ -89,27 +91,23 @@ def max_abs_diff(model: nn.Module, onnx_path: Path, x: np.ndarray) -> float:
 
 
 def training_command(args: dict) -> str:
-    """The train_face.py command line, rebuilt from the arguments stored in the checkpoint.
+    """The train/face command line, rebuilt from the arguments stored in the checkpoint.
 
     A run that started from another's weights (--init) is preceded by that run's command, as far
-    back as those checkpoints are at hand, and a run distilled from stored teacher logits (--targets)
-    by the soft_targets.py command that made them, so the card holds the whole chain.
+    back as those checkpoints are at hand, so the card holds the whole chain.
     """
     parts = ["python", "-m", "tools.train.face"]
-    distils = args.get("teacher") or args.get("targets")
     for key, value in args.items():
         # The data path is machine-specific (training.data describes it); a time budget was
         # already turned into the stored --epochs; distillation settings mean nothing without teachers.
-        if value in (None, []) or key in ("data", "budget_s") or key.startswith("kd_") and not distils:
+        if value in (None, []) or key in ("data", "budget_s", "teacher") or (
+                key.startswith("kd_") or key == "ferplus_weight") and not args.get("targets"):
             continue
+        if key == "targets" and Path(value).parts[-2:] == TEACHERS_FILE.parts:
+            value = []  # the shared teachers file in whatever data directory: --targets alone names it
         values = value if isinstance(value, list) else [value]
         parts += [f"--{key.replace('_', '-')}", *map(str, values)]
     command = " ".join(parts)
-    targets = args.get("targets")
-    if targets and Path(targets).is_file():  # offline distillation: the teachers' logits came first
-        with np.load(targets) as npz:
-            teachers = " ".join(map(str, npz["teachers"]))
-        command = f"python -m tools.train.soft_targets {teachers} --out {targets} && {command}"
     init = args.get("init")
     if init and Path(init).is_file():
         parent = torch.load(init, map_location="cpu", weights_only=True).get("args", {})
