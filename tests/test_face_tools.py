@@ -331,10 +331,13 @@ def test_eval_selects_a_flip_margin_and_reports_selective_flip(tiny: tuple, tmp_
     (card_copy.parent / "tiny.onnx").write_bytes(load_card(card_path).path.read_bytes())
     fake_data(tmp_path / "data")
     eval_face.main([str(card_copy), "--data", str(tmp_path / "data"), "--runs", "3", "--select-flip-margin",
-                    "--update-card"])
+                    "--calibrate", "vector", "--update-card"])
     out = capsys.readouterr().out
-    assert "flip margin on PublicTest" in out and "<- chosen" in out
+    assert "flip margin on PublicTest" in out and "<- chosen" in out and "vector scaling fitted" in out
     raw = json.loads(card_copy.read_text())
+    assert len(raw["temperature"]) == 7 and len(raw["logit_bias"]) == 7  # the daemon applies what was fitted
+    assert (card_copy.parent / "tiny-reliability.png").stat().st_size > 0
+    assert 0 <= raw["metrics"]["fer2013_privatetest_ece"] <= 1
     report = json.loads((card_copy.parent / "tiny-eval.json").read_text())
     sweep = report["flip_margin_sweep_publictest"]
     target = report["accuracy"]["PublicTest flip"]["acc"]
@@ -355,6 +358,33 @@ def test_eval_selects_a_flip_margin_and_reports_selective_flip(tiny: tuple, tmp_
     assert metrics["latency_ms_1thread_selective_flip"] > 0 and metrics["latency_ms_1thread_one_pass_same_loop"] > 0
     private = np.arange(70, 105)  # PrivateTest rows of fake_data; FER+ majority "contempt" (column 7) is dropped
     assert report["accuracy"]["FER+ Test"]["n"] == np.sum(private % 8 != 7)
+
+
+def test_calibration_recovers_a_known_temperature_and_bias() -> None:
+    from edgeemo.vision.classifier import softmax
+
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, (20000, 7))
+    labels = (softmax(true_logits).cumsum(1) < rng.random((20000, 1))).sum(1)  # drawn from the true probabilities
+    # A model twice as sure as it should be: its logits are the true ones times 2.
+    temperature, bias = eval_face.fit_calibration(true_logits * 2, labels, "temperature")
+    assert temperature == pytest.approx(2.0, rel=0.05) and bias == 0.0
+    # One over-confident class, one under-confident, one favoured: vector scaling undoes each.
+    scale, shift = np.array([1, 3, 1, 0.5, 1, 1, 1.0]), np.array([0, 0, 0, 0, 0.8, 0, 0])
+    temperature, bias = eval_face.fit_calibration(true_logits * scale + shift, labels, "vector")
+    np.testing.assert_allclose(temperature, scale, rtol=0.1)
+    fixed = softmax((true_logits * scale + shift) / np.array(temperature) + np.array(bias))
+    before, after = (eval_face.reliability(p, labels)["ece"] for p in (softmax(true_logits * scale + shift),
+                                                                         fixed))
+    assert after < 0.02 < before
+
+
+def test_reliability_bins_confidence_against_accuracy() -> None:
+    probs = np.array([[0.95, 0.05], [0.95, 0.05], [0.55, 0.45], [0.55, 0.45]])
+    result = eval_face.reliability(probs, np.array([0, 1, 0, 0]), bins=10)
+    # Bin 0.9-1.0: sure at 0.95, right half the time; bin 0.5-0.6: sure at 0.55, always right.
+    assert result["count"][9] == 2 and result["accuracy"][9] == 0.5 and result["confidence"][9] == 0.95
+    assert result["ece"] == pytest.approx(0.5 * 0.45 + 0.5 * 0.45)
 
 
 def test_update_card_refuses_subsets(tiny: tuple) -> None:

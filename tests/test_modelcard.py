@@ -69,6 +69,21 @@ def test_optional_fields_default(tmp_path: Path) -> None:
     assert card.scale == 1.0 and card.mean.tolist() == [0.0] and card.std.tolist() == [1.0]
     assert card.flip_margin == 0.0  # no mirror pass unless the card chose a margin
     assert load_raw(tmp_path, card_with(flip_margin=0.25)).flip_margin == 0.25
+    assert card.temperature == 1.0 and card.logit_bias == 0.0  # uncalibrated: the plain softmax
+
+
+def test_calibration_divides_by_the_temperature_and_adds_the_bias(tmp_path: Path) -> None:
+    from edgeemo.vision.classifier import calibrated_probs, softmax
+
+    logits = np.array([[2.0, 1.0, 0.0, 0.0, 0.0, 0.0, -1.0]], np.float32)
+    scalar = load_raw(tmp_path, card_with(temperature=2.0))
+    np.testing.assert_allclose(calibrated_probs(logits, scalar), softmax(logits / 2), rtol=1e-6)
+    per_class = [1.0, 0.5, 2.0, 1.0, 1.0, 1.0, 4.0]
+    bias = [0.0, 0.0, 0.0, 0.3, 0.0, 0.0, -0.2]
+    vector = load_raw(tmp_path, card_with(temperature=per_class, logit_bias=bias))
+    expected = softmax(logits / np.array(per_class, np.float32) + np.array(bias, np.float32))
+    np.testing.assert_allclose(calibrated_probs(logits, vector), expected, rtol=1e-6)
+    assert calibrated_probs(logits, vector)[0, 1] > calibrated_probs(logits, scalar)[0, 1]
 
 
 def test_label_order_maps_model_outputs_to_edgeemo_labels(tmp_path: Path) -> None:
@@ -104,6 +119,10 @@ def test_labels_must_be_a_permutation(tmp_path: Path, labels: list[str]) -> None
     ({"input__std": [0.0]}, "std > 0"),
     ({"input__size": [48]}, "input.size must be"),
     ({"flip_margin": 1.5}, "flip_margin must be between 0 and 1, got 1.5"),
+    ({"temperature": 0}, "temperature must be above 0, got 0"),
+    ({"temperature": [1.0, 2.0]}, "temperature must be a number or a list of 7 numbers"),
+    ({"logit_bias": [0.1] * 6}, "logit_bias must be a number or a list of 7 numbers"),
+    ({"temperature": "warm"}, "temperature"),
 ])
 def test_bad_values_are_named(tmp_path: Path, change: dict, message: str) -> None:
     with pytest.raises(ModelCardError, match=message.replace(".", r"\.")):

@@ -52,6 +52,8 @@ class ModelCard:
     std: np.ndarray
     crop: Crop
     flip_margin: float = 0.0       # mirror pass for faces this unsure (classifier.mirror_unsure)
+    temperature: np.ndarray = field(default_factory=lambda: np.float32(1.0))  # logits / it (scalar or per class)
+    logit_bias: np.ndarray = field(default_factory=lambda: np.float32(0.0))   # ... + it, before the softmax
     metrics: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
 
@@ -117,6 +119,7 @@ def parse_card(raw: dict, folder: Path) -> ModelCard:
     flip_margin = float(raw.get("flip_margin", 0.0))
     if not 0 <= flip_margin <= 1:
         raise ValueError(f"flip_margin must be between 0 and 1, got {flip_margin}")
+    temperature, logit_bias = calibration(raw, len(labels))
     return ModelCard(
         name=raw["name"], task=raw["task"], path=folder / raw["file"], labels=labels,
         output=raw.get("output", "logits"), input_name=inp["name"],
@@ -124,8 +127,29 @@ def parse_card(raw: dict, folder: Path) -> ModelCard:
         scale=float(inp.get("scale", 1.0)), mean=mean, std=std,
         crop=Crop(eye_center=(float(crop["eye_center"][0]), float(crop["eye_center"][1])),
                   eye_distance=float(crop["eye_distance"]), rotate=bool(crop.get("rotate", True))),
-        flip_margin=flip_margin, metrics=raw.get("metrics", {}), raw=raw,
+        flip_margin=flip_margin, temperature=temperature, logit_bias=logit_bias, metrics=raw.get("metrics", {}), raw=raw,
     )
+
+
+def calibration(raw: dict, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The card's calibration: logits / temperature + logit_bias before the softmax.
+
+    A temperature is one number (temperature scaling) or one per output class, with a bias per
+    class (vector scaling); both are fitted on held-out faces so the percentages mean what they say.
+    """
+    def numbers(key: str, default: float) -> np.ndarray:
+        try:
+            value = np.asarray(raw.get(key, default), np.float32)
+        except (TypeError, ValueError):
+            value = np.full(1, np.nan, np.float32)
+        if value.shape not in ((), (classes,)) or not np.all(np.isfinite(value)):
+            raise ValueError(f"{key} must be a number or a list of {classes} numbers (one per label), got {raw[key]!r}")
+        return value
+
+    temperature, bias = numbers("temperature", 1.0), numbers("logit_bias", 0.0)
+    if np.any(temperature <= 0):
+        raise ValueError(f"temperature must be above 0, got {raw['temperature']!r}")
+    return temperature, bias
 
 
 def check_crop(crop: dict) -> None:

@@ -62,6 +62,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
+def calibrated_probs(outputs: np.ndarray, card: ModelCard) -> np.ndarray:
+    """A model's outputs as probabilities that mean what they say: logits / temperature + bias, softmax.
+
+    The card's calibration is fitted on held-out faces (tools/eval/face.py --calibrate), so that a
+    face shown at 80 % is right about 80 % of the time.
+    """
+    if card.output != "logits":
+        return np.array(outputs, np.float32)
+    return softmax(outputs / card.temperature + card.logit_bias)
+
+
 def top_two_margin(probs: np.ndarray) -> np.ndarray:
     """Per row, the best class probability minus the second best: how sure the model is."""
     top = np.partition(probs, -2, axis=1)
@@ -112,4 +123,4 @@ class ExpressionClassifier:
     def _probs(self, tensor: np.ndarray) -> np.ndarray:
         """Model outputs as probabilities, in the model's own label order."""
         out = self.model.run(np.ascontiguousarray(tensor))[0]
-        return softmax(out) if self.card.output == "logits" else np.array(out, np.float32)
+        return calibrated_probs(out, self.card)

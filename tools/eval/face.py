@@ -36,7 +36,7 @@ from tools.common.datasets import data_root, load_fer, load_ferplus_majority
 from tools.common.machine import cpu_name
 
 from edgeemo import LABELS
-from edgeemo.vision.classifier import mirror_unsure, softmax, unsure_faces
+from edgeemo.vision.classifier import calibrated_probs, mirror_unsure, unsure_faces
 from edgeemo.core.modelcard import ModelCard, load_card, to_tensor
 
 SPLITS = ("PublicTest", "PrivateTest")
@@ -92,8 +92,7 @@ def run_batches(session, card: ModelCard, x: np.ndarray, batch: int = 256) -> np
 def model_probs(session, card: ModelCard, batch: int = 256) -> Callable[[np.ndarray], np.ndarray]:
     """tensor -> class probabilities in the model's own label order, `batch` faces per run."""
     def probs(x: np.ndarray) -> np.ndarray:
-        out = run_batches(session, card, x, batch)
-        return softmax(out) if card.output == "logits" else out
+        return calibrated_probs(run_batches(session, card, x, batch), card)
 
     return probs
 
@@ -117,6 +116,55 @@ def write_json(path: Path, data: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- accuracy
+
+ECE_BINS = 15
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> dict:
+    """Expected calibration error over equal-width confidence bins, and the bins themselves.
+
+    ECE = sum over bins of (faces in bin / all faces) * |accuracy in bin - mean confidence in bin|:
+    how far "shown at p %" is from "right p % of the time", on average over the faces.
+    """
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == labels
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    count = np.bincount(which, minlength=bins)
+    mean_conf = np.bincount(which, confidence, bins) / np.maximum(count, 1)
+    accuracy = np.bincount(which, correct, bins) / np.maximum(count, 1)
+    ece = float(np.sum(count * np.abs(accuracy - mean_conf)) / max(1, len(labels)))
+    return {"ece": ece, "bins": bins, "count": count.tolist(), "confidence": mean_conf.round(4).tolist(),
+            "accuracy": accuracy.round(4).tolist()}
+
+
+def fit_calibration(logits: np.ndarray, labels: np.ndarray, kind: str) -> tuple[list | float, list | float]:
+    """Temperature (one number) or vector scaling (a scale and a bias per class) minimising the NLL.
+
+    Fitted on PublicTest logits in the model's own output order (Guo et al. 2017). Temperature
+    scaling changes no argmax; vector scaling can also fix a model that is over-confident in some
+    classes and under-confident in others, at the price of moving a few argmaxes.
+    """
+    from scipy.optimize import minimize
+
+    k = logits.shape[1]
+
+    def unpack(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (p[:1], np.zeros(k)) if kind == "temperature" else (p[:k], p[k:])
+
+    def nll(p: np.ndarray) -> float:
+        scale, bias = unpack(p)
+        z = logits / scale + bias
+        z = z - z.max(1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(1, keepdims=True))
+        return float(-log_p[np.arange(len(labels)), labels].mean())
+
+    start = np.ones(1) if kind == "temperature" else np.r_[np.ones(k), np.zeros(k)]
+    bounds = [(0.05, 20.0)] * (1 if kind == "temperature" else k) + [(-10.0, 10.0)] * (0 if kind == "temperature" else k)
+    scale, bias = unpack(minimize(nll, start, method="L-BFGS-B", bounds=bounds).x)
+    if kind == "temperature":
+        return round(float(scale[0]), 4), 0.0
+    return [round(float(v), 4) for v in scale], [round(float(v), 4) for v in bias]
+
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     """Accuracy, macro-F1, per-class precision/recall and the confusion matrix (rows = truth)."""
@@ -182,13 +230,15 @@ def accuracy_report(card: ModelCard, sets: dict, passes: dict) -> tuple[dict, di
         for suffix, margin in inference_modes(card).items():
             pred = with_mirror_pass(plain, mirrored, margin).argmax(1)
             report[name + suffix] = scores(labels, pred)
+            report[name + suffix]["calibration"] = reliability(with_mirror_pass(plain, mirrored, margin), labels)
             preds[name + suffix] = pred
             if suffix == SELECTIVE:
                 report[name + suffix]["mirrored"] = float(np.mean(unsure_faces(plain, margin)))
         extra = (f" selective flip {report[name + SELECTIVE]['acc']:.4f} "
                  f"({100 * report[name + SELECTIVE]['mirrored']:.0f} % mirrored)" if name + SELECTIVE in report else "")
         print(f"  {name}: acc {report[name]['acc']:.4f} flip {report[name + ' flip']['acc']:.4f}{extra} "
-              f"macro-F1 {report[name]['macro_f1']:.4f} (n={len(labels)})", flush=True)
+              f"macro-F1 {report[name]['macro_f1']:.4f} ECE {report[name]['calibration']['ece']:.4f} "
+              f"(n={len(labels)})", flush=True)
     return report, preds
 
 
@@ -311,6 +361,32 @@ def save_confusion(path: Path, card: ModelCard, result: dict, split: str = "Priv
     plt.close(fig)
 
 
+def save_reliability(path: Path, card: ModelCard, acc: dict) -> None:
+    """Reliability diagram on PrivateTest as the daemon runs the card: accuracy against confidence per bin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = "PrivateTest" + (SELECTIVE if "PrivateTest" + SELECTIVE in acc else "")
+    cal = acc[key]["calibration"]
+    edges = np.linspace(0, 1, cal["bins"] + 1)
+    filled = np.array(cal["count"]) > 0
+    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(5.6, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
+    ax.bar(edges[:-1][filled], np.array(cal["accuracy"])[filled], width=1 / cal["bins"], align="edge",
+           edgecolor="black", alpha=0.7, label="accuracy in bin")
+    ax.plot(np.array(cal["confidence"])[filled], np.array(cal["accuracy"])[filled], "o", color="C3",
+            label="mean confidence in bin")
+    ax.set_ylabel("accuracy"), ax.set_ylim(0, 1), ax.legend(loc="upper left")
+    ax.set_title(f"{card.name} (calibrated), FER-2013 {key}\nECE {cal['ece']:.4f} over {cal['bins']} bins")
+    ax_n.bar(edges[:-1], cal["count"], width=1 / cal["bins"], align="edge", edgecolor="black", color="C7")
+    ax_n.set_xlabel("confidence (top class probability)"), ax_n.set_ylabel("faces"), ax_n.set_xlim(0, 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def card_metrics(acc: dict, lat: dict, command: str, card: ModelCard) -> dict:
     """The flat "metrics" block of the card contract."""
     r4 = lambda v: round(v, 4)  # noqa: E731
@@ -323,6 +399,8 @@ def card_metrics(acc: dict, lat: dict, command: str, card: ModelCard) -> dict:
         "fer2013_privatetest_macro_f1_flip": r4(acc["PrivateTest flip"]["macro_f1"]),
         "ferplus_test_acc": r4(acc["FER+ Test"]["acc"]),
         "ferplus_test_acc_flip": r4(acc["FER+ Test flip"]["acc"]),
+        "fer2013_privatetest_ece": r4(acc["PrivateTest"]["calibration"]["ece"]),
+        "fer2013_publictest_ece": r4(acc["PublicTest"]["calibration"]["ece"]),
         "latency_ms_1thread": round(lat["onnxruntime_batch1"], 3),
         "latency_ms_1thread_batch8": round(lat["onnxruntime_batch8"], 3),
         "latency_ms_openvino_1thread": round(lat["openvino_batch1"], 3),
@@ -344,6 +422,8 @@ def selective_metrics(acc: dict, lat: dict, card: ModelCard) -> dict:
         "fer2013_privatetest_acc_selective_flip": r4(acc["PrivateTest" + SELECTIVE]["acc"]),
         "fer2013_publictest_acc_selective_flip": r4(acc["PublicTest" + SELECTIVE]["acc"]),
         "ferplus_test_acc_selective_flip": r4(acc["FER+ Test" + SELECTIVE]["acc"]),
+        "fer2013_privatetest_macro_f1_selective_flip": r4(acc["PrivateTest" + SELECTIVE]["macro_f1"]),
+        "fer2013_privatetest_ece_selective_flip": r4(acc["PrivateTest" + SELECTIVE]["calibration"]["ece"]),
         "fer2013_privatetest_mirrored_share": r4(acc["PrivateTest" + SELECTIVE]["mirrored"]),
         "latency_ms_1thread_selective_flip": round(lat["onnxruntime_batch1_selective_flip"], 3),
         "latency_ms_1thread_batch8_selective_flip": round(lat["onnxruntime_batch8_selective_flip"], 3),
@@ -351,12 +431,14 @@ def selective_metrics(acc: dict, lat: dict, card: ModelCard) -> dict:
     }
 
 
-def update_card(card_path: Path, metrics: dict, flip_margin: float | None = None) -> None:
-    """Merge `metrics` into the card; a newly selected flip margin goes beside them, at the top level."""
+def update_card(card_path: Path, metrics: dict, flip_margin: float | None = None,
+                calibration: dict | None = None) -> None:
+    """Merge `metrics` into the card; a newly chosen flip margin or calibration goes beside them, at the top level."""
     raw = json.loads(Path(card_path).read_text())
     raw["metrics"] = {**raw.get("metrics", {}), **metrics}
     if flip_margin is not None:
         raw["flip_margin"] = flip_margin
+    raw |= calibration or {}
     write_json(card_path, raw)
     print(f"  wrote metrics into {card_path}")
 
@@ -407,6 +489,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--select-flip-margin", action="store_true",
                    help="choose each card's flip_margin on PublicTest (see select_flip_margin); "
                         "with --update-card it is written into the card")
+    p.add_argument("--calibrate", choices=("temperature", "vector"),
+                   help="fit each card's calibration on PublicTest (see fit_calibration), before any flip margin is "
+                        "chosen; with --update-card it is written into the card")
     p.add_argument("--update-card", action="store_true", help="write metrics into the cards + report/PNG")
     p.add_argument("--out", type=Path, help="folder for the confusion PNG and the JSON report (default: the card's "
                    "folder, i.e. models/; the report is written with --update-card or --out)")
@@ -423,6 +508,7 @@ class Evaluation:
     acc: dict
     preds: dict
     sweep: list | None
+    fitted: bool = False
     lat: dict = dataclasses.field(default_factory=dict)
 
 
@@ -431,13 +517,20 @@ def evaluate_accuracy(card_path: Path, sets: dict, args: argparse.Namespace) -> 
     print(f"{card.name}: {card.path.name}, input {card.channels}x{card.size[0]}x{card.size[1]} {card.color}",
           flush=True)
     session = ort_session(card.path)
+    if args.calibrate and card.output == "logits":
+        images, labels = sets["PublicTest"]
+        logits = run_batches(session, card, fer_tensors(card, images))
+        temperature, bias = fit_calibration(logits, card.label_order[labels], args.calibrate)
+        print(f"  {args.calibrate} scaling fitted on PublicTest: temperature {temperature}, logit bias {bias}", flush=True)
+        card = dataclasses.replace(card, temperature=np.float32(temperature), logit_bias=np.float32(bias),
+                                   raw=card.raw | {"temperature": temperature, "logit_bias": bias})
     passes = {name: both_passes(session, card, images) for name, (images, _) in sets.items()}
     sweep = None
     if args.select_flip_margin:
         margin, sweep = select_flip_margin(*passes["PublicTest"], sets["PublicTest"][1])
         card = dataclasses.replace(card, flip_margin=margin)
     acc, preds = accuracy_report(card, sets, passes)
-    return Evaluation(card_path, card, session, acc, preds, sweep)
+    return Evaluation(card_path, card, session, acc, preds, sweep, bool(args.calibrate))
 
 
 def measure_latency(evals: list[Evaluation], sets: dict, runs: int, rounds: int = LATENCY_ROUNDS) -> None:
@@ -467,6 +560,7 @@ def write_outputs(ev: Evaluation, args: argparse.Namespace, command: str) -> Non
         out.mkdir(parents=True, exist_ok=True)
         png = out / f"{card.name}-confusion.png"
         save_confusion(png, card, ev.acc["PrivateTest"])
+        save_reliability(out / f"{card.name}-reliability.png", card, ev.acc)
         report = {"card": str(ev.card_path), "onnx_sha256": sha256(card.path), "limit": args.limit,
                   "flip_margin": card.flip_margin, "flip_margin_sweep_publictest": ev.sweep,
                   "accuracy": ev.acc, "latency_ms_per_face": ev.lat, "cpu": cpu_name(), "command": command}
@@ -474,7 +568,8 @@ def write_outputs(ev: Evaluation, args: argparse.Namespace, command: str) -> Non
         print(f"  wrote {png} and {out / (card.name + '-eval.json')}")
     if args.update_card:
         update_card(ev.card_path, card_metrics(ev.acc, ev.lat, command, card),
-                    card.flip_margin if ev.sweep else None)
+                    card.flip_margin if ev.sweep else None,
+                    {k: card.raw[k] for k in ("temperature", "logit_bias")} if ev.fitted else None)
 
 
 def main(argv: list[str] | None = None) -> None:
