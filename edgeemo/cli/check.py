@@ -18,6 +18,7 @@ from edgeemo.vision.classifier import ExpressionClassifier
 from edgeemo.config.redact import redact
 from edgeemo.config.schema import Config, SourceConfig
 from edgeemo.vision.detector import FaceDetector
+from edgeemo.journal.health import check_journal
 from edgeemo.core.modelcard import ModelCard, load_card
 from edgeemo.sinks.mqtt.client import parse_broker_url
 from edgeemo.sinks.mqtt.tls import apply_login, apply_tls, connect_error, refusal
@@ -131,7 +132,8 @@ def check_main(cfg: Config) -> int:
     for source in cfg.sources:
         checks.append((f"source {source.name}", lambda url=source.url: check_source(url)))
         checks.append((f"sound of {source.name}", lambda s=source: check_sound(s, cfg)))
-    checks += [("mqtt", lambda: check_broker(cfg)), ("metrics", lambda: check_metrics_port(cfg))]
+    checks += [("mqtt", lambda: check_broker(cfg)), ("journal", lambda: check_journal(cfg.journal)),
+               ("metrics", lambda: check_metrics_port(cfg))]
     failed = 0
     for name, run in checks:
         try:

@@ -60,7 +60,7 @@ def events_main(cfg: Config, args: argparse.Namespace) -> int:
     path = journal_path(cfg.journal)
     if not path.is_file():
         raise ConfigError(f"no journal at {path} (the daemon creates it when it first runs; see journal.path)")
-    journal = Journal.open(cfg.journal, repair=False)  # the daemon's journal: read, never move it aside
+    journal = Journal.open(cfg.journal, repair=False)  # read-only: never moves it aside, works on a full disk
     try:
         since, until = parse_time(args.since, "--since"), parse_time(args.until, "--until")
         filters = {"since": since, "until": until, "source": args.source, "modality": args.modality,

@@ -191,6 +191,8 @@ class JournalConfig(Section):
     max_bytes: int = Field(100_000_000, ge=100_000)
     retention_days: float = Field(30.0, gt=0)  # delivered events older than this are deleted
     sync_interval_s: float = Field(1.0, gt=0, le=60)  # what a power cut can lose at most
+    memory_bound: int = Field(10_000, ge=0, description="events held in memory while the disk cannot be written "
+                              "(full, read-only, failing); beyond it the oldest are dropped and counted")
 
 
 class MetricsConfig(Section):

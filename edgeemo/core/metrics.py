@@ -79,10 +79,15 @@ class Metrics:
         self.speech_ratio = Gauge("edgeemo_speech_ratio", "Share of the last analysed audio window that was speech",
                                   ["source"], registry=registry)
         self.events_dropped = Counter("edgeemo_events_dropped", "Events lost before delivery: journal_full = "
-                                      "the journal reached journal.max_bytes with undelivered events",
+                                      "the journal reached journal.max_bytes with undelivered events; storage = "
+                                      "the disk would not take them and journal.memory_bound was reached",
                                       ["reason"], registry=registry)
         self.journal_undelivered = Gauge("edgeemo_journal_undelivered_events",
                                          "Events in the journal that MQTT has not delivered yet", registry=registry)
+        self.journal_writable = Gauge("edgeemo_journal_writable", "1 while the journal can be written; 0: the disk "
+                                      "is full, read-only or failing and events wait in memory", registry=registry)
+        self.journal_held = Gauge("edgeemo_journal_held_events", "Events waiting in memory for the disk "
+                                  "(at most journal.memory_bound)", registry=registry)
         self.journal_bytes = Gauge("edgeemo_journal_bytes", "Bytes the journal's rows take on disk",
                                    registry=registry)
         self.delivery_lag = Histogram("edgeemo_delivery_lag_seconds",
@@ -113,6 +118,8 @@ class Metrics:
                 for emotion in LABELS:
                     self.events.labels(modality=modality, type=kind, emotion=emotion)
         self.events_dropped.labels(reason="journal_full")
+        self.events_dropped.labels(reason="storage")
+        self.journal_writable.set(1)
         for where in ("capture", "pipeline", "publish", "journal", "event_log", "audio", "voice"):
             self.errors.labels(where=where)
 

@@ -13,12 +13,14 @@ events of that interval.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,8 @@ from pathlib import Path
 from edgeemo.config.schema import ConfigError, JournalConfig
 from edgeemo.core.events import unix_time
 from edgeemo.core.metrics import Metrics
+from edgeemo.journal.storage import (HIGH_WATER_STEP, Trouble, connect_read_only, diagnose, free_bytes,
+                                    read_high_water, write_high_water)
 
 log = logging.getLogger(__name__)
 
@@ -69,88 +73,271 @@ def journal_path(cfg: JournalConfig) -> Path:
 
 
 class Journal:
-    """The SQLite store. Writes share one connection under a lock; each reading thread has its own."""
+    """The SQLite store. Writes share one connection under a lock; each reading thread has its own.
 
-    def __init__(self, path: Path, cfg: JournalConfig, metrics: Metrics | None = None) -> None:
-        self.path, self.cfg, self.metrics = path, cfg, metrics
-        self._lock = threading.Lock()
+    While the disk cannot be written (full, read-only, failing, folder gone) the writer is closed,
+    `append` holds events in memory (at most `journal.memory_bound`; beyond that the oldest are
+    dropped and counted) and `flush` (the upkeep, every `sync_interval_s`) tries again. Held events
+    have no `seq` yet: they are numbered when committed, so no seq is ever handed out twice.
+    """
+
+    def __init__(self, path: Path, cfg: JournalConfig, metrics: Metrics | None = None,
+                 read_only: bool = False) -> None:
+        self.path, self.cfg, self.metrics, self.read_only = path, cfg, metrics, read_only
+        self._lock = threading.RLock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
-        self._db = _connect(path, writer=True)
-        self.last_seq, self.last_track = self._ids()
+        self._generation = 0               # +1 whenever the writer reopens: readers follow it
+        self._db: sqlite3.Connection | None = None
+        self._verified = False
+        self.held: deque[dict | None] = deque()  # None: an event that could not be built (a seq gap)
+        self._gap = 0                      # held events dropped for the bound: their seqs stay a gap
+        self._unmarked: list[int] = []     # delivered, but the disk would not take the mark yet
+        self.problem: str | None = None    # why the journal cannot be written now; None: it can
+        self.dropped = 0                   # events this run could not keep (counted in the metrics too)
+        self.high_water = read_high_water(path)
+        self.last_seq = self.last_track = 0
 
     @classmethod
     def open(cls, cfg: JournalConfig, metrics: Metrics | None = None, repair: bool = True) -> Journal:
-        """Open or create the journal. One that cannot be opened or is corrupt is moved aside and a
-        fresh one started (`repair`), so a bad file never becomes a restart loop."""
+        """Open or create the daemon's journal (`repair`), or open it read-only for a reader.
+
+        The daemon's: a file that is not a database is moved aside, its readable rows imported and a
+        fresh one started; a disk that cannot be written keeps the journal where it is and the daemon
+        running, holding events in memory until it can.
+        """
         path = journal_path(cfg)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"journal.path: cannot create the folder {path.parent}: {exc.strerror}") from None
-        try:
-            _create_private(path)
-            _verify(path)
-            return cls(path, cfg, metrics)
-        except (OSError, sqlite3.DatabaseError) as exc:
-            if not repair:
-                raise ConfigError(f"journal {path} is unreadable: {exc}") from None
-            problem = exc
-        try:
-            floor = _move_aside(path, problem)
-            _create_private(path)
-        except OSError as exc:
-            raise ConfigError(f"journal {path} is unusable ({problem}) and cannot be moved aside: "
-                              f"{exc.strerror}") from None
+        if not repair:
+            return cls._reader_only(path, cfg)
         journal = cls(path, cfg, metrics)
-        journal.raise_seq_floor(floor)
+        journal._start()
         return journal
 
-    def _ids(self) -> tuple[int, int]:
-        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        floor = self._meta("seq_floor")
-        return max(row[0] if row else 0, floor), self._meta("last_track")
+    @classmethod
+    def _reader_only(cls, path: Path, cfg: JournalConfig) -> Journal:
+        journal = cls(path, cfg, read_only=True)
+        try:
+            db = journal._reader()
+            result = db.execute("PRAGMA quick_check").fetchone()[0]
+            if result != "ok":
+                raise sqlite3.DatabaseError(result)
+            journal.last_seq, journal.last_track = _ids(db)
+        except sqlite3.Error as exc:
+            journal.close()
+            raise ConfigError(f"journal {path} is unreadable: {exc}") from None
+        return journal
 
-    def _meta(self, key: str) -> int:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return int(row[0]) if row else 0
+    def _start(self) -> None:
+        existed = self.path.exists()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EIO, errno.EDQUOT):
+                raise ConfigError(f"journal.path: cannot create the folder {self.path.parent}: "
+                                  f"{exc.strerror}") from None
+            self._cannot_write(diagnose(exc))
+            return
+        try:
+            self._open_writer(fresh_floor=existed)
+            return
+        except (OSError, sqlite3.Error) as exc:
+            trouble = diagnose(exc)
+        if not trouble.corrupt:
+            self._cannot_write(trouble)
+            self._peek()
+            return
+        try:
+            aside = _move_aside(self.path, trouble.reason)
+        except OSError as exc:
+            self._cannot_write(diagnose(exc))
+            return
+        self._open_writer(fresh_floor=True)
+        self._import(aside)
+
+    def _peek(self) -> None:
+        """The seq and track ids so far, read without writing (the disk will not take a write)."""
+        try:
+            db = connect_read_only(self.path)
+            try:
+                self.last_seq, self.last_track = _ids(db)
+            finally:
+                db.close()
+        except sqlite3.Error:
+            pass  # numbering waits for the writer: seqs are handed out only at commit
+
+    def _open_writer(self, fresh_floor: bool = True) -> None:
+        """(Re)open the writer. A journal without any seq yet starts above the high-water mark and the
+        time in ms when the device has a history (`fresh_floor`, a mark, or seqs this run)."""
+        self._close_writer()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(self.path)
+        if not self._verified:
+            _verify(self.path)
+        db = _connect(self.path, writer=True)
+        try:
+            own_seq, last_track = _ids(db)
+            self._verified = True
+            if own_seq == 0 and (fresh_floor or self.high_water or self.last_seq):
+                own_seq = max(self.high_water, int(time.time() * 1000), self.last_seq)
+                with db:
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('seq_floor', ?)", (own_seq,))
+            self.last_seq = max(own_seq, self.last_seq)
+            self.last_track = max(last_track, self.last_track)
+            self._reserve(self.last_seq)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+        self._generation += 1
+
+    def _close_writer(self) -> None:
+        if self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._db = None
+
+    def _reserve(self, seq: int) -> None:
+        """Move the high-water mark ahead before `seq` goes out."""
+        if seq > self.high_water:
+            mark = seq + HIGH_WATER_STEP
+            write_high_water(self.path, mark)
+            self.high_water = mark
 
     def raise_seq_floor(self, floor: int) -> None:
         """Continue `seq` above `floor` (a replaced journal's numbers must not come back)."""
-        with self._lock, self._db:
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('seq_floor', ?)", (floor,))
+        with self._lock, self._writer():
+            self._writer().execute("INSERT OR REPLACE INTO meta VALUES ('seq_floor', ?)", (floor,))
         self.last_seq = max(self.last_seq, floor)
 
-    # -- writing (the dispatcher's thread, under its lock)
+    def _writer(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise sqlite3.OperationalError(f"the journal cannot be written now ({self.problem})")
+        return self._db
 
-    def append(self, payloads: list[dict], delivered: bool = False) -> None:
-        """Commit payloads (their `seq` already set, increasing) in one transaction.
+    def _import(self, aside: Path) -> None:
+        """Take the readable rows of a moved-aside journal: its undelivered events go out first."""
+        rows = salvage(aside)
+        if not rows:
+            log.error("journal: %s holds no readable event", aside)
+            return
+        with self._lock, self._writer() as db:
+            db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self.last_track = max(self.last_track, *(r[4] for r in rows))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('last_track', ?)", (self.last_track,))
+        undelivered = sum(1 for r in rows if r[8] is None)
+        log.warning("journal: imported %d readable event(s) from %s (%d undelivered: they are delivered first)",
+                    len(rows), aside, undelivered)
+
+    # -- writing (the dispatcher's thread, under its lock; the upkeep's for `flush`)
+
+    def append(self, payloads: list[dict | None], delivered: bool = False) -> list[dict]:
+        """Number and commit payloads (None: an event that could not be built; its seq stays a gap) in
+        one transaction; returns what was committed, in seq order: these, after any held before them.
 
         `delivered`: no sender will deliver them (no MQTT configured), so they count as delivered.
+        When the disk cannot be written, they are held in memory and [] is returned.
         """
-        if not payloads:
-            return
+        with self._lock:
+            self.held.extend(payloads)
+            if self.problem is not None:  # the upkeep retries; until then, hold
+                self._bound()
+                return []
+            return self.flush(delivered)
+
+    def flush(self, delivered: bool = False) -> list[dict]:
+        """Commit the events held in memory, if the disk takes them now; returns what was committed."""
+        with self._lock:
+            if self.read_only or (not self.held and self.problem is None):
+                return []
+            try:
+                if self._db is None:
+                    self._open_writer()
+                committed = self._insert(list(self.held), delivered)
+            except Exception as exc:  # noqa: BLE001 - whatever it is, the events wait in memory, counted
+                self._close_writer()
+                self._cannot_write(diagnose(exc))
+                self._bound()
+                return []
+            held = len(self.held)
+            self.held.clear()
+            self._gap = 0
+            if self.problem is not None:
+                log.warning("journal: %s can be written again; committed the %d event(s) held in memory "
+                            "(%d dropped while it could not)", self.path, held, self.dropped)
+                self.problem = None
+            return committed
+
+    def _insert(self, items: list[dict | None], delivered: bool) -> list[dict]:
+        db = self._writer()
+        seq = self.last_seq + self._gap
         now = time.time()
-        rows = [(p["seq"], unix_time(p["ts"]), p["source"], p["modality"], p["track"], p["type"], p["emotion"],
-                 json.dumps(p, separators=(",", ":")), now if delivered else None) for p in payloads]
-        last_track = max(self.last_track, *(p["track"] for p in payloads))
-        with self._lock, self._db:
-            self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        rows, payloads = [], []
+        for p in items:
+            seq += 1
+            if p is None:
+                continue
+            p["seq"] = seq
+            payloads.append(p)
+            rows.append((seq, unix_time(p["ts"]), p["source"], p["modality"], p["track"], p["type"], p["emotion"],
+                         json.dumps(p, separators=(",", ":")), now if delivered else None))
+        last_track = max(self.last_track, *(p["track"] for p in payloads)) if payloads else self.last_track
+        self._reserve(seq)
+        with db:
+            db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             if last_track > self.last_track:
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_track', ?)", (last_track,))
-        self.last_seq = max(self.last_seq, payloads[-1]["seq"])
-        self.last_track = last_track
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('last_track', ?)", (last_track,))
+        self.last_seq, self.last_track = seq, last_track
+        return payloads
+
+    def _cannot_write(self, trouble: Trouble) -> None:
+        """Say so once per kind of trouble; the events wait in memory."""
+        if self.problem != trouble.reason:
+            free = free_bytes(self.path)
+            log.error("journal: %s on %s (%s bytes free); events are held in memory (bound %d) and counted",
+                      trouble.reason, self.path.parent, "?" if free is None else free, self.cfg.memory_bound)
+        self.problem = trouble.reason
+
+    def _bound(self) -> None:
+        """Beyond `journal.memory_bound`, drop the oldest held events, counted (their seqs stay a gap)."""
+        while len(self.held) > self.cfg.memory_bound:
+            if self.held.popleft() is not None:
+                self._lost(1)
+            self._gap += 1
+
+    def _lost(self, count: int) -> None:
+        if self.dropped == 0:
+            log.warning("journal: more than %d event(s) waiting for the disk: dropping the oldest, counted in "
+                        "edgeemo_events_dropped_total{reason=\"storage\"}", self.cfg.memory_bound)
+        self.dropped += count
+        if self.metrics is not None:
+            self.metrics.events_dropped.labels(reason="storage").inc(count)
 
     def mark_delivered(self, seqs: list[int]) -> None:
-        if not seqs:
+        """Record deliveries; while the disk refuses, they are kept and recorded with the next ones."""
+        pending = self._unmarked + seqs
+        if not pending:
             return
         now = time.time()
-        with self._lock, self._db:
-            self._db.executemany("UPDATE events SET delivered_at = ? WHERE seq = ?", [(now, s) for s in seqs])
-        if self.metrics is not None:
+        try:
+            with self._lock, self._writer() as db:
+                db.executemany("UPDATE events SET delivered_at = ? WHERE seq = ?", [(now, s) for s in pending])
+        except (OSError, sqlite3.Error):
+            self._unmarked = pending  # sent already; the sender's cursor is past them, nothing goes twice
+            return
+        self._unmarked = []
+        if self.metrics is not None and seqs:
             for (ts,) in self._reader().execute(
                     f"SELECT ts FROM events WHERE seq IN ({','.join('?' * len(seqs))})", seqs):
                 self.metrics.delivery_lag.observe(max(0.0, now - ts))
+
+    def status(self) -> str:
+        """One line for `STATUS=` and people: empty while all is well."""
+        if self.problem is None and not self.dropped:
+            return ""
+        state = "writable again" if self.problem is None else self.problem
+        return f"journal: {state}, {len(self.held)} event(s) held in memory, {self.dropped} dropped"
 
     # -- reading (any thread)
 
@@ -193,11 +380,18 @@ class Journal:
         return pages * db.execute("PRAGMA page_size").fetchone()[0]
 
     def _reader(self) -> sqlite3.Connection:
+        """This thread's connection, reopened after the writer was (the file may be a new one)."""
         db = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = _connect(self.path)
+        if db is not None and self._local.generation == self._generation:
+            return db
+        if db is not None:
             with self._lock:
-                self._readers.append(db)
+                self._readers.remove(db)
+            db.close()
+        db = connect_read_only(self.path) if self.read_only else _connect(self.path)
+        self._local.db, self._local.generation = db, self._generation
+        with self._lock:
+            self._readers.append(db)
         return db
 
     # -- upkeep (the upkeep thread)
@@ -211,10 +405,12 @@ class Journal:
 
     def prune(self) -> int:
         """Apply retention and the size bound; returns how many undelivered events had to be dropped."""
+        if self._db is None:  # the disk cannot be written: nothing to prune with
+            return 0
         cutoff = time.time() - self.cfg.retention_days * 86400
         if self._reader().execute("SELECT 1 FROM events WHERE ts < ? LIMIT 1", (cutoff,)).fetchone():
-            with self._lock, self._db:
-                self._db.execute("DELETE FROM events WHERE delivered_at IS NOT NULL AND ts < ?", (cutoff,))
+            with self._lock, self._writer() as db:
+                db.execute("DELETE FROM events WHERE delivered_at IS NOT NULL AND ts < ?", (cutoff,))
         dropped = 0
         while self.used_bytes() > self.cfg.max_bytes:
             if self._delete_oldest("delivered_at IS NOT NULL"):
@@ -225,20 +421,55 @@ class Journal:
             dropped += lost
         if self._reader().execute("PRAGMA freelist_count").fetchone()[0]:
             with self._lock:
-                self._db.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page a call
+                self._writer().executescript("PRAGMA incremental_vacuum;")  # execute() frees one page a call
         return dropped
 
     def _delete_oldest(self, condition: str) -> int:
-        with self._lock, self._db:
-            return self._db.execute(f"DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE {condition} "
+        with self._lock, self._writer() as db:
+            return db.execute(f"DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE {condition} "
                                     f"ORDER BY seq LIMIT {PRUNE_CHUNK})").rowcount
 
     def close(self) -> None:
+        """Commit what is held if the disk takes it now; what it will not take is lost, and said so."""
         with self._lock:
+            self.flush()
+            if self.held:
+                lost = sum(1 for p in self.held if p is not None)
+                log.error("journal: %d event(s) held in memory could not be written to %s (%s) and are lost",
+                          lost, self.path, self.problem)
+                self._lost(lost)
+                self.held.clear()
             for db in self._readers:
                 db.close()
             self._readers.clear()
-            self._db.close()
+            self._close_writer()
+
+
+def _ids(db: sqlite3.Connection) -> tuple[int, int]:
+    """(last seq, last track id) as the file records them: the sequence or the floor set for a fresh file."""
+    row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+    meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('seq_floor', 'last_track')").fetchall())
+    return max(row[0] if row else 0, int(meta.get("seq_floor", 0))), int(meta.get("last_track", 0))
+
+
+def salvage(path: Path) -> list[tuple]:
+    """The rows of a damaged journal that can still be read: forwards, then backwards, up to the damage."""
+    columns = "seq, ts, source, modality, track, type, emotion, payload, delivered_at"
+    found: dict[int, tuple] = {}
+    try:
+        db = connect_read_only(path)
+    except sqlite3.Error:
+        return []
+    try:
+        for order in ("ASC", "DESC"):
+            try:
+                for row in db.execute(f"SELECT {columns} FROM events ORDER BY seq {order}"):
+                    found.setdefault(row[0], row)
+            except sqlite3.Error:
+                continue  # the damage: read the other way up to it
+    finally:
+        db.close()
+    return [found[seq] for seq in sorted(found)]
 
 
 def _create_private(path: Path) -> None:
@@ -278,17 +509,13 @@ def _verify(path: Path) -> None:
         db.close()
 
 
-def _move_aside(path: Path, exc: Exception) -> int:
-    """Rename a corrupt journal (and its WAL) out of the way; returns the seq floor for the new one.
-
-    Its last seq cannot be trusted, so the fresh journal numbers from the time in milliseconds:
-    above any seq a journal at that path can have handed out, unless the clock went back.
-    """
+def _move_aside(path: Path, reason: str) -> Path:
+    """Rename a corrupt journal (and its WAL) out of the way; returns where it went."""
     stamp = time.strftime("%Y%m%dT%H%M%S")
     aside = path.with_name(f"{path.name}.corrupt-{stamp}")
     for suffix in ("", "-wal", "-shm"):
         part = Path(f"{path}{suffix}")
         if part.exists():
             part.rename(Path(f"{aside}{suffix}"))
-    log.error("journal %s is unreadable (%s); moved it to %s and started a fresh journal", path, exc, aside)
-    return int(time.time() * 1000)
+    log.error("journal %s is not a database (%s); moved it to %s and started a fresh journal", path, reason, aside)
+    return aside

@@ -1,10 +1,14 @@
-"""The journal's upkeep, once per `journal.sync_interval_s`: flush to disk, prune, update the gauges."""
+"""The journal's upkeep, once per `journal.sync_interval_s`: commit what waits in memory for the disk,
+flush to disk, prune, update the gauges. A disk that refuses is logged once, never a crash loop."""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
+from collections.abc import Callable
 
+from edgeemo.journal.storage import diagnose
 from edgeemo.journal.store import Journal
 from edgeemo.core.metrics import Metrics
 from edgeemo.core.supervisor import Supervised
@@ -17,15 +21,34 @@ class JournalUpkeep(Supervised):
 
     where = "journal"
 
-    def __init__(self, journal: Journal, metrics: Metrics | None = None) -> None:
+    def __init__(self, journal: Journal, metrics: Metrics | None = None,
+                 flush: Callable[[], None] | None = None) -> None:
         super().__init__("journal-upkeep", threading.Event(), metrics)
-        self.journal = journal
+        self.journal, self.flush = journal, flush  # flush: the dispatcher's, so the sinks get what it commits
+        self._trouble: str | None = None
 
     def work(self) -> None:
         while not self.stop.wait(self.journal.cfg.sync_interval_s):
             self.tick()
 
-    def tick(self) -> None:
+    def tick(self, flush: bool = True) -> None:
+        if flush and self.flush is not None:
+            self.flush()
+        try:
+            self._keep()
+        except (OSError, sqlite3.Error) as exc:  # the disk: the journal holds events in memory meanwhile
+            reason = diagnose(exc).reason
+            if reason != self._trouble:
+                log.warning("journal upkeep on %s: %s; trying again every %.0f s", self.journal.path, reason,
+                            self.journal.cfg.sync_interval_s)
+            self._trouble = reason
+        else:
+            self._trouble = None
+        if self.metrics is not None:
+            self.metrics.journal_held.set(len(self.journal.held))
+            self.metrics.journal_writable.set(int(self.journal.problem is None))
+
+    def _keep(self) -> None:
         dropped = self.journal.prune()
         self.journal.sync()
         if dropped:
@@ -40,4 +63,4 @@ class JournalUpkeep(Supervised):
         self.stop.set()
         if self.ident is not None:
             self.join(5)
-        self.tick()  # the last sync before the journal closes
+        self.tick(flush=False)  # the last sync before the journal closes (the sinks have stopped)

@@ -28,7 +28,6 @@ class EventWriter:
         self.delivered = delivered   # True: no sender delivers from the journal, rows count as delivered
         self.sinks: tuple[Sink, ...] = tuple(sinks)
         self.wants_state = any(sink.wants_state for sink in self.sinks)  # else the faces in view need not be built
-        self._seq = journal.last_seq
         self._lock = threading.Lock()
 
     @property
@@ -37,36 +36,46 @@ class EventWriter:
         return self.journal.last_track + 1
 
     def handle(self, events: list[TrackEvent], present: list[dict] | None = None) -> None:
-        """Commit events in order, then give them (and, from the face side, the faces in view) to the sinks."""
+        """Commit events in order, then give them (and, from the face side, the faces in view) to the sinks.
+
+        The journal numbers them as it commits; while it cannot write, it holds them and the sinks
+        get them once it can (`flush`): no sink ever sees an event the journal does not have.
+        """
         with self._lock:
             payloads = self._payloads(events)
-            self._commit(payloads)
-            for sink in self.sinks:
-                if payloads:
-                    sink.publish(payloads)
-                if present is not None:
-                    sink.state(present)
+            self._count(payloads)
+            committed = self.journal.append(payloads, delivered=self.delivered) if payloads else []
+            self._publish(committed, present)
 
-    def _payloads(self, events: list[TrackEvent]) -> list[dict]:
-        payloads = []
+    def flush(self) -> None:
+        """Commit what the journal holds in memory if the disk takes it now (the upkeep calls this)."""
+        with self._lock:
+            self._publish(self.journal.flush(self.delivered), None)
+
+    def _publish(self, committed: list[dict], present: list[dict] | None) -> None:
+        for sink in self.sinks:
+            if committed:
+                sink.publish(committed)
+            if present is not None:
+                sink.state(present)
+
+    def _payloads(self, events: list[TrackEvent]) -> list[dict | None]:
+        """Schema-v1 payloads without their seq yet; None for one that cannot be built (a seq gap)."""
+        payloads: list[dict | None] = []
         for event in events:
-            self._seq += 1
             try:
-                payloads.append(event_payload(event, self._seq, self.device))
+                payloads.append(event_payload(event, 0, self.device))
             except Exception:  # one bad event must not stop the pipeline; its seq stays a visible gap
-                log.exception("cannot publish event seq %d (%s, track %s)", self._seq, event.type, event.track)
+                log.exception("cannot publish event (%s, track %s)", event.type, event.track)
                 self._count_error("publish")
+                payloads.append(None)
         return payloads
 
-    def _commit(self, payloads: list[dict]) -> None:
-        try:
-            self.journal.append(payloads, delivered=self.delivered)
-        except Exception as exc:  # a full or failing disk: the sinks still get the events, MQTT will not
-            log.error("journal %s: cannot record %d event(s): %s", self.journal.path, len(payloads), exc)
-            self._count_error("journal")
+    def _count(self, payloads: list[dict | None]) -> None:
         if self.metrics is not None:
             for p in payloads:
-                self.metrics.events.labels(modality=p["modality"], type=p["type"], emotion=p["emotion"]).inc()
+                if p is not None:
+                    self.metrics.events.labels(modality=p["modality"], type=p["type"], emotion=p["emotion"]).inc()
 
     def _count_error(self, where: str) -> None:
         if self.metrics is not None:

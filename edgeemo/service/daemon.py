@@ -109,7 +109,8 @@ class Daemon:
             if watchdog_every and analysing and self.pipeline.healthy() and now - last_ping >= watchdog_every:
                 self.notifier.watchdog()
                 last_ping = now
-            self.notifier.status(status_line(fps, done, health, analysing, self.pipeline.restarts))
+            self.notifier.status(status_line(fps, done, health, analysing, self.pipeline.restarts,
+                                             self.events.journal.status()))
         if self.pipeline.failed:
             log.error("a pipeline stage keeps failing; exiting so that the service is restarted")
 
@@ -138,8 +139,11 @@ class Daemon:
         signal.signal(signal.SIGINT, request_stop)
 
 
-def status_line(fps: float, done: int, health: dict[str, bool], analysing: bool, restarts: int) -> str:
-    """`systemctl status` in one line: throughput, each video source up or down, worker restarts."""
+def status_line(fps: float, done: int, health: dict[str, bool], analysing: bool, restarts: int,
+                journal: str = "") -> str:
+    """`systemctl status` in one line: throughput, each video source up or down, worker restarts, and the
+    journal when its disk cannot be written."""
     sources = ", ".join(f"{name} {'up' if up else 'DOWN'}" for name, up in health.items())
     return (f"{fps:.1f} frames/s, {done} frames" + (f"; sources: {sources}" if sources else "")
-            + ("" if analysing else "; STALLED") + (f"; {restarts} worker restarts" if restarts else ""))
+            + ("" if analysing else "; STALLED") + (f"; {restarts} worker restarts" if restarts else "")
+            + (f"; {journal}" if journal else ""))

@@ -37,6 +37,7 @@ class EventPath:
 
     def stop(self) -> None:
         """Stop the sinks (MQTT delivers for up to MQTT_DRAIN_S), flush the journal, close it."""
+        self.writer.flush()  # what waited for the disk, if it takes it now, while the sinks still run
         for sink in self.writer.sinks:
             try:
                 sink.stop()
@@ -52,4 +53,4 @@ def open_event_path(cfg: Config, metrics: Metrics | None = None, feed: Sink | No
     mqtt = MqttSink(journal, MqttPublisher(cfg.mqtt, cfg.device_id, metrics), MQTT_DRAIN_S) if cfg.mqtt.url else None
     sinks: list[Sink] = [EventLog(cfg.event_log, metrics), *(s for s in (mqtt, feed) if s is not None)]
     writer = EventWriter(journal, cfg.device_id, sinks, metrics, delivered=mqtt is None)
-    return EventPath(journal, writer, JournalUpkeep(journal, metrics), mqtt)
+    return EventPath(journal, writer, JournalUpkeep(journal, metrics, writer.flush), mqtt)

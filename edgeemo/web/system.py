@@ -44,6 +44,10 @@ def system_report(cfg: Config, metrics: Metrics | None, feed: LiveFeed) -> dict:
                         if family.name == "edgeemo_queue_depth" for sample in family.samples}
     report["mqtt"] |= {"connected": bool(value("edgeemo_mqtt_connected")),
                        "publish_errors": value("edgeemo_mqtt_publish_errors_total")}
+    report["journal"] = {"writable": bool(value("edgeemo_journal_writable")),
+                         "held_in_memory": value("edgeemo_journal_held_events"),
+                         "dropped_storage": value("edgeemo_events_dropped_total", {"reason": "storage"}),
+                         "undelivered": value("edgeemo_journal_undelivered_events")}
     return report
 
 
