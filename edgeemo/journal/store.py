@@ -169,6 +169,7 @@ class Journal:
         """(Re)open the writer. A journal without any seq yet starts above the high-water mark and the
         time in ms when the device has a history (`fresh_floor`, a mark, or seqs this run)."""
         self._close_writer()
+        self._close_readers()  # SQLite shares a file's -shm within a process: one opened read-only poisons it
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _create_private(self.path)
         if not self._verified:
@@ -188,7 +189,13 @@ class Journal:
             db.close()
             raise
         self._db = db
-        self._generation += 1
+
+    def _close_readers(self) -> None:
+        with self._lock:
+            self._generation += 1
+            for db in self._readers:
+                db.close()
+            self._readers.clear()
 
     def _close_writer(self) -> None:
         if self._db is not None:
@@ -386,9 +393,14 @@ class Journal:
             return db
         if db is not None:
             with self._lock:
-                self._readers.remove(db)
+                if db in self._readers:
+                    self._readers.remove(db)
             db.close()
-        db = connect_read_only(self.path) if self.read_only else _connect(self.path)
+        try:
+            db = connect_read_only(self.path) if self.read_only else _connect(self.path)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the -wal and -shm now
+        except sqlite3.OperationalError:  # a read-only disk without a -shm: read the file as it is
+            db = connect_read_only(self.path)
         self._local.db, self._local.generation = db, self._generation
         with self._lock:
             self._readers.append(db)
@@ -439,9 +451,7 @@ class Journal:
                           lost, self.path, self.problem)
                 self._lost(lost)
                 self.held.clear()
-            for db in self._readers:
-                db.close()
-            self._readers.clear()
+            self._close_readers()
             self._close_writer()
 
 
