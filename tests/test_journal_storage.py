@@ -287,3 +287,40 @@ def test_read_only_disk_then_read_write_mid_run_commits_the_held_events(disk, st
     run2 = rows[len(before):]
     assert rows[:len(before)] == before and run2
     assert [p["seq"] for p in run2] == list(range(before[-1]["seq"] + 1, before[-1]["seq"] + 1 + len(run2)))
+
+
+def test_a_lost_journal_continues_above_the_high_water_mark(tmp_path) -> None:
+    """The mark beside the journal outlives it: a fresh file numbers above every seq handed out."""
+    from test_journal import event, journal_cfg, write_events
+    cfg = journal_cfg(tmp_path)
+    assert [p["seq"] for p in write_events(cfg, [event(1), event(2)])] == [1, 2]   # a device's first journal
+    mark = tmp_path / "journal.db.seq"
+    assert int(mark.read_text()) >= 2 and oct(mark.stat().st_mode & 0o777) == "0o600"
+    (tmp_path / "journal.db").unlink()
+    again = write_events(cfg, [event(3)])
+    assert again[0]["seq"] > max(int(mark.read_text()) - 1000, time.time() * 1000 - 60_000)
+    assert again[0]["track"] == 3
+
+
+def test_a_damaged_journal_is_moved_aside_and_its_readable_events_imported(tmp_path, caplog) -> None:
+    from test_journal import event, journal_cfg, write_events
+    cfg = journal_cfg(tmp_path)
+    before = write_events(cfg, [event(n % 50 + 1) for n in range(400)])
+    db = tmp_path / "journal.db"
+    data = bytearray(db.read_bytes())
+    page = 4096
+    middle = len(data) // page // 2 * page
+    data[middle:middle + page] = os.urandom(page)          # one page of rows is gone
+    db.write_bytes(bytes(data))
+    caplog.set_level("WARNING")
+    journal = Journal.open(cfg)
+    try:
+        kept = journal.query(limit=10**6)
+        undelivered = journal.count_undelivered()
+    finally:
+        journal.close()
+    assert len(list(tmp_path.glob("journal.db.corrupt-*[0-9]"))) == 1
+    by_seq = {p["seq"]: p for p in before}
+    assert 0 < len(kept) < len(before) and all(by_seq[p["seq"]] == p for p in kept)
+    assert undelivered == 0                                  # write_events' rows counted as delivered
+    assert f"imported {len(kept)} readable event(s)" in caplog.text
