@@ -237,7 +237,7 @@ class Journal:
         log.warning("journal: imported %d readable event(s) from %s (%d undelivered: they are delivered first)",
                     len(rows), aside, undelivered)
 
-    # -- writing (the dispatcher's thread, under its lock; the upkeep's for `flush`)
+    # -- writing (the writer's thread, under its lock; the upkeep's for `flush`)
 
     def append(self, payloads: list[dict | None], delivered: bool = False) -> list[dict]:
         """Number and commit payloads (None: an event that could not be built; its seq stays a gap) in

@@ -24,7 +24,7 @@ class JournalUpkeep(Supervised):
     def __init__(self, journal: Journal, metrics: Metrics | None = None,
                  flush: Callable[[], None] | None = None) -> None:
         super().__init__("journal-upkeep", threading.Event(), metrics)
-        self.journal, self.flush = journal, flush  # flush: the dispatcher's, so the sinks get what it commits
+        self.journal, self.flush = journal, flush  # flush: the writer's, so the sinks get what it commits
         self._trouble: str | None = None
 
     def work(self) -> None:

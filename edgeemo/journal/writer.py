@@ -1,4 +1,4 @@
-"""The one writer of events: number them, commit them to the journal, then hand them to every sink.
+"""The one writer of events: commit them to the journal (which numbers them), then hand them to every sink.
 
 Delivery is at-least-once: a sink may see an event again after a restart (the MQTT sender resends
 what the broker had not acknowledged), and `seq` is the key that tells a repeat from a new event.
