@@ -6,6 +6,7 @@ import http.client
 import json
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,22 @@ class Client:
     def write(self, method: str, path: str, body: object = None) -> Reply:
         return self.request(method, path, body, {"X-CSRF-Token": self.csrf})
 
+    def upload(self, data: bytes, name: str, content_type: str = "application/octet-stream",
+               csrf: bool = True, field: str = "file") -> Reply:
+        """POST /api/analyze with the file as multipart/form-data, as a browser's FormData sends it."""
+        boundary = "----edgeemo" + uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{name}\"\r\n"
+                f"Content-Type: {content_type}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "Cookie": self.cookie or ""}
+        if csrf:
+            headers["X-CSRF-Token"] = self.csrf
+        conn.request("POST", "/api/analyze", body, headers)
+        r = conn.getresponse()
+        reply = Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+        conn.close()
+        return reply
+
 
 def make_event(seq: int, t: float, emotion: str = "happy", track: int = 1, modality: str = "face",
                source: str = "default", kind: str = "update") -> dict:
@@ -82,9 +99,10 @@ def make_event(seq: int, t: float, emotion: str = "happy", track: int = 1, modal
 
 
 def start_server(tmp: Path, events: int = 0, t0: float | None = None, tick_s: float = 1.0,
-                 alerts: list | None = None) -> tuple[WebServer, Journal]:
+                 alerts: list | None = None, overrides: dict | None = None) -> tuple[WebServer, Journal]:
     """The real server on the real journal (journal.db in `tmp`, users.db beside it), `events` in it."""
-    cfg = load_config(None, {"web.port": 0, "journal.path": str(tmp / "journal.db"), "web.rules": RULES})
+    cfg = load_config(None, {"web.port": 0, "journal.path": str(tmp / "journal.db"), "web.rules": RULES,
+                             **(overrides or {})})
     journal = Journal.open(cfg.journal)
     start = time.time() - events if t0 is None else t0
     journal.append([make_event(seq, start + seq, ("happy", "sad", "neutral")[seq % 3], track=1 + seq % 2,

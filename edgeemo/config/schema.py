@@ -215,6 +215,14 @@ class RuleConfig(Section):
     modality: Literal["face", "voice", "fused"] = "face"
 
 
+class WebAnalyzeConfig(Section):
+    max_bytes: int = Field(50_000_000, ge=1000, description="the largest upload analysed; larger ones get 413")
+    max_seconds: float = Field(120.0, gt=0, le=3600,
+                               description="the longest video or sound analysed; longer ones get 422")
+    queue: int = Field(2, ge=0, le=100,
+                       description="uploads that may wait while one is analysed; one more gets 429")
+
+
 class WebConfig(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -223,6 +231,7 @@ class WebConfig(Section):
     allow_plain_http: bool = False
     preview: bool = False                     # the current frame with boxes on the Live page: pixels leave
     users_path: Path | None = None            # null: users.db beside the journal
+    analyze: WebAnalyzeConfig = WebAnalyzeConfig()
     rules: list[RuleConfig] = Field(default_factory=lambda: [RuleConfig(
         name="sad-a-while", emotion="sad", min_share=0.6, window_s=600,
         text="You have looked sad for a while: time for a break?")])

@@ -25,6 +25,7 @@ from edgeemo.config.schema import Config, RuleConfig
 from edgeemo.core.metrics import Metrics
 from edgeemo.web.feed import LiveFeed
 from edgeemo.web import history
+from edgeemo.web.analyze import Refused, UploadAnalyzer
 from edgeemo.web.auth import COOKIE, SESSION_S, AuthMiddleware, LoginLimiter, Session, Sessions
 from edgeemo.web.suggest import RulesEngine
 from edgeemo.web.preview import FramePreview
@@ -32,7 +33,7 @@ from edgeemo.web.system import system_report
 from edgeemo.web.users import UserError, UserStore
 
 STATIC = Path(__file__).resolve().parent / "static"
-PAGES = ("live", "history", "suggestions", "system")
+PAGES = ("live", "analyze", "history", "suggestions", "system")
 STATE_HZ = 10.0
 PING_S = 15.0
 RULES = TypeAdapter(list[RuleConfig])
@@ -49,6 +50,7 @@ class WebContext:
     engine: RulesEngine
     metrics: Metrics | None = None
     preview: FramePreview | None = None       # set only when web.preview is on
+    analyzer: UploadAnalyzer | None = None    # POST /api/analyze (404 without)
     secure_cookie: bool = False
     sessions: Sessions = field(default_factory=Sessions)
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
@@ -127,6 +129,21 @@ def create_app(ctx: WebContext) -> Starlette:
             raise HTTPException(503, "no frame yet")
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
+    async def analyze(request: Request) -> Response:
+        session_of(request)  # viewers too: it reads a file, it changes nothing
+        if ctx.analyzer is None:
+            raise HTTPException(404, "file analysis is not available here")
+        if not ctx.analyzer.enter():
+            return JSONResponse({"error": "busy analysing other files: try again in a moment"}, 429,
+                                headers={"Retry-After": "2"})
+        try:
+            data, name, kind = await ctx.analyzer.read(request)
+            return JSONResponse(await ctx.analyzer.analyse(data, name, kind))
+        except Refused as exc:
+            return JSONResponse({"error": str(exc)}, exc.status)
+        finally:
+            ctx.analyzer.leave()
+
     async def state(request: Request) -> Response:
         return JSONResponse(ctx.feed.snapshot())
 
@@ -201,6 +218,7 @@ def create_app(ctx: WebContext) -> Starlette:
         Route("/api/events.csv", export_csv),
         Route("/api/events.json", export_json),
         Route("/api/state", state),
+        Route("/api/analyze", analyze, methods=["POST"]),
         Route("/api/preview.jpg", preview),
         Route("/api/stats", stats),
         Route("/api/live", live),

@@ -18,6 +18,7 @@ import uvicorn
 
 from edgeemo.config.schema import Config, ConfigError, RuleConfig
 from edgeemo.core.metrics import Metrics
+from edgeemo.web.analyze import UploadAnalyzer
 from edgeemo.web.feed import LiveFeed
 from edgeemo.web.app import RULES, WebContext, create_app
 from edgeemo.web.history import EventQuery
@@ -66,8 +67,9 @@ class WebServer:
                                   self.users.all_prefs, tick_s)
         tls = cfg.web.tls.cert_file is not None
         self.preview = FramePreview() if cfg.web.preview else None  # the pipeline offers it frames
+        self.analyzer = UploadAnalyzer(cfg)  # its models load on the first upload
         self.ctx = WebContext(cfg, journal, self.feed, self.users, self.engine, metrics, self.preview,
-                              secure_cookie=tls)
+                              self.analyzer, secure_cookie=tls)
         self.app = create_app(self.ctx)
         self.port: int | None = None
         self._server: QuietServer | None = None
@@ -137,6 +139,7 @@ class WebServer:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+        self.analyzer.close()
         self.users.close()
 
 
