@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 import threading
 import time
 import uuid
@@ -14,6 +15,7 @@ from edgeemo.config.load import load_config
 from edgeemo.web.server import WebServer
 from edgeemo import LABELS
 from edgeemo.core.events import iso_utc
+from edgeemo.core.resources import sample_video
 from edgeemo.journal.store import Journal
 
 ADMIN_PW = "correct horse battery"
@@ -142,3 +144,11 @@ class LiveStream:
         self.conn.sock.shutdown(2) if self.conn.sock else None
         self.conn.close()
         self.thread.join(5)
+
+
+def sample_clip(folder: Path, seconds: float = 4) -> Path:
+    """The sample's first seconds as an mp4 of its own: one face, and the first utterance (0-3.3 s)."""
+    out = folder / "clip.mp4"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(sample_video()), "-t", str(seconds), "-c:v", "libx264",
+                    "-preset", "veryfast", "-c:a", "aac", str(out)], check=True)
+    return out

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeemo.core.resources import sample_video
-from testkit.webclient import ADMIN_PW, VIEWER_PW, Client, start_server
+from testkit.webclient import ADMIN_PW, VIEWER_PW, Client, sample_clip, start_server
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -32,10 +31,7 @@ def detect_json(path: Path) -> tuple[list[dict], list[dict]]:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     """The sample's first 4 s: one face, and the first utterance (0-3.3 s) with its sound."""
-    out = tmp_path_factory.mktemp("clip") / "clip.mp4"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(sample_video()), "-t", "4", "-c:v", "libx264",
-                    "-preset", "veryfast", "-c:a", "aac", str(out)], check=True)
-    return out
+    return sample_clip(tmp_path_factory.mktemp("clip"))
 
 
 def serve(tmp: Path, **analyze):

@@ -24,9 +24,11 @@ from edgeemo import LABELS
 from edgeemo.config.load import load_config
 from edgeemo.service.daemon import Daemon
 from edgeemo.core.metrics import Metrics
-from testkit.webclient import ADMIN_PW, VIEWER_PW, first_password, make_event, start_server
+from testkit.webclient import ADMIN_PW, VIEWER_PW, first_password, make_event, sample_clip, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+DESKTOP, PHONE = (1280, 900), (390, 844)
 CHROMIUM, DRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
@@ -189,3 +191,54 @@ def test_a_viewer_cannot_open_the_rules_editor(browser, web):
     browser.execute_script("document.getElementById('rules-editor').hidden = false")
     browser.find_element(By.ID, "rules-save").click()
     wait(browser).until(lambda d: "admins only" in d.find_element(By.ID, "rules-msg").text)
+
+
+def test_analyse_a_picture_then_a_video(browser, web, tmp_path):
+    login(browser, web, "viewer", VIEWER_PW)  # viewers may analyse
+    browser.get(f"http://127.0.0.1:{web.port}/analyze")
+    browser.find_element(By.ID, "file").send_keys(str(FIXTURES / "two_faces.jpg"))
+    wait(browser, 30).until(lambda d: d.find_element(By.ID, "overlay").get_attribute("data-boxes") == "2")
+    cards = browser.find_elements(By.CSS_SELECTOR, "#faces .card")
+    assert len(cards) == 2
+    for card in cards:  # seven bars each, filled from the reading
+        widths = [float(f.get_attribute("style").split("width:")[1].split("%")[0])
+                  for f in card.find_elements(By.CSS_SELECTOR, ".fill")]
+        assert len(widths) == 7 and sum(widths) == pytest.approx(100, abs=2)
+    overlay = browser.find_element(By.ID, "overlay")
+    painted = browser.execute_script(
+        "const c = arguments[0], d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n;", overlay)
+    assert painted > 500  # the boxes and labels are drawn, not just counted
+    browser.save_screenshot(str(shots(tmp_path) / "dashboard-analyze.png"))
+
+    browser.find_element(By.ID, "file").send_keys(str(sample_clip(tmp_path)))
+    wait(browser, 60).until(lambda d: d.find_element(By.ID, "timeline").get_attribute("data-rows") == "3")  # face, voice, fused
+    wait(browser).until(lambda d: d.find_element(By.ID, "overlay").get_attribute("data-boxes") == "1")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#segment-table tr")) == 2  # header + one utterance
+    timeline = browser.find_element(By.ID, "timeline")
+    webdriver.ActionChains(browser).move_to_element_with_offset(timeline, timeline.size["width"] // 4, 0).click().perform()
+    wait(browser).until(lambda d: d.execute_script("return document.getElementById('media').currentTime") > 1.0)
+    assert "at 0:" in browser.find_element(By.CSS_SELECTOR, "#faces .card .status").text
+
+
+@pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_every_page_fits_the_screen(browser, web, tmp_path, size):
+    """Each page at a desktop and a 390 px phone width: nothing wider than the screen, Log out in view."""
+    login(browser, web)
+    browser.set_window_size(*size)
+    try:
+        for page in ("live", "analyze", "history", "suggestions", "system"):
+            browser.get(f"http://127.0.0.1:{web.port}/{page}")
+            wait(browser).until(lambda d: d.find_elements(By.ID, "logout"))
+            width = browser.execute_script("return document.documentElement.clientWidth")
+            wait(browser).until(lambda d: d.execute_script("return document.documentElement.scrollWidth") <= width)
+            right = browser.execute_script("return document.getElementById('logout').getBoundingClientRect().right")
+            assert 0 < right <= width, (page, right, width)
+            on = browser.find_element(By.CSS_SELECTOR, "nav .links a.on")
+            assert on.get_attribute("href").endswith(f"/{page}")
+            icon = browser.execute_script("return document.querySelector('link[rel=icon]').href")
+            assert icon.endswith("/static/favicon.svg")
+            if size == PHONE:
+                browser.save_screenshot(str(shots(tmp_path) / f"dashboard-{page}-phone.png"))
+    finally:
+        browser.set_window_size(*DESKTOP)

@@ -29,7 +29,7 @@ from edgeemo.web.analyze import Refused, UploadAnalyzer
 from edgeemo.web.auth import COOKIE, SESSION_S, AuthMiddleware, LoginLimiter, Session, Sessions
 from edgeemo.web.suggest import RulesEngine
 from edgeemo.web.preview import FramePreview
-from edgeemo.web.system import system_report
+from edgeemo.web.system import SystemHistory, system_report
 from edgeemo.web.users import UserError, UserStore
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -51,6 +51,7 @@ class WebContext:
     metrics: Metrics | None = None
     preview: FramePreview | None = None       # set only when web.preview is on
     analyzer: UploadAnalyzer | None = None    # POST /api/analyze (404 without)
+    history: SystemHistory | None = None      # the System page's last hour
     secure_cookie: bool = False
     sessions: Sessions = field(default_factory=Sessions)
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
@@ -103,7 +104,7 @@ def create_app(ctx: WebContext) -> Starlette:
     async def me(request: Request) -> Response:
         s = session_of(request)
         return JSONResponse({"user": s.user, "role": s.role, "csrf": s.csrf, "labels": LABELS,
-                             "preview": ctx.preview is not None})
+                             "preview": ctx.preview is not None, "sources": [src.name for src in ctx.cfg.sources]})
 
     async def events(request: Request) -> Response:
         filters = selection(request)
@@ -205,7 +206,10 @@ def create_app(ctx: WebContext) -> Starlette:
         return JSONResponse({"users": ctx.users.list()})
 
     async def system(request: Request) -> Response:
-        return JSONResponse(system_report(ctx.cfg, ctx.metrics, ctx.feed))
+        report = system_report(ctx.cfg, ctx.metrics, ctx.feed)
+        if ctx.history is not None:
+            report["history"] = ctx.history.series()
+        return JSONResponse(report)
 
     routes = [
         Route("/login", login_page),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 COOKIE = "edgeemo_session"
 SESSION_S = 12 * 3600
-PUBLIC = frozenset({"/login", "/api/login", "/static/style.css", "/static/login.js"})
+PUBLIC = frozenset({"/login", "/api/login", "/static/style.css", "/static/login.js", "/static/favicon.svg"})
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 

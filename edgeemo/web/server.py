@@ -24,6 +24,7 @@ from edgeemo.web.app import RULES, WebContext, create_app
 from edgeemo.web.history import EventQuery
 from edgeemo.web.preview import FramePreview
 from edgeemo.web.suggest import RulesEngine
+from edgeemo.web.system import SystemHistory
 from edgeemo.web.users import UserStore, users_path
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ class WebServer:
         self.analyzer = UploadAnalyzer(cfg)  # its models load on the first upload
         self.ctx = WebContext(cfg, journal, self.feed, self.users, self.engine, metrics, self.preview,
                               self.analyzer, secure_cookie=tls)
+        self.history = SystemHistory(cfg, lambda: self.ctx.metrics)
+        self.ctx.history = self.history
         self.app = create_app(self.ctx)
         self.port: int | None = None
         self._server: QuietServer | None = None
@@ -102,6 +105,7 @@ class WebServer:
         self._thread = threading.Thread(target=self._serve, args=(sock,), name="web", daemon=True)
         self._thread.start()
         self.engine.start()
+        self.history.start()
         created = self.users.ensure_admin() is not None
         log.info("dashboard on %s", self.url)
         if created:
@@ -140,6 +144,7 @@ class WebServer:
             self._thread.join(5)
             self._thread = None
         self.analyzer.close()
+        self.history.close()
         self.users.close()
 
 

@@ -1,38 +1,36 @@
 "use strict";
-// Live: one card per face track (from the SSE `state` readings and face events), voice/fused readings.
-window.__shown = [];  // {seq, ts, at}: the frame an event's bars were drawn in (tools/bench/dashboard.py reads it)
+// Live: one card per face in view (from the SSE `state` readings and face events) and one per voice /
+// fused reading; a voice or fused card fades after its `end` event and says how long ago it ended.
 const cards = new Map();
 
-function card(key, title, parent) {
+function card(key, title, source, parent) {
   let c = cards.get(key);
-  if (c) return c;
-  const bars = {};
-  const box = el("div", {class: "card", "data-key": key});
-  const dom = el("div", {class: "dom"});
-  box.append(el("h3", {}, title), dom);
-  for (const label of LABELS) {
-    const fill = el("div", {class: "fill", "data-emotion": label}); fill.style.background = COLORS[label];
-    const pct = el("span", {class: "dim"});
-    box.append(el("div", {class: "bar"}, el("span", {}, label), el("div", {class: "track"}, fill), pct));
-    bars[label] = [fill, pct];
-  }
-  parent.appendChild(box);
-  c = {box, dom, bars}; cards.set(key, c);
+  if (!c) { c = readingCard(key, title, source); parent.appendChild(c.box); cards.set(key, c); }
   return c;
-}
-
-function draw(c, reading) {
-  c.dom.textContent = `${reading.emotion} ${Math.round(100 * reading.confidence)} %`;
-  c.dom.style.color = COLORS[reading.emotion];
-  for (const label of LABELS) {
-    const p = reading.probs[label] || 0, [fill, pct] = c.bars[label];
-    fill.style.width = `${(100 * p).toFixed(1)}%`; pct.textContent = `${Math.round(100 * p)}%`;
-  }
 }
 
 function drop(key) { const c = cards.get(key); if (c) { c.box.remove(); cards.delete(key); } }
 
-function nobody() {
+function ago(seconds) {
+  return seconds < 90 ? `${Math.round(seconds)} s` : seconds < 5400 ? `${Math.round(seconds / 60)} min` : `${Math.round(seconds / 3600)} h`;
+}
+
+function tick() {  // once a second: how long ago each ended reading ended
+  for (const c of cards.values()) {
+    if (c.endedAt) c.status.textContent = `ended ${ago(Math.max(0, (Date.now() - c.endedAt) / 1000))} ago`;
+  }
+}
+
+function emptyStates() {
+  const where = ME.sources.length > 1 ? `sources ${ME.sources.join(", ")}` : `source ${ME.sources[0]}`;
+  const nobody = document.getElementById("nobody"), silent = document.getElementById("silent");
+  nobody.replaceChildren(el("b", {}, `No face in view on ${where}.`), el("br"),
+                         "A card appears here for each face the camera sees, with its seven emotions.");
+  silent.replaceChildren(el("b", {}, `Nobody has spoken on ${where} yet.`), el("br"),
+                         "Voice and fused (face + voice) readings appear while someone speaks.");
+}
+
+function shown() {
   document.getElementById("nobody").hidden = [...cards.keys()].some((k) => k.startsWith("face/"));
   document.getElementById("silent").hidden = [...cards.keys()].some((k) => !k.startsWith("face/"));
 }
@@ -41,24 +39,27 @@ function onState(state) {
   const seen = new Set();
   for (const f of state.faces) {
     const key = `face/${f.source}/${f.track}`; seen.add(key);
-    draw(card(key, `Face ${f.track} · ${f.source}`, document.getElementById("faces")), f);
+    showReading(card(key, `Face ${f.track}`, f.source, document.getElementById("faces")), f);
   }
   for (const key of [...cards.keys()]) if (key.startsWith("face/") && !seen.has(key)) drop(key);
-  nobody();
+  shown();
 }
 
 function onEvent(e) {
-  const key = e.modality === "face" ? `face/${e.source}/${e.track}` : `${e.modality}/${e.source}`;
-  if (e.type === "end" && e.modality === "face") drop(key);
-  else {
-    const parent = document.getElementById(e.modality === "face" ? "faces" : "voice");
-    draw(card(key, e.modality === "face" ? `Face ${e.track} · ${e.source}` : `${e.modality} · ${e.source}`, parent), e);
+  if (e.modality === "face") {
+    const key = `face/${e.source}/${e.track}`;
+    if (e.type === "end") drop(key);
+    else showReading(card(key, `Face ${e.track}`, e.source, document.getElementById("faces")), e);
+  } else {
+    const c = card(`${e.modality}/${e.source}`, e.modality === "voice" ? "Voice" : "Fused (face + voice)", e.source,
+                   document.getElementById("voice"));
+    showReading(c, e);
+    c.endedAt = e.type === "end" ? Date.parse(e.ts) : null;
+    c.box.classList.toggle("ended", e.type === "end");
+    c.status.textContent = e.type === "end" ? "" : "speaking now";
+    tick();
   }
-  nobody();
-  requestAnimationFrame(() => {  // the frame that shows the new bars
-    window.__shown.push({seq: e.seq, ts: e.ts, at: Date.now()});
-    if (window.__shown.length > 2000) window.__shown.splice(0, 1000);
-  });
+  shown();
 }
 
 function preview() {
@@ -72,6 +73,8 @@ function preview() {
 }
 
 me().then(() => {
+  emptyStates();
+  document.getElementById("legend").append(legend());
   if (ME.preview) preview();
   const conn = document.getElementById("conn");
   const source = new EventSource("/api/live");
@@ -80,4 +83,5 @@ me().then(() => {
   source.addEventListener("state", (m) => onState(JSON.parse(m.data)));
   source.addEventListener("event", (m) => onEvent(JSON.parse(m.data)));
   fetch("/api/state").then((r) => r.json()).then((s) => { onState(s); for (const v of s.voice) onEvent(v); });
+  setInterval(tick, 1000);
 });
