@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import shutil
 import threading
 import time
@@ -63,7 +64,9 @@ def web(tmp_path):
     metrics = Metrics(["default"], "onnxruntime")
     metrics.fps.labels(source="default").set(29.8)
     metrics.stage_seconds.labels(stage="classify").observe(0.004)
+    metrics.source_up.labels(source="default").set(1)
     server.ctx.metrics = metrics
+    server.history.sample()  # the System page's ring: one sample now, with these metrics
     yield server
     server.stop()
     journal.close()
@@ -104,9 +107,11 @@ def test_login_and_live_bars_move_while_events_flow(browser, web, tmp_path):
                 web.feed.publish([make_event(seq, now, "sad", track=7, modality="voice")])
 
     player = threading.Thread(target=play, daemon=True)
+    login(browser, web)
+    wait(browser).until(lambda d: "No face in view on source default." in d.find_element(By.ID, "nobody").text)
+    assert "Nobody has spoken on source default yet." in browser.find_element(By.ID, "silent").text
     player.start()
     try:
-        login(browser, web)
         wait(browser).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#faces .card")) == 2)
         bar = '#faces .card[data-key="face/default/1"] .fill[data-emotion="happy"]'
         first = browser.find_element(By.CSS_SELECTOR, bar).get_attribute("style")
@@ -117,6 +122,13 @@ def test_login_and_live_bars_move_while_events_flow(browser, web, tmp_path):
         player.join(2)
     web.feed.state([face(2, time.time())])  # track 1 left: its card goes
     wait(browser).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#faces .card")) == 1)
+    voice = '#voice .card[data-key="voice/default"]'
+    assert "ended" not in browser.find_element(By.CSS_SELECTOR, voice).get_attribute("class")
+    web.feed.publish([make_event(20_000, time.time() - 12, "sad", track=7, modality="voice", kind="end")])
+    wait(browser).until(lambda d: "ended" in d.find_element(By.CSS_SELECTOR, voice).get_attribute("class"))
+    wait(browser).until(lambda d: re.search(r"ended 1[2-9] s ago", d.find_element(By.CSS_SELECTOR, voice).text))
+    wait(browser).until(lambda d: float(d.execute_script(
+        "return getComputedStyle(document.querySelector(arguments[0])).opacity", voice)) < 0.6)
 
 
 def test_the_sample_in_the_real_daemon_live_then_history(browser, tmp_path, caplog):
@@ -145,6 +157,7 @@ def test_the_sample_in_the_real_daemon_live_then_history(browser, tmp_path, capl
         browser.save_screenshot(str(shots(tmp_path) / "dashboard-history.png"))
         browser.get(f"http://127.0.0.1:{daemon.web.port}/system")
         wait(browser).until(lambda d: "frames/s" in d.find_element(By.ID, "system").text)
+        wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-fps .uplot"))
         browser.save_screenshot(str(shots(tmp_path) / "dashboard-system.png"))
     finally:
         daemon.stop_requested.set()
@@ -180,6 +193,12 @@ def test_suggestions_and_system_pages(browser, web, tmp_path):
     browser.save_screenshot(str(shots(tmp_path) / "dashboard-suggestions.png"))
     browser.get(f"http://127.0.0.1:{web.port}/system")
     wait(browser).until(lambda d: "29.8" in d.find_element(By.ID, "system").text)
+    badges = browser.find_element(By.ID, "badges").text
+    assert "default: up · 29.8 frames/s" in badges and "MQTT off" in badges
+    for chart in ("fps", "cpu", "stages"):  # from the ring's sample; charts without data are left out
+        assert int(browser.find_element(By.ID, f"chart-{chart}").get_attribute("data-points")) >= 1
+    assert not browser.find_elements(By.ID, "chart-lag")  # nothing delivered over MQTT here: no empty chart
+    assert "Queues" not in browser.find_element(By.ID, "system").text  # no empty section
 
 
 def test_a_viewer_cannot_open_the_rules_editor(browser, web):

@@ -41,6 +41,7 @@ class SystemHistory(Supervised):
         self.metrics, self.every_s = metrics, every_s
         self.ring: deque[dict] = deque(maxlen=int(3600 / every_s))
         self._last: dict = {"wall": time.monotonic(), "cpu": time.process_time(), "sums": {}}
+        self._lock = threading.Lock()
 
     def work(self) -> None:
         while True:
@@ -49,6 +50,10 @@ class SystemHistory(Supervised):
                 return
 
     def sample(self) -> None:
+        with self._lock:
+            self._sample()
+
+    def _sample(self) -> None:
         wall, cpu = time.monotonic(), time.process_time()
         last, sums = self._last, {}
         point: dict = {"t": round(time.time(), 1), "cpu": round((cpu - last["cpu"]) / max(wall - last["wall"], 1e-6), 3)}
