@@ -228,7 +228,7 @@ def test_analyse_a_picture_then_a_video(browser, web, tmp_path):
         "const c = arguments[0], d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
         "let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n;", overlay)
     assert painted > 500  # the boxes and labels are drawn, not just counted
-    browser.save_screenshot(str(shots(tmp_path) / "dashboard-analyze.png"))
+    browser.save_screenshot(str(shots(tmp_path) / "dashboard-analyze-image.png"))
 
     browser.find_element(By.ID, "file").send_keys(str(sample_clip(tmp_path)))
     wait(browser, 60).until(lambda d: d.find_element(By.ID, "timeline").get_attribute("data-rows") == "3")  # face, voice, fused
@@ -238,6 +238,7 @@ def test_analyse_a_picture_then_a_video(browser, web, tmp_path):
     webdriver.ActionChains(browser).move_to_element_with_offset(timeline, timeline.size["width"] // 4, 0).click().perform()
     wait(browser).until(lambda d: d.execute_script("return document.getElementById('media').currentTime") > 1.0)
     assert "at 0:" in browser.find_element(By.CSS_SELECTOR, "#faces .card .status").text
+    browser.save_screenshot(str(shots(tmp_path) / "dashboard-analyze.png"))
 
 
 @pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector, start_http_server
 
 from edgeemo import LABELS, __version__
 from edgeemo.config.schema import ConfigError
@@ -37,6 +37,7 @@ class Metrics:
 
     def __init__(self, sources: list[str], backend: str) -> None:
         self.registry = registry = CollectorRegistry()
+        ProcessCollector(registry=registry)  # process_cpu_seconds_total & co., for the Grafana board's CPU
         self.frames = Counter("edgeemo_frames", "Frames read from a source", ["source"], registry=registry)
         self.frames_processed = Counter("edgeemo_frames_processed", "Frames that went through detection",
                                         ["source"], registry=registry)

@@ -15,7 +15,7 @@ async function send(file) {
   if (!r.ok) { msg.className = "err"; msg.textContent = data.error; return; }
   const faces = data.frames.reduce((n, f) => Math.max(n, f.faces.length), 0);
   msg.textContent = `${file.name}: ${data.kind}` + (data.kind === "video" ? `, ${data.frames.length} frames` : "")
-    + (data.kind !== "sound" ? `, ${faces === 0 ? "no face found" : faces === 1 ? "one face" : `up to ${faces} faces`}` : "")
+    + (data.kind !== "sound" ? `, ${faces === 0 ? "no face found" : faces === 1 ? "one face" : data.kind === "image" ? `${faces} faces` : `up to ${faces} faces`}` : "")
     + (data.kind !== "image" ? `, ${data.segments.length} speech segment${data.segments.length === 1 ? "" : "s"}` : "") + ".";
   show(file, data);
 }
