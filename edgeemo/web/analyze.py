@@ -43,7 +43,7 @@ class UploadAnalyzer:
     def __init__(self, cfg: Config) -> None:
         self.limits = cfg.web.analyze
         self.files = FileAnalyzer(cfg)
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="analyze")
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="analyze", initializer=lower_priority)
         self._lock = threading.Lock()
         self.inside = 0
 
@@ -114,6 +114,14 @@ class UploadAnalyzer:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def lower_priority() -> None:
+    """The worker yields the CPU to the live pipeline when both want it (Linux nice is per thread)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux, or not allowed: same priority, still one worker
+        pass
 
 
 def kind_of(name: str, content_type: str) -> str:
