@@ -37,7 +37,8 @@ function chart(id, title, unit, t, series) {
     box.append(panel);
     const opts = {width: holder.clientWidth || 400, height: 170, legend: {show: shown.length > 1},
                   series: [{}].concat(shown.map(([name], i) => ({label: name, stroke: PALETTE[i % PALETTE.length], width: 2, spanGaps: true}))),
-                  scales: {y: {range: (u, lo, hi) => [0, Math.max(hi || 0, 1e-9) * 1.15]}},
+                  scales: {x: {time: true, range: () => { const now = Date.now() / 1000; return [now - 3600, now]; }},  // the last hour
+                           y: {range: (u, lo, hi) => [0, Math.max(hi || 0, 1) * 1.15]}},
                   axes: [{stroke: "#8a939e", grid: {stroke: "#2a3038"}}, {stroke: "#8a939e", grid: {stroke: "#2a3038"}, size: 50}]};
     entry = {panel, holder, names, plot: new uPlot(opts, [t, ...shown.map(([, v]) => v)], holder)};
     plots.set(id, entry);
