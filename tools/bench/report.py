@@ -19,6 +19,8 @@ run of this tool; the report states each file's date, machine and load average. 
 * guard: tools/eval/accuracy_guard.py on the sample and the busy clip, with the entry clip's delays;
 * journal_cost: file mode on the sample with the journal's commit and without it, side by side;
 * journal_outage_30s, journal_outage_300s: tools/bench/outage.py, the broker away while events flow;
+* analyze, analyze_flood: tools/bench/analyze.py, POST /api/analyze paced at 2/s and back to back
+  while the sample plays live, and the live pipeline's drops with and without it;
 * dashboard_latency, dashboard_feed_cpu: tools/bench/dashboard.py, event to bar on screen in headless
   Chromium, and what the open Live page costs the feed.
 """
@@ -94,6 +96,8 @@ def suite(repeat: int) -> dict[str, list[str]]:
                               *out("dashboard_latency")],
         "dashboard_feed_cpu": [*tool("bench.dashboard"), "feed-cpu", "--seconds", "15",
                                *out("dashboard_feed_cpu")],
+        "analyze": [*tool("bench.analyze"), "--rate", "2", *out("analyze")],
+        "analyze_flood": [*tool("bench.analyze"), "--rate", "0", *out("analyze_flood")],
     }
 
 
@@ -438,10 +442,29 @@ def dashboard_section(d: dict[str, dict | None]) -> list[str]:
     return lines
 
 
+def analyze_section(d: dict[str, dict | None]) -> list[str]:
+    """Issue 23: POST /api/analyze on a 640x480 photo while the sample plays live, and the live drops."""
+    lines = ["`edgeemo run --source sample` (played like a camera at 29.97 frames/s, dashboard on) in a subprocess; "
+             "a 640x480 JPEG with one face posted to `/api/analyze` by a logged-in viewer in 10 s windows, "
+             "interleaved with 10 s windows without uploads; the live pipeline's frames read and dropped "
+             "(`backlog`) counted from `/metrics` over the same windows; the first upload (models loading) left "
+             "out. Target: a median of 300 ms or less, and no more live drops than without uploads.", "",
+             "| uploads | latency | live frames dropped, without / with uploads | source |", "|---|---|---|---|"]
+    for name in ("analyze", "analyze_flood"):
+        r = d[name]
+        if r:
+            pace = "back to back" if r["rate_per_s"] == "back to back" else f"{f(r['rate_per_s'], 0)} a second"
+            a, b = r["live_without_uploads"], r["live_with_uploads"]
+            lines.append(f"| {pace} ({r['uploads']}) | **median {r['median_ms']} ms**, p95 {r['p95_ms']} ms, max "
+                         f"{r['max_ms']} ms (first {r['first_upload_ms']} ms) | {a['dropped']:.0f} of {a['read']:.0f} / "
+                         f"{b['dropped']:.0f} of {b['read']:.0f} | {source(name, r)} |")
+    return lines
+
+
 def report() -> str:
     names = ("vs_fer_sample", "vs_fer_busy", "file", "file_every_frame", "live", "cadence_k", "cadence_m", "cadence_l",
              "regions", "guard", "guard_l1", "file_l1", "live_l1", "vs_fer_sample_l1", "vs_fer_busy_l1",
-             "journal_cost", "journal_outage_30s", "journal_outage_300s", "dashboard_latency", "dashboard_feed_cpu")
+             "journal_cost", "journal_outage_30s", "journal_outage_300s", "dashboard_latency", "dashboard_feed_cpu", "analyze", "analyze_flood")
     d = {name: load(name) for name in names}
     out = [HEAD, "## Machine", "", *machine_section(d), "", "## Against the targets of issue 15", "", *targets(d), "",
            "### The same targets with every followed face located on every frame", "", *strict_section(d), "",
@@ -470,7 +493,8 @@ def report() -> str:
            "(2x2 on the busy clip); the timeline agreement is the share of 0.1 s steps per tile where both hold the "
            "same emotion.", "", *guard_section(d["guard"]), "",
            "## 6. The event journal (issue 12): its cost, and broker outages", "", *journal_section(d), "",
-           "## 7. The web dashboard (issue 14), headless Debian Chromium", "", *dashboard_section(d), ""]
+           "## 7. The web dashboard (issue 14), headless Debian Chromium", "", *dashboard_section(d), "",
+           "## 8. Analysing a file from the dashboard (issue 23) while the sample plays live", "", *analyze_section(d), ""]
     return "\n".join(out)
 
 
