@@ -1,5 +1,6 @@
 """Audio capture: the ring buffer, decoding sound files and video audio tracks in sync, failures."""
 
+import importlib.util
 import logging
 import subprocess
 import threading
@@ -127,9 +128,7 @@ def test_without_pyaudio_the_source_is_vision_only_and_a_missing_microphone_is_l
         capture.join(1.0)
     stop.set()
     capture.join(5)
-    try:
-        import pyaudio  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("pyaudio") is None:
         assert ring.closed and "faces only" in caplog.text and caplog.text.count("no voice analysis") == 1
     else:
         assert metrics.audio_reopens.labels(source="cam")._value.get() >= 3

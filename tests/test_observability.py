@@ -62,7 +62,8 @@ def test_the_board_is_provisionable_and_covers_the_pipeline():
     joined = " ".join(board_queries())
     for metric in ("edgeemo_frames_processed_total", "edgeemo_frames_dropped_total", "edgeemo_stage_duration_seconds_bucket",
                    "process_cpu_seconds_total", "edgeemo_tracks_active", "edgeemo_events_total",
-                   "edgeemo_journal_undelivered_events", "edgeemo_delivery_lag_seconds_bucket", "edgeemo_source_up"):
+                   "edgeemo_journal_undelivered_events", "edgeemo_journal_held_events", "edgeemo_delivery_lag_seconds_bucket",
+                   "edgeemo_source_up"):
         assert metric in joined, metric
     provider = yaml.safe_load((ROOT / "config" / "grafana" / "provisioning" / "dashboards" / "edgeemo.yaml").read_text())
     assert provider["apiVersion"] == 1 and provider["providers"][0]["type"] == "file"
@@ -71,7 +72,7 @@ def test_the_board_is_provisionable_and_covers_the_pipeline():
 def test_the_alert_rules():
     rules = {r["alert"]: r for r in alert_rules()}
     assert set(rules) == {"EdgeemoSourceDown", "EdgeemoNoFramesAnalysed", "EdgeemoJournalBacklogGrowing",
-                          "EdgeemoMqttDisconnected"}
+                          "EdgeemoJournalNotWritable", "EdgeemoMqttDisconnected"}
     for rule in rules.values():
         assert re.fullmatch(r"\d+[smh]", rule["for"]) and rule["labels"]["severity"] in ("warning", "critical")
         assert rule["annotations"]["summary"] and rule["expr"].count("(") == rule["expr"].count(")")

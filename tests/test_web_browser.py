@@ -199,6 +199,10 @@ def test_suggestions_and_system_pages(browser, web, tmp_path):
         assert int(browser.find_element(By.ID, f"chart-{chart}").get_attribute("data-points")) >= 1
     assert not browser.find_elements(By.ID, "chart-lag")  # nothing delivered over MQTT here: no empty chart
     assert "Queues" not in browser.find_element(By.ID, "system").text  # no empty section
+    assert "journal backlog 0" in badges
+    web.ctx.metrics.journal_writable.set(0)  # what the journal reports while its disk is full or read-only
+    web.ctx.metrics.journal_held.set(42)
+    wait(browser).until(lambda d: "journal: disk not writable · 42 held in memory" in d.find_element(By.ID, "badges").text)
 
 
 def test_a_viewer_cannot_open_the_rules_editor(browser, web):

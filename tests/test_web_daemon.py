@@ -60,6 +60,7 @@ def test_dashboard_in_the_daemon_on_the_sample(mqtt_broker, subscribe, tmp_path,
         assert page["events"] == daemon.events.journal.query(limit=5) and page["next"] == page["events"][-1]["seq"]
         system = c.request("GET", "/api/system").json()
         assert system["sources"][0]["frames"] > 0 and system["mqtt"]["connected"] is True
+        assert system["journal"]["writable"] is True and system["journal"]["held_in_memory"] == 0
     finally:
         daemon.stop_requested.set()
         daemon.shutdown()

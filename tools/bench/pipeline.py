@@ -53,13 +53,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import edgeemo  # noqa: F401  first, as in the daemon: it sizes numpy's thread pool before numpy loads
-
-import cv2
-import numpy as np
-import onnxruntime
-import openvino
-
+# edgeemo first, as in the daemon: its __init__ sizes numpy's thread pool before numpy loads
 from edgeemo.sources.reader import FrameReader
 from edgeemo.config.load import load_config
 from edgeemo.config.schema import Config
@@ -68,6 +62,11 @@ from edgeemo.pipeline.pipeline import Pipeline, Stage, usable_cpus
 from edgeemo.core.resources import models_dir, sample_video
 from edgeemo.core.types import Work
 from tools.common.machine import cpu_name
+
+import cv2
+import numpy as np
+import onnxruntime
+import openvino
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,10 @@ function badges(s) {
   }
   if (!s.mqtt.enabled) out.push(badge("MQTT off", ""));
   else out.push(badge(`MQTT ${s.mqtt.connected ? "connected" : "disconnected"}`, s.mqtt.connected ? "ok" : "bad"));
-  if (s.journal && s.journal.undelivered != null) {
+  if (s.journal && s.journal.writable === false) {
+    out.push(badge(`journal: disk not writable · ${fmt(s.journal.held_in_memory)} held in memory`, "bad",
+                   `full, read-only or failing; ${fmt(s.journal.dropped_storage)} dropped (journal.memory_bound reached)`));
+  } else if (s.journal && s.journal.undelivered != null) {
     const n = s.journal.undelivered;
     out.push(badge(`journal backlog ${fmt(n)}`, n > 1000 ? "warn" : "ok", "events not yet delivered to MQTT"));
   }
