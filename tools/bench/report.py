@@ -22,7 +22,9 @@ run of this tool; the report states each file's date, machine and load average. 
 * analyze, analyze_flood: tools/bench/analyze.py, POST /api/analyze paced at 2/s and back to back
   while the sample plays live, and the live pipeline's drops with and without it;
 * dashboard_latency, dashboard_feed_cpu: tools/bench/dashboard.py, event to bar on screen in headless
-  Chromium, and what the open Live page costs the feed.
+  Chromium, and what the open Live page costs the feed;
+* face_model: file and live mode on the sample with the shipped face model and the one before it
+  (issue 20), side by side in one run.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ REPORT = REPO / "BENCHMARKS.md"
 SAMPLE = "samples/demo.mp4"
 BUSY, ENTRY, EMPTY = "data/busy_1280x720.mp4", "data/entry_1280x720.mp4", "data/empty_640x360.mp4"
 EVERY_FRAME = ["--full-frame-every", "1", "--classify-every", "1", "--motion", "off"]
+OLD_FACE = "data/old-face/edgeemo-face-int8.json"  # the face model before issue 20, from git (prepare)
+OLD_FACE_COMMIT = "c066eba"
 BUSY_FRAMES = 300      # the busy clip's frames in the fer comparison (fer takes about 0.2 s per frame)
 SWEEP_FRAMES = 150     # each clip's frames in the locate-cadence sweep
 
@@ -92,6 +96,8 @@ def suite(repeat: int) -> dict[str, list[str]]:
                                "--out", str(RESULTS / "journal_outage_30s.json")],
         "journal_outage_300s": [*tool("bench.outage"), "--outage-s", "300", "--warmup-s", "40",
                                 "--out", str(RESULTS / "journal_outage_300s.json")],
+        "face_model": [*bench, "--classifier", OLD_FACE, "edgeemo-face-int8.json", "--mode", "file", "live",
+                       "--video", SAMPLE, "--voice", "off", *r, *out("face_model")],
         "dashboard_latency": [*tool("bench.dashboard"), "latency", "--seconds", "15",
                               *out("dashboard_latency")],
         "dashboard_feed_cpu": [*tool("bench.dashboard"), "feed-cpu", "--seconds", "15",
@@ -109,6 +115,13 @@ def prepare() -> None:
         subprocess.run([*tool("clips.entry")], check=True, cwd=REPO)
     if not (REPO / EMPTY).exists():
         subprocess.run([*tool("clips.entry"), "--empty"], check=True, cwd=REPO)
+    old = REPO / OLD_FACE
+    if not old.exists():  # the previous shipped face model, for the side-by-side run
+        old.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in (".json", ".onnx"):
+            blob = subprocess.run(["git", "show", f"{OLD_FACE_COMMIT}:models/edgeemo-face-int8{suffix}"], cwd=REPO,
+                                  capture_output=True, check=True).stdout
+            old.with_suffix(suffix).write_bytes(blob)
 
 
 def git_commit() -> str | None:
@@ -461,10 +474,26 @@ def analyze_section(d: dict[str, dict | None]) -> list[str]:
     return lines
 
 
+def face_model_section(data: dict | None) -> list[str]:
+    """The shipped face model against the one before it, in one run of the daemon (issue 20)."""
+    lines = [f"Source: {source('face_model', data)}. The previous model is `models/edgeemo-face-int8` at "
+             f"commit {OLD_FACE_COMMIT}; the same sample, faces only, both cores.", "",
+             "| model | mode | frames/s | CPU ms/frame | cores | processed | faces/frame | classify ms p50/p99 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in (data or {}).get("results", []):
+        s, st = r["spec"], r["stages_ms"]
+        model = "before (" + OLD_FACE_COMMIT + ")" if "old-face" in str(s.get("classifier")) else "**shipped**"
+        lines.append(f"| {model} | {s['mode']} | {f(r['fps'])} | {f(r['cpu_s_per_frame'] * 1000, 2)} "
+                     f"| {f(r['cpu_cores'], 3)} | {r['frames_processed']}/{r['frames_captured']} "
+                     f"| {f(r['faces_per_frame'], 2)} | {f(st['classify']['p50'], 2)}/{f(st['classify']['p99'], 2)} |")
+    return lines
+
+
 def report() -> str:
     names = ("vs_fer_sample", "vs_fer_busy", "file", "file_every_frame", "live", "cadence_k", "cadence_m", "cadence_l",
              "regions", "guard", "guard_l1", "file_l1", "live_l1", "vs_fer_sample_l1", "vs_fer_busy_l1",
-             "journal_cost", "journal_outage_30s", "journal_outage_300s", "dashboard_latency", "dashboard_feed_cpu", "analyze", "analyze_flood")
+             "journal_cost", "journal_outage_30s", "journal_outage_300s", "dashboard_latency", "dashboard_feed_cpu",
+             "analyze", "analyze_flood", "face_model")
     d = {name: load(name) for name in names}
     out = [HEAD, "## Machine", "", *machine_section(d), "", "## Against the targets of issue 15", "", *targets(d), "",
            "### The same targets with every followed face located on every frame", "", *strict_section(d), "",
@@ -494,7 +523,9 @@ def report() -> str:
            "same emotion.", "", *guard_section(d["guard"]), "",
            "## 6. The event journal (issue 12): its cost, and broker outages", "", *journal_section(d), "",
            "## 7. The web dashboard (issue 14), headless Debian Chromium", "", *dashboard_section(d), "",
-           "## 8. Analysing a file from the dashboard (issue 23) while the sample plays live", "", *analyze_section(d), ""]
+           "## 8. Analysing a file from the dashboard (issue 23) while the sample plays live", "", *analyze_section(d), "",
+           "## 9. The distilled face model (issue 20) against the one before it", "",
+           *face_model_section(d["face_model"]), ""]
     return "\n".join(out)
 
 
