@@ -294,3 +294,12 @@ def test_voice_windows_must_fit_and_errors_name_the_section(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match=r"microphone\.channels: .*greater than or equal to 1"):
         load_config(write(tmp_path, "microphone:\n  channels: 0\n"))
     assert load_config(write(tmp_path, "microphone:\n  device: USB\n")).microphone.device == "USB"
+
+
+def test_bare_camera_index_and_on_off_words(tmp_path: Path) -> None:
+    """`url: 0` and `audio: off` unquoted (YAML 1.1 would make them an int and a boolean) are the words."""
+    cfg = load_config(write(tmp_path, "sources:\n  - url: 0\n    audio: off\nmetrics:\n  enabled: off\n"
+                                      "web:\n  enabled: yes\ndevice_id: on\n"))
+    assert (cfg.sources[0].url, cfg.sources[0].audio) == ("0", "off")
+    assert cfg.metrics.enabled is False and cfg.web.enabled is True and cfg.device_id == "on"
+    assert load_config(write(tmp_path, "sources:\n  - url: sample\n    audio: false\n")).sources[0].audio == "off"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -76,7 +77,13 @@ def yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
 
 class UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps
-    the last silently, so a second `url:` pasted below the first would win unseen)."""
+    the last silently, so a second `url:` pasted below the first would win unseen), and only
+    `true`/`false` are booleans (YAML 1.2): `audio: off` is the word "off", as written. A yes/no/on/off
+    given for a true-or-false key is still read as one by the schema (pydantic's booleans)."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[object, int] = {}
@@ -89,6 +96,10 @@ class UniqueKeyLoader(yaml.SafeLoader):
             if isinstance(key, (str, int, float, bool)):
                 seen[key] = line
         return super().construct_mapping(node, deep)
+
+
+UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def set_dotted(raw: dict, dotted: str, value: object) -> None:

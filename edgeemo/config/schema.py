@@ -23,7 +23,8 @@ class ConfigError(Exception):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # A bare number where a word is expected is that word (`url: 0` is camera "0", `name: 1` is "1").
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
 class SourceConfig(Section):
@@ -38,6 +39,12 @@ class SourceConfig(Section):
     audio: str = Field("auto", min_length=1)
     # The password of the url's user@, kept out of the YAML (see source_password).
     password_file: Path | None = None
+
+    @field_validator("audio", mode="before")
+    @classmethod
+    def _audio_off(cls, audio: object) -> object:
+        """`audio: false` (or a YAML 1.1 `no` that came through as a boolean) means off."""
+        return "off" if audio is False else audio
 
     @field_validator("url")
     @classmethod
