@@ -1,6 +1,7 @@
 """The command line as a user meets it: `detect`, `check`, and the errors for bad input."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -93,7 +94,8 @@ def write(tmp_path: Path, text: str) -> Path:
     ("voice:\n  window_s: 2\n  hop_s: 3\n", "voice: Value error, need hop_s (3.0)"),
 ])
 def test_run_with_bad_config_says_what_is_wrong(tmp_path, yaml_text, expected):
-    result = edgeemo("run", "--config", write(tmp_path, yaml_text), "--once", cwd=tmp_path)
+    source = [] if "sources:" in yaml_text else ["--source", "sample"]
+    result = edgeemo("run", "--config", write(tmp_path, yaml_text), "--once", *source, cwd=tmp_path)
     assert result.returncode == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
@@ -102,7 +104,8 @@ def test_run_with_bad_config_says_what_is_wrong(tmp_path, yaml_text, expected):
 def test_corrupt_model_file_is_named(tmp_path):
     broken = tmp_path / "yunet.onnx"
     broken.write_bytes((models_dir() / "yunet_s_dynamic.onnx").read_bytes()[:1000])
-    result = edgeemo("run", "--config", write(tmp_path, f"detector:\n  model: {broken}\n"), "--once", cwd=tmp_path)
+    result = edgeemo("run", "--config", write(tmp_path, f"detector:\n  model: {broken}\n"), "--once", "--source", "sample",
+                     cwd=tmp_path)
     assert result.returncode == 2 and f"cannot load model {broken}" in result.stderr
 
 
@@ -112,7 +115,7 @@ def test_once_refuses_a_live_source(tmp_path):
 
 
 def test_check_reports_each_part(mqtt_broker, tmp_path):
-    ok = edgeemo("check", "--mqtt-url", mqtt_broker.url, "--metrics-port", "0")
+    ok = edgeemo("check", "--source", "sample", "--mqtt-url", mqtt_broker.url, "--metrics-port", "0")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "OK    models" in ok.stdout and "OK    mqtt: broker 127.0.0.1" in ok.stdout
     card = json.loads((models_dir() / "edgeemo-face-int8.json").read_text())  # the default, run as its card says
@@ -136,3 +139,20 @@ def test_check_fails_on_unreachable_broker():
     result = edgeemo("check", "--mqtt-url", "mqtt://127.0.0.1:1", "--metrics-port", "0")
     assert result.returncode == 1
     assert "FAIL  mqtt: broker 127.0.0.1:1 not reachable" in result.stdout
+
+
+@pytest.mark.parametrize("config", [None, Path(__file__).parents[1] / "config" / "edgeemo.yaml"])
+def test_run_without_a_source_says_so_and_plays_nothing(tmp_path, config):
+    """A forgotten source must not publish a stranger's face: the bundled demo is never played unasked."""
+    env = os.environ | {"XDG_DATA_HOME": str(tmp_path)}
+    args = [sys.executable, "-m", "edgeemo.cli", "run", "--metrics-port", "0"] + (["--config", str(config)] if config else [])
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no source to analyse" in lines[0] and "--source sample" in lines[0], result.stderr
+    assert result.stdout == "" and not (tmp_path / "edgeemo").exists()  # no journal, no events
+
+
+def test_check_without_a_source_fails_that_check(tmp_path):
+    result = edgeemo("check", "--metrics-port", "0", cwd=tmp_path)
+    assert result.returncode == 1 and "FAIL  source default: no source to analyse" in result.stdout

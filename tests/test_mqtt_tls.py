@@ -170,7 +170,8 @@ def test_check_logs_in_over_tls_through_the_cli(tls_broker, tmp_path):
     config = tmp_path / "edgeemo.yaml"
     config.write_text(f"voice:\n  enabled: false\nmqtt:\n  url: {tls_broker.url}\n  tls:\n    ca_file: {tls_broker.ca[0]}\n")
     env = os.environ | {"EDGEEMO_MQTT_PASSWORD": tls_broker.password}
-    result = subprocess.run([sys.executable, "-m", "edgeemo.cli", "check", "--config", str(config), "--metrics-port", "0"],
+    result = subprocess.run([sys.executable, "-m", "edgeemo.cli", "check", "--config", str(config), "--source", "sample",
+                             "--metrics-port", "0"],
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"OK    mqtt: broker 127.0.0.1:{tls_broker.port}: TLS verified, logged in as edgeemo" in result.stdout

@@ -16,7 +16,7 @@ from edgeemo.sources.reader import FrameReader
 from edgeemo.sources.spec import parse_source
 from edgeemo.vision.classifier import ExpressionClassifier
 from edgeemo.config.redact import redact
-from edgeemo.config.schema import Config, SourceConfig
+from edgeemo.config.schema import NO_SOURCE, Config, SourceConfig
 from edgeemo.vision.detector import FaceDetector
 from edgeemo.journal.health import check_journal
 from edgeemo.core.modelcard import ModelCard, load_card
@@ -54,7 +54,7 @@ def check_voice_model(cfg: Config) -> str:
 
 
 def check_sound(source: SourceConfig, cfg: Config) -> str:
-    target = audio_target(source) if cfg.voice.enabled else None
+    target = audio_target(source) if cfg.voice.enabled and source.url is not None else None
     if target is None:
         return "no sound to analyse (voice disabled, audio: off, or a camera without audio: mic)"
     reader = open_reader(target, cfg.microphone)
@@ -67,7 +67,9 @@ def check_sound(source: SourceConfig, cfg: Config) -> str:
     return f"{redact(target)}: sound decoded to 16 kHz mono"
 
 
-def check_source(url: str) -> str:
+def check_source(url: str | None) -> str:
+    if url is None:
+        raise RuntimeError(NO_SOURCE)
     spec = parse_source(url)
     if spec.kind == "audio":
         return f"sound only ({redact(spec.target)}): voice events, no faces"

@@ -14,7 +14,7 @@ from edgeemo import __version__
 from edgeemo.sources.spec import SourceError
 from edgeemo.config.load import describe, load_config
 from edgeemo.config.redact import redact
-from edgeemo.config.schema import Config, ConfigError, SourceConfig
+from edgeemo.config.schema import NO_SOURCE, Config, ConfigError, SourceConfig
 from edgeemo.config.secrets import with_source_passwords
 from edgeemo.cli.events import add_events_parser
 from edgeemo.cli.user import add_parser as add_user_parser, user_main
@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from edgeemo.sources.spec import parse_source
             from edgeemo.service.daemon import Daemon
+            if any(s.url is None for s in cfg.sources):
+                raise ConfigError(NO_SOURCE)  # never the bundled demo by default: a forgotten setting publishes nothing
             live = [s.url for s in cfg.sources if parse_source(s.url).live]
             if args.once and live:
                 raise ConfigError(f"--once reads files to their end; {redact(', '.join(live))} is a live source")

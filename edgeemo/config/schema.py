@@ -29,7 +29,7 @@ class Section(BaseModel):
 
 class SourceConfig(Section):
     name: str = Field("default", pattern=ID_PATTERN)
-    url: str = "sample"
+    url: str | None = None  # none: the daemon refuses to start (never a stranger's face by default)
     max_fps: float | None = Field(None, gt=0)
     reconnect_initial_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(2.0, gt=0)
@@ -48,8 +48,10 @@ class SourceConfig(Section):
 
     @field_validator("url")
     @classmethod
-    def _stream_url(cls, url: str) -> str:
+    def _stream_url(cls, url: str | None) -> str | None:
         """A stream URL without a host or with an impossible port would be retried forever."""
+        if url is None:
+            return url
         parsed = urlparse(url)
         if parsed.scheme not in STREAM_SCHEMES:
             return url
@@ -254,6 +256,10 @@ class WebConfig(Section):
         if len(set(names)) != len(names):
             raise ValueError(f"rule names must be unique, got {names}")
         return self
+
+
+NO_SOURCE = ("no source to analyse: set sources[].url in the config (a camera, stream or file) or pass "
+             "--source; to try the bundled sample: edgeemo run --source sample")
 
 
 def is_loopback(host: str) -> bool:

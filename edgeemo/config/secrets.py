@@ -25,6 +25,8 @@ def source_password(source: SourceConfig) -> str | None:
     """A stream's password: `password_file`, else the systemd credential `source_<name>_password`
     ($CREDENTIALS_DIRECTORY, LoadCredential=), else $EDGEEMO_SOURCE_<NAME>_PASSWORD; only for a url
     with a `user@` and no password of its own."""
+    if source.url is None:
+        return None
     parsed = urlparse(source.url)
     key = f"sources.{source.name}.password_file"
     if "://" not in source.url or not parsed.username or parsed.password is not None:
