@@ -84,8 +84,10 @@ class Corpus:
     def config(self, name: str, text: str, expect: str, command: str = "check", code: int = 2, **kw: object) -> Path:
         """A YAML case: `check` fails on a config error before any other check."""
         path = self.file(f"{name}.yaml", text)
-        args = ["check", "--config", path] if command == "check" else \
-            ["run", "--once", "--config", path, "--source", IMAGE, "--metrics-port", "0"]
+        args = {"check": ["check", "--config", path],
+                "run": ["run", "--once", "--config", path, "--source", IMAGE, "--metrics-port", "0"],
+                # not a batch run: the metrics endpoint is served (a batch run serves none)
+                "live": ["run", "--config", path, "--source", IMAGE, "--web-port", "0"]}[command]
         self.add(name, args, expect.format(path=path), code, **kw)
         return path
 
@@ -165,13 +167,15 @@ def url_and_port_cases(c: Corpus, busy_port: int) -> None:
         c.add(f"source-missing-{url}", ["run", "--once", "--source", url, "--metrics-port", "0"], "no such file")
     c.add("override-source-no-host", ["check", "--source", "rtsp://"], "--source: url: Value error, a stream URL needs a host")
     c.add("once-live", ["run", "--once", "--source", "rtsp://cam/s"], "is a live source")
-    c.add("metrics-port-busy", ["run", "--once", "--source", IMAGE, "--metrics-port", busy_port],
+    c.add("metrics-port-busy", ["run", "--source", IMAGE, "--metrics-port", busy_port, "--web-port", "0"],
           f"cannot serve metrics on 127.0.0.1:{busy_port}: Address already in use")
     c.config("metrics-host-bad", "metrics:\n  host: no.such.host.invalid\n", "cannot serve metrics on no.such.host.invalid",
-             command="run")
+             command="live")
+    c.add("check-web-port-busy", ["check", "--web-port", busy_port, "--metrics-port", "0", "--source", IMAGE],
+          f"FAIL  dashboard: cannot bind 127.0.0.1:{busy_port}: Address already in use (web.host, web.port)", code=1)
     c.add("check-metrics-port-busy", ["check", "--metrics-port", busy_port, "--config",
                                       c.file("novoice.yaml", "voice:\n  enabled: false\n")],
-          f"FAIL  metrics: cannot bind 127.0.0.1:{busy_port}", code=1)
+          f"FAIL  metrics: cannot bind 127.0.0.1:{busy_port}: Address already in use (metrics.host, metrics.port)", code=1)
 
 
 def file_cases(c: Corpus) -> None:
@@ -210,6 +214,10 @@ def file_cases(c: Corpus) -> None:
     blocker = c.file("a-file", "")
     c.config("event-log-under-a-file", f"event_log:\n  path: {blocker}/events.jsonl\n",
              f"event_log.path: cannot write {blocker}/events.jsonl", command="run")
+    c.config("check-journal-under-a-file", f"journal:\n  path: {blocker}/journal.db\n",
+             f"FAIL  journal: journal.path: cannot create {blocker}/journal.db: {blocker} is not a writable folder", code=1)
+    c.config("check-journal-not-sqlite", f"journal:\n  path: {c.file('journal.db', random_bytes(3000, 42))}\n",
+             "is not a database (file is not a database): the daemon will move it aside", code=1)
     c.config("event-log-is-folder", f"event_log:\n  path: {c.folder}\n", f"event_log.path: cannot write {c.folder}",
              command="run")
 

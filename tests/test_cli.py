@@ -115,8 +115,13 @@ def test_once_refuses_a_live_source(tmp_path):
 
 
 def test_check_reports_each_part(mqtt_broker, tmp_path):
-    ok = edgeemo("check", "--source", "sample", "--mqtt-url", mqtt_broker.url, "--metrics-port", "0")
+    journal = tmp_path / "state" / "journal.db"
+    config = write(tmp_path, f"journal:\n  path: {journal}\n")
+    ok = edgeemo("check", "--config", config, "--source", "sample", "--mqtt-url", mqtt_broker.url, "--metrics-port", "0",
+                 "--web-port", "0")
     assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "OK    dashboard: http://127.0.0.1:0/ is free" in ok.stdout
+    assert f"OK    journal: {journal} will be created" in ok.stdout and not journal.parent.exists()  # nothing made
     assert "OK    models" in ok.stdout and "OK    mqtt: broker 127.0.0.1" in ok.stdout
     card = json.loads((models_dir() / "edgeemo-face-int8.json").read_text())  # the default, run as its card says
     shipped = card["metrics"]["fer2013_privatetest_acc_selective_flip"] * 100

@@ -4,11 +4,12 @@ import csv
 import json
 import subprocess
 import sys
-import urllib.request
+import socket
 from pathlib import Path
 
 import jsonschema
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgeemo.config.load import load_config
@@ -41,8 +42,21 @@ def test_run_once_on_sample_publishes_valid_events(mqtt_broker, subscribe, tmp_p
     # the sample can be over before a state with a face is due, and only the last one is kept.
     config = tmp_path / "edgeemo.yaml"
     config.write_text("mqtt:\n  state_min_interval_s: 0\n")
-    result = edgeemo("run", "--config", str(config), "--source", "sample", "--once", "--mqtt-url", mqtt_broker.url,
-                     "--device-id", "e2e", "--metrics-port", "0", cwd=tmp_path)
+    # README's first command works while the service runs: a batch run serves no metrics and no
+    # dashboard, so the default ports being taken (here by us, or by whatever already holds them) is no matter.
+    held = [socket.socket() for _ in range(2)]
+    for sock, port in zip(held, (9595, 8600)):
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        except OSError:
+            pass  # taken already: the same situation
+    try:
+        result = edgeemo("run", "--config", str(config), "--source", "sample", "--once", "--mqtt-url", mqtt_broker.url,
+                         "--device-id", "e2e", cwd=tmp_path)
+    finally:
+        for sock in held:
+            sock.close()
     assert result.returncode == 0, result.stderr
     sub.wait_for(lambda msgs: any(p == b"offline" for _, p, _ in msgs))
 
@@ -84,8 +98,11 @@ def test_run_once_on_sample_publishes_valid_events(mqtt_broker, subscribe, tmp_p
     assert len(result.stdout.splitlines()) == len(events)
 
 
-def scrape(port: int) -> dict[tuple[str, tuple], float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+def read(registry) -> dict[tuple[str, tuple], float]:
+    return parse(generate_latest(registry).decode())
+
+
+def parse(text: str) -> dict[tuple[str, tuple], float]:
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
 
@@ -93,12 +110,13 @@ def scrape(port: int) -> dict[tuple[str, tuple], float]:
 def test_metrics_agree_with_the_events_seen(mqtt_broker, subscribe, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     sub = subscribe("edgeemo/metrics/#")
-    cfg = load_config(None, {"device_id": "metrics", "mqtt.url": mqtt_broker.url, "metrics.port": 0,
+    cfg = load_config(None, {"device_id": "metrics", "sources.0.url": "sample", "mqtt.url": mqtt_broker.url, "metrics.port": 0,
                              "event_log.stdout": False})
     daemon = Daemon(cfg, lossless=True)
     daemon.start()
     daemon.supervise()  # returns when the sample has been read to its end and analysed
-    metrics = scrape(daemon.metrics_port)
+    assert daemon.metrics_port is None  # a batch run serves no metrics: read its registry instead
+    metrics = read(daemon.metrics.registry)
     assert daemon.shutdown() == 0
 
     source = (("source", "default"),)

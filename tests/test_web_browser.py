@@ -134,7 +134,7 @@ def test_login_and_live_bars_move_while_events_flow(browser, web, tmp_path):
 def test_the_sample_in_the_real_daemon_live_then_history(browser, tmp_path, caplog):
     """The sample plays (like a camera): live bars move with it; then History draws its events."""
     caplog.set_level("INFO")
-    cfg = load_config(None, {"device_id": "browser", "metrics.port": 0, "web.port": 0, "event_log.stdout": False,
+    cfg = load_config(None, {"device_id": "browser", "sources.0.url": "sample", "metrics.port": 0, "web.port": 0, "event_log.stdout": False,
                              "journal.path": str(tmp_path / "journal.db"), "event_log.path": str(tmp_path / "e.jsonl")})
     daemon = Daemon(cfg)
     daemon.start()

@@ -19,7 +19,7 @@ PASSWORD = "daemon test password"
 
 def daemon_config(tmp: Path, mqtt_url: str | None, device: str):
     return load_config(None, {
-        "device_id": device, "mqtt.url": mqtt_url, "metrics.port": 0, "web.port": 0,
+        "device_id": device, "sources.0.url": "sample", "mqtt.url": mqtt_url, "metrics.port": 0, "web.port": 0,
         "journal.path": str(tmp / "journal.db"), "event_log.path": str(tmp / "events.jsonl"),
         "event_log.stdout": False,
         "web.rules": [{"name": "calm", "emotion": "neutral", "min_share": 0.3, "window_s": 2,

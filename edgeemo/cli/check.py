@@ -117,15 +117,27 @@ def check_broker(cfg: Config, timeout: float = 5.0) -> str:
     return f"broker {broker.host}:{broker.port}: {'TLS verified, ' if broker.tls else ''}logged in{who}{note}"
 
 
+def check_port(host: str, port: int, keys: str) -> None:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise RuntimeError(f"cannot bind {host}:{port}: {exc.strerror or exc} ({keys})") from None
+
+
 def check_metrics_port(cfg: Config) -> str:
     if not cfg.metrics.enabled:
         return "metrics disabled"
-    with socket.socket() as sock:
-        try:
-            sock.bind((cfg.metrics.host, cfg.metrics.port))
-        except OSError as exc:
-            raise RuntimeError(f"cannot bind {cfg.metrics.host}:{cfg.metrics.port}: {exc.strerror}") from None
+    check_port(cfg.metrics.host, cfg.metrics.port, "metrics.host, metrics.port")
     return f"http://{cfg.metrics.host}:{cfg.metrics.port}/metrics is free"
+
+
+def check_web_port(cfg: Config) -> str:
+    if not cfg.web.enabled:
+        return "dashboard disabled"
+    check_port(cfg.web.host, cfg.web.port, "web.host, web.port")
+    scheme = "https" if cfg.web.tls.cert_file else "http"
+    return f"{scheme}://{cfg.web.host}:{cfg.web.port}/ is free"
 
 
 def check_main(cfg: Config) -> int:
@@ -134,8 +146,8 @@ def check_main(cfg: Config) -> int:
     for source in cfg.sources:
         checks.append((f"source {source.name}", lambda url=source.url: check_source(url)))
         checks.append((f"sound of {source.name}", lambda s=source: check_sound(s, cfg)))
-    checks += [("mqtt", lambda: check_broker(cfg)), ("journal", lambda: check_journal(cfg.journal)),
-               ("metrics", lambda: check_metrics_port(cfg))]
+    checks += [("mqtt", lambda: check_broker(cfg)), ("metrics", lambda: check_metrics_port(cfg)),
+               ("dashboard", lambda: check_web_port(cfg)), ("journal", lambda: check_journal(cfg.journal))]
     failed = 0
     for name, run in checks:
         try:

@@ -33,7 +33,8 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the daemon")
     add_config_args(run)
     run.add_argument("--once", action="store_true",
-                     help="analyse every frame of a file source as fast as possible, flush, exit 0")
+                     help="analyse every frame of a file source as fast as possible, flush, exit 0 "
+                          "(a batch run: no metrics endpoint, no dashboard)")
 
     detect = sub.add_parser("detect", help="analyse images, videos or sound files once and print faces, voice and fused results")
     detect.add_argument("paths", nargs="+", type=Path,
@@ -63,6 +64,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mqtt-url", help="mqtt://[user@]host[:port] (password: $EDGEEMO_MQTT_PASSWORD)")
     p.add_argument("--device-id", help="device id used in topics and client id")
     p.add_argument("--metrics-port", type=int, help="Prometheus port (0: any free port)")
+    p.add_argument("--web-port", type=int, help="dashboard port (0: any free port)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -71,6 +73,7 @@ def config_from(args: argparse.Namespace) -> Config:
         ("mqtt.url", getattr(args, "mqtt_url", None)),
         ("device_id", getattr(args, "device_id", None)),
         ("metrics.port", getattr(args, "metrics_port", None)),
+        ("web.port", getattr(args, "web_port", None)),
         ("log_level", getattr(args, "log_level", None)),
     ) if value is not None}
     cfg = load_config(args.config, overrides)

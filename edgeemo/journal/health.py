@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 from edgeemo.config.schema import JournalConfig
-from edgeemo.journal.storage import connect_read_only, diagnose, free_bytes, read_only_fs
+from edgeemo.journal.storage import connect_read_only, diagnose, free_bytes, nearest_folder, read_only_fs
 from edgeemo.journal.store import journal_path
 
 LOW_FREE_BYTES = 256 * 1024  # below this SQLite cannot grow the journal by much
@@ -21,7 +22,12 @@ def check_journal(cfg: JournalConfig) -> str:
     if free is not None and free < LOW_FREE_BYTES:
         raise RuntimeError(f"disk full on {path.parent} ({free} bytes free): {held}")
     if not path.exists():
+        folder = nearest_folder(path)
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise RuntimeError(f"journal.path: cannot create {path}: {folder} is not a writable folder")
         return f"{path} will be created ({free} bytes free)"
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise RuntimeError(f"journal.path: {path} is not writable by this user")
     try:
         db = connect_read_only(path)
         try:

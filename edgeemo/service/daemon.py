@@ -33,6 +33,7 @@ PIPELINE_DRAIN_S = 5.0  # plus the MQTT drain (service.event_path): inside the u
 class Daemon:
     def __init__(self, cfg: Config, lossless: bool = False) -> None:
         self.cfg = cfg
+        self.lossless = lossless  # a batch run (--once): no metrics endpoint, no dashboard
         self.metrics = Metrics([s.name for s in cfg.sources], cfg.detector.backend)
         feed = LiveFeed() if cfg.web.enabled and not lossless else None  # the dashboard's sink
         self.events = open_event_path(cfg, self.metrics, feed)
@@ -69,7 +70,7 @@ class Daemon:
         return code
 
     def start(self) -> None:
-        if self.cfg.metrics.enabled:
+        if self.cfg.metrics.enabled and not self.lossless:
             self.metrics_port = self.metrics.serve(self.cfg.metrics.host, self.cfg.metrics.port)
             log.info("metrics on http://%s:%d/metrics", self.cfg.metrics.host, self.metrics_port)
         self.events.start()
