@@ -152,10 +152,10 @@ def url_and_port_cases(c: Corpus, busy_port: int) -> None:
         c.config(f"mqtt-url-{url}", f"mqtt:\n  url: '{url}'\n", expect)
     c.config("mqtt-url-password", "mqtt:\n  url: mqtt://u:Pw-In-Url-991@h\n", "must not contain a password",
              forbid=("Pw-In-Url-991",))
-    c.add("override-mqtt-url", ["check", "--mqtt-url", "tcp://x"], "mqtt.url: ")
-    c.add("override-metrics-port", ["check", "--metrics-port", "70000"], "metrics.port: ")
+    c.add("override-mqtt-url", ["check", "--mqtt-url", "tcp://x"], "--mqtt-url: mqtt.url: ")
+    c.add("override-metrics-port", ["check", "--metrics-port", "70000"], "--metrics-port: metrics.port: ")
     c.add("override-metrics-port-text", ["check", "--metrics-port", "abc"], "--metrics-port: invalid int value: 'abc'")
-    c.add("override-device-id", ["check", "--device-id", "a/b"], "device_id: ")
+    c.add("override-device-id", ["check", "--device-id", "a/b"], "--device-id: device_id: ")
     c.add("override-log-level", ["check", "--log-level", "LOUD"], "--log-level: invalid choice")
     for i, (url, expect) in enumerate([("rtsp://", "a stream URL needs a host"),
                                        ("rtsp://cam:99999/s", "port must be a number from 1 to 65535"),
@@ -173,6 +173,7 @@ def url_and_port_cases(c: Corpus, busy_port: int) -> None:
              command="live")
     c.add("check-web-port-busy", ["check", "--web-port", busy_port, "--metrics-port", "0", "--source", IMAGE],
           f"FAIL  dashboard: cannot bind 127.0.0.1:{busy_port}: Address already in use (web.host, web.port)", code=1)
+    c.add("override-web-port", ["check", "--web-port", "70000"], "--web-port: web.port: ")
     c.add("check-metrics-port-busy", ["check", "--metrics-port", busy_port, "--config",
                                       c.file("novoice.yaml", "voice:\n  enabled: false\n")],
           f"FAIL  metrics: cannot bind 127.0.0.1:{busy_port}: Address already in use (metrics.host, metrics.port)", code=1)

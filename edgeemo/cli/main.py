@@ -68,15 +68,14 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
+FLAGS = {"mqtt.url": "--mqtt-url", "device_id": "--device-id", "metrics.port": "--metrics-port",
+         "web.port": "--web-port", "log_level": "--log-level"}  # key path -> the flag that overrides it
+
+
 def config_from(args: argparse.Namespace) -> Config:
-    overrides = {key: value for key, value in (
-        ("mqtt.url", getattr(args, "mqtt_url", None)),
-        ("device_id", getattr(args, "device_id", None)),
-        ("metrics.port", getattr(args, "metrics_port", None)),
-        ("web.port", getattr(args, "web_port", None)),
-        ("log_level", getattr(args, "log_level", None)),
-    ) if value is not None}
-    cfg = load_config(args.config, overrides)
+    overrides = {key: getattr(args, flag[2:].replace("-", "_"), None) for key, flag in FLAGS.items()}
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    cfg = load_config(args.config, overrides, {key: FLAGS[key] for key in overrides})
     source = getattr(args, "source", None)
     if source is not None:
         try:  # validated like the YAML's url (model_copy would skip that)

@@ -13,18 +13,20 @@ from edgeemo.config.schema import Config, ConfigError
 from edgeemo.config.secrets import with_source_passwords
 
 
-def describe(error: ValidationError, origin: str) -> str:
-    """One line per problem: `origin: key.path: what is wrong (got value)`."""
+def describe(error: ValidationError, origin: str, flags: dict[str, str] | None = None) -> str:
+    """One line per problem: `origin: key.path: what is wrong (got value)`; the origin of a value
+    given on the command line is its flag (`flags`: key path -> `--flag`)."""
     lines = []
     for problem in error.errors():
         path = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        where = (flags or {}).get(path, origin)
         message = problem["msg"]
         if problem["type"] == "extra_forbidden":
             parent = problem["loc"][:-1]
             message = f"unknown key; allowed here: {', '.join(sorted(allowed_keys(parent)))}"
         elif "input" in problem and not isinstance(problem["input"], (dict, list)):
             message += f" (got {redact(problem['input'])!r})"
-        lines.append(f"{origin}: {path}: {message}")
+        lines.append(f"{where}: {path}: {message}")
     return "\n".join(lines)
 
 
@@ -38,8 +40,9 @@ def allowed_keys(path: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def load_config(path: Path | None, overrides: dict | None = None) -> Config:
-    """Read YAML (or nothing: the defaults), apply command-line overrides, validate."""
+def load_config(path: Path | None, overrides: dict | None = None, flags: dict[str, str] | None = None) -> Config:
+    """Read YAML (or nothing: the defaults), apply command-line overrides, validate. `flags` names the
+    command-line flag of each override, for the messages."""
     origin = str(path) if path else "defaults"
     raw: dict = {}
     if path is not None:
@@ -60,7 +63,7 @@ def load_config(path: Path | None, overrides: dict | None = None) -> Config:
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(describe(exc, origin)) from None
+        raise ConfigError(describe(exc, origin, flags)) from None
     return with_source_passwords(cfg)
 
 
