@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import cv2
 import pytest
 
@@ -44,8 +45,15 @@ def test_detect_on_the_sample_video_every_10th_frame_with_annotation(tmp_path):
     assert len(frames) == 43
     assert [f["pts"] for f in frames] == sorted(f["pts"] for f in frames) and frames[1]["pts"] == pytest.approx(0.334, abs=0.01)
     assert all(len(f["faces"]) == 1 for f in frames)
-    written = cv2.VideoCapture(str(out))
-    assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 43
+    # Every analysed frame is read fresh: the daemon's cadence (classifier.every_frames) would repeat
+    # a reading taken 10 or 20 frames back, word for word.
+    repeats = sum(a["faces"][0]["probs"] == b["faces"][0]["probs"] for a, b in zip(frames, frames[1:]))
+    assert repeats == 0
+    # Written as browsers play it: H.264 (4:2:0) with the sample's sound, on the source's clock.
+    with av.open(str(out)) as written:
+        video, sound = written.streams.video[0], written.streams.audio[0]
+        assert (video.codec_context.name, video.codec_context.pix_fmt, sound.codec_context.name) == ("h264", "yuv420p", "aac")
+        assert video.frames == 43 and float(written.duration / av.time_base) == pytest.approx(14.25, abs=0.1)
     # Then the sound: one record per utterance of the sample (neutral, angry, fearful, neutral), each
     # inside its segment, with voice, face and fused readings; fused reads at least 3 of 4 right.
     speech = [line for line in lines if "voice" in line]
@@ -161,3 +169,23 @@ def test_run_without_a_source_says_so_and_plays_nothing(tmp_path, config):
 def test_check_without_a_source_fails_that_check(tmp_path):
     result = edgeemo("check", "--metrics-port", "0", cwd=tmp_path)
     assert result.returncode == 1 and "FAIL  source default: no source to analyse" in result.stdout
+
+
+def test_detect_analyses_every_readable_input_and_names_each_bad_one(tmp_path):
+    missing, broken = tmp_path / "missing.jpg", tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    result = edgeemo("detect", FIXTURES / "two_faces.jpg", missing, broken, FIXTURES / "no_face.png", "--json")
+    assert result.returncode == 2
+    assert [json.loads(line)["path"] for line in result.stdout.splitlines()] == [
+        str(FIXTURES / "two_faces.jpg"), str(FIXTURES / "no_face.png")]
+    assert "missing.jpg': no such file" in result.stderr and "broken.png: not a readable image" in result.stderr
+    assert "2 of 4 input(s) could not be read" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_detect_into_head_ends_quietly(tmp_path):
+    """`edgeemo detect ... | head -1`: the reader leaves early; no BrokenPipeError traceback."""
+    many = " ".join([str(FIXTURES / "two_faces.jpg")] * 60)  # far more output than a pipe holds
+    result = subprocess.run(f"{sys.executable} -m edgeemo.cli detect {many} | head -1; exit ${{PIPESTATUS[0]}}",
+                            shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=240)
+    assert result.stdout.startswith(str(FIXTURES / "two_faces.jpg")) and len(result.stdout.splitlines()) == 1
+    assert result.returncode == 0 and result.stderr == "", result.stderr

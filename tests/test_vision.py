@@ -140,3 +140,19 @@ def test_openvino_backend_finds_the_same_faces():
     ov_faces = FaceDetector(DetectorConfig(backend="openvino"), YUNET).detect(frame)
     order_a, order_b = np.argsort(ort_faces.boxes[:, 0]), np.argsort(ov_faces.boxes[:, 0])
     np.testing.assert_allclose(ort_faces.boxes[order_a], ov_faces.boxes[order_b], atol=1.5)
+
+
+@pytest.mark.parametrize("label, shape, box", [
+    ("happy 87%", (48, 48), (0, 0, 48, 48)), ("surprise 100%", (48, 48), (2, 2, 44, 44)),
+    ("surprise 100%", (360, 640), (600, 2, 40, 40)), ("happy 87%", (360, 640), (10, 100, 60, 60))])
+def test_a_label_is_placed_where_it_fits_whole(label, shape, box):
+    """A 48x48 face filling its image ("happ" was all that showed), a face at the top right corner:
+    the label stays inside the image, whole words only."""
+    from edgeemo.vision.annotate import FONT, label_place
+
+    text, (x, y), scale = label_place(label, box, shape)
+    (tw, th), base = cv2.getTextSize(text, FONT, scale, 1)
+    assert 0 <= x and x + tw <= shape[1] and 0 <= y - th and y + base <= shape[0]
+    assert label.startswith(text) and text.split(" ")[0] == label.split(" ")[0] and scale >= 0.25
+    if shape[1] > 100:
+        assert (text, scale) == (label, 0.5)  # room enough: the whole label at full size

@@ -20,9 +20,10 @@ from edgeemo.config.redact import redact
 from edgeemo.config.schema import Config
 from edgeemo.core.types import Faces, Image
 from edgeemo.pipeline.fileanalysis import FileAnalyzer, face_records
-from edgeemo.sources.spec import IMAGE_SUFFIXES, SourceError, list_images, parse_source
+from edgeemo.sources.spec import IMAGE_SUFFIXES, SourceError, SourceSpec, list_images, parse_source
 from edgeemo.vision.annotate import draw_faces
 from edgeemo.vision.pixels import to_bgr
+from edgeemo.cli.annotated_video import AnnotatedVideo
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,11 @@ def draw(image: Image, faces: Faces) -> np.ndarray:
 
 
 class Annotator:
-    """Writes annotated copies: images as images, videos as mp4 at the source frame rate."""
+    """Writes annotated copies: images as images, videos as H.264 MP4 with their sound (cli.annotated_video)."""
 
     def __init__(self, out: Path | None, many: bool) -> None:
         self.out, self.many = out, many
-        self.writer: cv2.VideoWriter | None = None
+        self.writer: AnnotatedVideo | None = None
 
     def target(self, source: Path) -> Path:
         assert self.out is not None
@@ -45,7 +46,7 @@ class Annotator:
             return self.out / source.name
         return self.out
 
-    def add(self, source: Path, image: Image, faces: Faces, is_video: bool, fps: float) -> None:
+    def add(self, source: Path, image: Image, faces: Faces, is_video: bool, fps: float, pts: float = 0.0) -> None:
         if self.out is None:
             return
         annotated = draw(image, faces)
@@ -53,35 +54,52 @@ class Annotator:
             cv2.imwrite(str(self.target(source)), annotated)
             return
         if self.writer is None:
-            target = self.target(source).with_suffix(".mp4")
-            h, w = image.shape[:2]
-            self.writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps or 30.0, (w, h))
-        self.writer.write(annotated)
+            self.writer = AnnotatedVideo(self.target(source).with_suffix(".mp4"), fps, source)
+        self.writer.add(annotated, pts)
 
     def finish(self) -> None:
         if self.writer is not None:
-            self.writer.release()
+            self.writer.finish()
             self.writer = None
+
+
+def readable_inputs(given: list[Path]) -> tuple[list[Path], list[SourceSpec], int]:
+    """The inputs detect can open (folders expanded), and how many it cannot, each named on one line."""
+    paths, specs, bad = [], [], 0
+    for path in expand(given):
+        if isinstance(path, SourceError):
+            log.error("%s", path)
+            bad += 1
+            continue
+        try:
+            spec = parse_source(str(path))
+        except SourceError as exc:
+            log.error("%s", exc)
+            bad += 1
+            continue
+        if spec.live:
+            log.error("%s: detect reads files; for a camera or stream use `edgeemo run --source ...`",
+                      redact(str(path)))
+            bad += 1
+            continue
+        paths.append(path)
+        specs.append(spec)
+    return paths, specs, bad
 
 
 def detect_main(cfg: Config, args: argparse.Namespace) -> int:
     """Exit 0, or 2 when any input could not be read at all (each named on one line; the rest analysed)."""
-    paths = expand(args.paths)
-    specs = [parse_source(str(path)) for path in paths]  # fail on a bad path before any work
-    for path, spec in zip(paths, specs):
-        if spec.live:
-            raise SourceError(f"{redact(str(path))}: detect reads files; for a camera or stream use "
-                              "`edgeemo run --source ...`")
-    files = FileAnalyzer(cfg)
-    annotator = Annotator(args.annotate, many=len(paths) > 1)
-    unreadable = 0
+    paths, specs, unreadable = readable_inputs(args.paths)
+    total = len(paths) + unreadable
+    files = FileAnalyzer(cfg)  # every analysed frame read fresh (fileanalysis.fresh_readings)
+    annotator = Annotator(args.annotate, many=total > 1)
     for path, spec in zip(paths, specs):
         frames: list[tuple[float, Faces]] = []
         if spec.kind in ("image", "video"):
             for image, pts, faces in files.frames(path, spec.kind, args.every):
                 frames.append((pts, faces))
                 emit(path, pts, faces, args.json)
-                annotator.add(path, image, faces, spec.kind == "video", files.fps)
+                annotator.add(path, image, faces, spec.kind == "video", files.fps, pts)
             annotator.finish()
             if not frames:
                 if spec.kind == "video":
@@ -96,18 +114,16 @@ def detect_main(cfg: Config, args: argparse.Namespace) -> int:
             for record in segments or []:
                 emit_segment({"path": str(path)} | record, args.json)
     if unreadable:
-        log.error("%d of %d input(s) could not be read", unreadable, len(paths))
+        log.error("%d of %d input(s) could not be read", unreadable, total)
     return 2 if unreadable else 0
 
 
-def expand(paths: list[Path]) -> list[Path]:
-    """Folders become their images; a folder without any is an error, not silence."""
-    out = []
+def expand(paths: list[Path]) -> list[Path | SourceError]:
+    """Folders become their images; a folder without any is an error (in the list), not silence."""
+    out: list[Path | SourceError] = []
     for path in paths:
         found = list_images(path) if path.is_dir() else [path]
-        if not found:
-            raise SourceError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
-        out += found
+        out += found or [SourceError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")]
     return out
 
 

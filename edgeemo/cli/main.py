@@ -124,32 +124,45 @@ def check_first_frame(source: SourceConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_logging("INFO")
+    code = 0
     try:
-        cfg = config_from(args)
-        setup_logging(cfg.log_level)
-        if args.command == "run":
-            from edgeemo.sources.spec import parse_source
-            from edgeemo.service.daemon import Daemon
-            if any(s.url is None for s in cfg.sources):
-                raise ConfigError(NO_SOURCE)  # never the bundled demo by default: a forgotten setting publishes nothing
-            live = [s.url for s in cfg.sources if parse_source(s.url).live]
-            if args.once and live:
-                raise ConfigError(f"--once reads files to their end; {redact(', '.join(live))} is a live source")
-            for source in cfg.sources:
-                check_first_frame(source)
-            os.umask(0o077)  # every file the daemon writes (event log, journal) holds emotions: owner only
-            return Daemon(cfg, lossless=args.once).run()
-        if args.command == "events":
-            from edgeemo.cli.events import events_main
-            return events_main(cfg, args)
-        if args.command == "detect":
-            from edgeemo.cli.detect import detect_main
-            return detect_main(cfg, args)
-        if args.command == "user":
-            return user_main(cfg, args)
-        from edgeemo.cli.check import check_main
-        return check_main(cfg)
+        code = command(args)
+        sys.stdout.flush()  # here, so that a reader gone early (`| head -1`) is caught below
+        return code
     except USER_ERRORS as exc:
         log.error("%s", exc)
         return 2
+    except BrokenPipeError:
+        # The reader of our output stopped reading (`edgeemo detect ... | head -1`): that is its
+        # choice, not an error. Point stdout at /dev/null so that the exit's own flush stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return code
+
+
+def command(args: argparse.Namespace) -> int:
+    """The command `args` names, run; a user error raises one of USER_ERRORS."""
+    cfg = config_from(args)
+    setup_logging(cfg.log_level)
+    if args.command == "run":
+        from edgeemo.sources.spec import parse_source
+        from edgeemo.service.daemon import Daemon
+        if any(s.url is None for s in cfg.sources):
+            raise ConfigError(NO_SOURCE)  # never the bundled demo by default: a forgotten setting publishes nothing
+        live = [s.url for s in cfg.sources if parse_source(s.url).live]
+        if args.once and live:
+            raise ConfigError(f"--once reads files to their end; {redact(', '.join(live))} is a live source")
+        for source in cfg.sources:
+            check_first_frame(source)
+        os.umask(0o077)  # every file the daemon writes (event log, journal) holds emotions: owner only
+        return Daemon(cfg, lossless=args.once).run()
+    if args.command == "events":
+        from edgeemo.cli.events import events_main
+        return events_main(cfg, args)
+    if args.command == "detect":
+        from edgeemo.cli.detect import detect_main
+        return detect_main(cfg, args)
+    if args.command == "user":
+        return user_main(cfg, args)
+    from edgeemo.cli.check import check_main
+    return check_main(cfg)
 

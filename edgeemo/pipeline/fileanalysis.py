@@ -3,10 +3,11 @@ Analyse page (POST /api/analyze) both call FileAnalyzer, so a file gives the sam
 It lives in pipeline/ because, like the live pipeline, it runs sources, vision, voice and fusion together.
 
 Images and video frames are read by the daemon's own per-frame steps (vision.analysis.FrameAnalysis:
-keyframes, regions, classification cadence). The sound of a video or a sound file gives one record
-per speech segment (found by the VAD over the whole file): the voice reading and, for a video, the
-mean face reading over the segment and the two fused, when exactly one face was in view. Where the
-daemon reads overlapping windows of a live stream, a file can be cut at its pauses.
+keyframes, regions), with its cadence off: every analysed frame is located and classified afresh.
+The sound of a video or a sound file gives one record per speech segment (found by the VAD over the
+whole file): the voice reading and, for a video, the mean face reading over the segment and the two
+fused, when exactly one face was in view. Where the daemon reads overlapping windows of a live stream,
+a file can be cut at its pauses.
 """
 
 from __future__ import annotations
@@ -107,11 +108,18 @@ def frame_count(path: Path) -> int:
         cap.release()
 
 
+def fresh_readings(cfg: Config) -> Config:
+    """The daemon's cadence off: every analysed frame gets its own classification and located faces
+    (a reading carried over from a frame `--every N` frames back would be stale)."""
+    return cfg.model_copy(update={"classifier": cfg.classifier.model_copy(update={"every_frames": 1}),
+                                  "detector": cfg.detector.model_copy(update={"locate_every": 1})})
+
+
 class FileAnalyzer:
-    """Faces frame by frame, then the speech segments; the models load on first use."""
+    """Faces frame by frame, each read fresh, then the speech segments; the models load on first use."""
 
     def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
+        self.cfg = fresh_readings(cfg)
         self._frames: FrameAnalysis | None = None
         self._voice: VoiceAnalyzer | None = None
         self.fps = 0.0   # the last video's frame rate (for an annotated copy)
