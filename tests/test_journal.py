@@ -200,17 +200,21 @@ def test_events_list_and_export_read_the_journal(tmp_path) -> None:
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
 
 
-def test_events_follow_prints_new_events_as_they_are_committed(tmp_path) -> None:
+@pytest.mark.parametrize("since, first", [([], 3), (["--since", "1h"], 1)])
+def test_events_follow_prints_new_events_as_they_are_committed(tmp_path, since, first) -> None:
+    """From the end of the journal (30 days of it would scroll by first), or from --since."""
     cfg = journal_cfg(tmp_path)
-    write_events(cfg, [event(1)])
+    write_events(cfg, [event(1), event(2)])
     config = tmp_path / "edgeemo.yaml"
     config.write_text(f"journal:\n  path: {cfg.path}\n")
-    follower = subprocess.Popen([sys.executable, "-m", "edgeemo.cli", "events", "follow", "--config", str(config)],
-                                stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    follower = subprocess.Popen([sys.executable, "-m", "edgeemo.cli", "events", "follow", "--config", str(config),
+                                 *since], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
-        assert json.loads(follower.stdout.readline())["seq"] == 1
-        write_events(cfg, [event(2)])
-        assert json.loads(follower.stdout.readline())["seq"] == 2
+        assert "following " in follower.stderr.readline()  # ready: it knows where the journal ends
+        write_events(cfg, [event(3)])
+        seqs = [json.loads(follower.stdout.readline())["seq"] for _ in range(4 - first)]
+        assert seqs == list(range(first, 4))
     finally:
         follower.terminate()
         follower.wait(10)

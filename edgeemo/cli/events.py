@@ -26,7 +26,7 @@ def add_events_parser(sub: argparse._SubParsersAction) -> None:
     events = sub.add_parser("events", help="list, follow or export the events in the journal")
     actions = events.add_subparsers(dest="action", required=True)
     for name, text in (("list", "print matching events, oldest first"),
-                       ("follow", "print matching events, then new ones as they come, until Ctrl-C"),
+                       ("follow", "print new events as they come, until Ctrl-C (with --since: older ones first)"),
                        ("export", "write matching events to a file (or stdout) as JSONL or CSV")):
         action = actions.add_parser(name, help=text)
         action.add_argument("--config", type=Path, help="YAML config (its journal.path says where the journal is)")
@@ -66,7 +66,7 @@ def events_main(cfg: Config, args: argparse.Namespace) -> int:
         filters = {"since": since, "until": until, "source": args.source, "modality": args.modality,
                    "track": args.track}
         if args.action == "follow":
-            return follow(journal, filters, args.format)
+            return follow(journal, filters, args.format, from_start=args.since is not None)
         rows = journal.iter_payloads(**filters)
         if args.action == "list" and args.limit is not None:
             rows = iter(list(rows)[-args.limit:])
@@ -81,9 +81,12 @@ def events_main(cfg: Config, args: argparse.Namespace) -> int:
         journal.close()
 
 
-def follow(journal: Journal, filters: dict, fmt: str) -> int:
-    """Print what matches, then poll for newer rows: the journal has one writer, the daemon."""
-    last = 0
+def follow(journal: Journal, filters: dict, fmt: str, from_start: bool) -> int:
+    """Poll for new rows (the journal has one writer, the daemon) and print what matches. From the
+    end of the journal, like `tail -f`, unless --since asks for older ones (`from_start`)."""
+    last = 0 if from_start else journal.last_seq
+    print(f"following {journal.path}" + ("" if from_start else f" from seq {last} (new events only; "
+                                          "--since for older ones)"), file=sys.stderr, flush=True)
     header = True
     try:
         while True:
