@@ -248,6 +248,54 @@ def test_user_command_reads_the_password_from_stdin(tmp_path):
     assert store.verify("ann", "another long one") == "viewer" and store.verify("ann", "a long password") is None
     store.close()
 
+    assert run("add", "bob", "--role", "admin", stdin="bob's long password\n").returncode == 0
+    assert run("list", stdin="").stdout == "ann\tviewer\nbob\tadmin\n"
+    last_admin = run("delete", "bob", stdin="")
+    assert last_admin.returncode == 2 and "'bob' is the last admin" in last_admin.stderr
+    assert run("delete", "ann", stdin="").returncode == 0
+    gone = run("delete", "ann", stdin="")
+    assert gone.returncode == 2 and "no user 'ann'" in gone.stderr
+    assert run("list", stdin="").stdout == "bob\tadmin\n"
+
+
+def at_a_terminal(args: list[str], answers: list[str]) -> tuple[int, str]:
+    """Run the CLI with a real pseudo-terminal as its terminal; type each answer at each prompt."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the pty is its controlling terminal and its stdin
+        os.execve(sys.executable, [sys.executable, "-m", "edgeemo.cli", *args], {**os.environ, "PYTHONPATH": str(ROOT)})
+    transcript, pending = b"", list(answers)
+    while True:
+        ready, _, _ = select.select([fd], [], [], 60)
+        assert ready, f"no answer from the command: {transcript!r}"
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed its terminal
+            break
+        if not chunk:
+            break
+        transcript += chunk
+        if pending and transcript.endswith(b": "):  # a new prompt (after an answer the line ends in CR LF)
+            os.write(fd, pending.pop(0).encode() + b"\n")
+    return os.waitpid(pid, 0)[1] >> 8, transcript.decode(errors="replace")
+
+
+def test_user_passwd_at_a_terminal_asks_twice_without_echo(tmp_path):
+    cfg = tmp_path / "edgeemo.yaml"
+    cfg.write_text(f"web:\n  users_path: {tmp_path / 'u.db'}\n")
+    code, transcript = at_a_terminal(["user", "add", "cat", "--role", "viewer", "--config", str(cfg)],
+                                     ["terminal secret 1", "terminal secret 1"])
+    assert code == 0, transcript
+    assert "password for cat" in transcript and "again" in transcript and "terminal secret" not in transcript
+    code, transcript = at_a_terminal(["user", "passwd", "cat", "--config", str(cfg)],
+                                     ["terminal secret 2", "a typo in it 2"])
+    assert code == 2 and "the two passwords differ" in transcript and "secret 2" not in transcript
+    store = UserStore(tmp_path / "u.db")
+    assert store.verify("cat", "terminal secret 1") == "viewer"  # the mismatch changed nothing
+    store.close()
+
 
 def test_live_feed_queues_are_bounded_and_drop_the_oldest():
     import asyncio

@@ -107,6 +107,18 @@ class UserStore:
         ok = hmac.compare_digest(hash_password(password, salt), stored)
         return role if ok else None
 
+    def delete(self, name: str) -> None:
+        """Remove an account and its preferences; the last admin stays (else nobody could manage the rest)."""
+        with self._lock, self._db:
+            row = self._db.execute("SELECT role FROM users WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise UserError(f"no user {name!r}")
+            admins = self._db.execute("SELECT count(*) FROM users WHERE role = 'admin'").fetchone()[0]
+            if row[0] == "admin" and admins == 1:
+                raise UserError(f"{name!r} is the last admin: add another admin first")
+            self._db.execute("DELETE FROM rule_prefs WHERE user = ?", (name,))
+            self._db.execute("DELETE FROM users WHERE name = ?", (name,))
+
     def list(self) -> list[dict]:
         with self._lock:
             rows = self._db.execute("SELECT name, role FROM users ORDER BY name").fetchall()
