@@ -127,3 +127,66 @@ def test_missing_camera_is_retried_with_backoff_until_stopped():
     assert not capture.is_alive()
     retries = sample_value(metrics, "edgeemo_camera_reconnects_total", source="cam")
     assert 3 <= retries <= 12  # 0.05, 0.1, 0.2, 0.2, ... s: backed off, not a busy loop
+
+
+def missing_camera_index() -> int:
+    return next(i for i in range(7, 64) if not Path(f"/dev/video{i}").exists())
+
+
+def test_a_missing_camera_is_said_once_then_retried_quietly(tmp_path):
+    """The daemon through the CLI on a camera index that does not exist: one line naming the device,
+    retries counted but not logged, and none of OpenCV's own `[ WARN:0@...] cap_v4l.cpp` lines."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    index = missing_camera_index()
+    config = tmp_path / "edgeemo.yaml"
+    config.write_text(f"sources:\n  - url: {index}\n    reconnect_initial_s: 0.05\n    reconnect_max_s: 0.1\n")
+    daemon = subprocess.Popen([sys.executable, "-m", "edgeemo.cli", "run", "--config", str(config), "--metrics-port", "0",
+                               "--web-port", "0"], cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                              env=os.environ | {"XDG_DATA_HOME": str(tmp_path)})
+    lines = []
+    try:
+        while not (port := next((m.group(1) for line in lines if (m := re.search(r"metrics on http://[\d.]+:(\d+)", line))), None)):
+            lines.append(daemon.stderr.readline())
+            assert lines[-1], "".join(lines)
+        url = f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until it has retried a good few times
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            if float(re.search(r'edgeemo_camera_reconnects_total\{source="default"\} (\S+)', text).group(1)) >= 5:
+                break
+            time.sleep(0.2)
+        daemon.send_signal(signal.SIGTERM)
+        lines += daemon.communicate(timeout=30)[1].splitlines(keepends=True)
+    finally:
+        daemon.kill()
+    log = "".join(lines)
+    assert sum(f"camera /dev/video{index} does not exist" in line for line in lines) == 1, log
+    assert "WARN:" not in log and "cap_v4l" not in log and "VIDEOIO" not in log, log
+
+
+def test_a_stream_that_accepts_and_never_answers_times_out_in_plain_words(tmp_path):
+    """A real TCP listener that accepts and says nothing: `check` gives up after stall_timeout_s and says so."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as server, socket.socket() as closed:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)  # the kernel accepts connections; nothing is ever sent back
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        config = tmp_path / "edgeemo.yaml"
+        config.write_text(f"sources:\n  - name: silent\n    url: http://127.0.0.1:{server.getsockname()[1]}/cam.ts\n"
+                          f"    stall_timeout_s: 2\n  - name: refused\n    url: rtsp://127.0.0.1:{closed.getsockname()[1]}/s\n"
+                          f"    stall_timeout_s: 2\n")
+        result = subprocess.run([sys.executable, "-m", "edgeemo.cli", "check", "--config", str(config), "--metrics-port",
+                                 "0", "--web-port", "0"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert "FAIL  source silent: " in result.stdout and "cannot open: timed out after 2 s (no answer)" in result.stdout
+    assert "FAIL  sound of silent: audio " in result.stdout and result.stdout.count("timed out after 2 s") == 2
+    assert "FAIL  sound of refused: audio " in result.stdout and "connection refused" in result.stdout
+    assert "[Errno" not in result.stdout + result.stderr and "Traceback" not in result.stderr

@@ -57,7 +57,7 @@ def check_sound(source: SourceConfig, cfg: Config) -> str:
     target = audio_target(source) if cfg.voice.enabled and source.url is not None else None
     if target is None:
         return "no sound to analyse (voice disabled, audio: off, or a camera without audio: mic)"
-    reader = open_reader(target, cfg.microphone)
+    reader = open_reader(target, cfg.microphone, source.stall_timeout_s)
     try:
         first = next(iter(reader.chunks()), None)
     finally:
@@ -67,13 +67,13 @@ def check_sound(source: SourceConfig, cfg: Config) -> str:
     return f"{redact(target)}: sound decoded to 16 kHz mono"
 
 
-def check_source(url: str | None) -> str:
+def check_source(url: str | None, timeout_s: float) -> str:
     if url is None:
         raise RuntimeError(NO_SOURCE)
     spec = parse_source(url)
     if spec.kind == "audio":
         return f"sound only ({redact(spec.target)}): voice events, no faces"
-    reader = FrameReader(spec)
+    reader = FrameReader(spec, timeout_s=timeout_s)  # a stream that never answers: the daemon's stall_timeout_s
     try:
         item = reader.read()
     finally:
@@ -144,7 +144,7 @@ def check_main(cfg: Config) -> int:
     checks: list[tuple[str, Callable[[], str]]] = [("config", lambda: "valid"), ("models", lambda: check_models(cfg))]
     checks.append(("voice model", lambda: check_voice_model(cfg)))
     for source in cfg.sources:
-        checks.append((f"source {source.name}", lambda url=source.url: check_source(url)))
+        checks.append((f"source {source.name}", lambda s=source: check_source(s.url, s.stall_timeout_s)))
         checks.append((f"sound of {source.name}", lambda s=source: check_sound(s, cfg)))
     checks += [("mqtt", lambda: check_broker(cfg)), ("metrics", lambda: check_metrics_port(cfg)),
                ("dashboard", lambda: check_web_port(cfg)), ("journal", lambda: check_journal(cfg.journal))]

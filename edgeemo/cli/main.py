@@ -87,6 +87,9 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 def setup_logging(level: str) -> None:
+    from edgeemo.sources.reader import quiet_native_logs
+
+    quiet_native_logs()
     under_systemd = "JOURNAL_STREAM" in os.environ  # journald stamps the time itself
     fmt = "%(levelname)s %(name)s: %(message)s" if under_systemd else "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)

@@ -59,6 +59,7 @@ class Capture(Supervised):
         self.frames_read = 0
         self.frames_seen = 0   # read or skipped
         self._skipping = False
+        self._last_problem: str | None = None  # the reopen reason last logged
         self.last_frame_at = time.monotonic()  # start-up counts as a frame: the grace before a stall
 
     def work(self) -> None:
@@ -112,6 +113,7 @@ class Capture(Supervised):
                     return
                 continue
             log.info("source %s opened (%s)", self.cfg.name, redact(self.spec.target))
+            self._last_problem = None
             try:
                 backoff.ran(self._read_live(reader))
             finally:
@@ -123,11 +125,16 @@ class Capture(Supervised):
         return FrameReader(self.spec, timeout_s=self.cfg.stall_timeout_s)
 
     def _reconnect_after(self, backoff: Backoff, why: str) -> bool:
-        """Count a reopen, wait the back-off; False when the daemon stops meanwhile."""
+        """Count a reopen, wait the back-off; False when the daemon stops meanwhile. A reason is said
+        once: the same one again (a camera still unplugged) is retried quietly (DEBUG)."""
         if self.stop.is_set():
             return False
         wait = backoff.wait_s()
-        log.warning("%s; reopening in %.1f s", why, wait)
+        if why != self._last_problem:
+            log.warning("%s; reopening in %.1f s (and quietly after that, until it works)", why, wait)
+        else:
+            log.debug("%s; reopening in %.1f s", why, wait)
+        self._last_problem = why
         self._count_reconnect()
         return not self.stop.wait(wait)
 

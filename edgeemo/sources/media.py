@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from errno import ECONNREFUSED
 
 import numpy as np
 
@@ -15,13 +17,28 @@ log = logging.getLogger(__name__)
 
 def open_media(target: str, timeout_s: float | None, what: str):
     """A PyAV container of a file or URL; the timeout bounds opening and every read, so a stalled
-    stream ends instead of blocking. A failure is one SourceError naming it, credentials masked."""
+    stream ends instead of blocking. A failure is one SourceError naming it in plain words, credentials masked."""
     import av
 
+    started = time.monotonic()
     try:
         return av.open(target, timeout=timeout_s)
     except (av.FFmpegError, OSError) as exc:
-        raise SourceError(redact(f"{what} {target}: cannot open: {exc}")) from None
+        why = plain_words(exc, timeout_s, time.monotonic() - started)
+        raise SourceError(redact(f"{what} {target}: cannot open: {why}")) from None
+
+
+def plain_words(exc: Exception, timeout_s: float | None, elapsed_s: float) -> str:
+    """What went wrong, without FFmpeg's error numbers (`[Errno 111] ...`): a stream that accepted the
+    connection and never answered has timed out, whatever FFmpeg calls the interruption."""
+    if timeout_s is not None and elapsed_s >= 0.9 * timeout_s:
+        return f"timed out after {timeout_s:g} s (no answer)"
+    errno = getattr(exc, "errno", None)
+    if errno == ECONNREFUSED:
+        return "connection refused (nothing listens there)"
+    text = getattr(exc, "strerror", None) or str(exc)
+    return {"Invalid data found when processing input": "not a video or sound file it can read (invalid data)"}.get(
+        text, text[:1].lower() + text[1:])
 
 
 def open_video(target: str, timeout_s: float | None):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -28,6 +30,23 @@ def live_pts() -> float:
 
 
 
+def quiet_native_logs() -> None:
+    """Keep OpenCV's and FFmpeg's own lines (`[ WARN:0@...] cap_v4l.cpp ...`, `[tcp @ 0x...] ...`) out
+    of the log: every failure they report reaches the log once, in our words. Before the first capture."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET for OpenCV's FFmpeg
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    import av.logging
+
+    av.logging.set_level(None)  # PyAV's FFmpeg: no log callback, nothing printed
+
+
+def check_camera_exists(target: str | int) -> None:
+    """A V4L2 camera that is not there, said plainly (OpenCV only warns that it cannot open it)."""
+    device = f"/dev/video{target}" if isinstance(target, int) else str(target)
+    if sys.platform.startswith("linux") and device.startswith("/dev/") and not os.path.exists(device):
+        raise SourceError(f"camera {device} does not exist (not plugged in? `ls /dev/video*` lists the cameras)")
+
+
 class FrameReader:
     """Frames of one source with their pts; `read()` returns None at the end or on failure."""
 
@@ -48,13 +67,18 @@ class FrameReader:
             self._video = VideoFile(str(spec.target))
             self.fps = self._video.fps
             return
+        if spec.kind == "camera":
+            check_camera_exists(spec.target)
         # One decoder thread: frame-parallel decoding costs more CPU per frame than it saves here.
         params = [] if spec.kind == "camera" else [cv2.CAP_PROP_N_THREADS, 1]
         if timeout_s is not None and spec.kind == "stream":  # a stalled server must not block a read forever
             msec = int(timeout_s * 1000)
             params += [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, msec, cv2.CAP_PROP_READ_TIMEOUT_MSEC, msec]
+        started = time.monotonic()
         self._cap = cv2.VideoCapture(spec.target, cv2.CAP_ANY, params)
         if not self._cap.isOpened():
+            if timeout_s is not None and spec.kind == "stream" and time.monotonic() - started >= 0.9 * timeout_s:
+                raise SourceError(f"source {redact(spec.target)}: cannot open: timed out after {timeout_s:g} s (no answer)")
             raise SourceError(f"source {redact(spec.target)}: cannot open (not a video, or camera/stream not available)")
         self.fps = self._cap.get(cv2.CAP_PROP_FPS) or 0.0
         if self.fps > 1000:  # some webcams report nonsense
