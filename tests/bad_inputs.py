@@ -317,6 +317,11 @@ def media_cases(c: Corpus) -> None:
     mixed.mkdir()
     (mixed / "a-good.png").write_bytes(png)
     (mixed / "b-broken.png").write_bytes(random_bytes(500, 30))
+    c.add("run-folder", ["run", "--source", mixed, "--metrics-port", "0", "--web-port", "0"],
+          f"sources.default.url: {mixed} is a folder of images: `edgeemo run` follows faces over time")
+    c.add("run-once-folder", ["run", "--once", "--source", mixed], f"`edgeemo detect {mixed}`")
+    c.add("check-folder", ["check", "--source", mixed, "--metrics-port", "0", "--web-port", "0"],
+          f"FAIL  source default: sources.default.url: {mixed} is a folder of images", code=1)
     c.add("detect-folder-with-a-broken-image", ["detect", mixed], "b-broken.png: not a readable image")
     c.add("detect-good-and-broken", ["detect", IMAGE, c.file("broken.jpg", b"\xff\xd8garbage")],
           "broken.jpg: not a readable image")

@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 
 from edgeemo.sources.audio import audio_target, open_reader
 from edgeemo.sources.reader import FrameReader
-from edgeemo.sources.spec import parse_source
+from edgeemo.sources.spec import for_the_daemon
 from edgeemo.vision.classifier import ExpressionClassifier
 from edgeemo.config.redact import redact
 from edgeemo.config.schema import NO_SOURCE, Config, SourceConfig
@@ -67,10 +67,11 @@ def check_sound(source: SourceConfig, cfg: Config) -> str:
     return f"{redact(target)}: sound decoded to 16 kHz mono"
 
 
-def check_source(url: str | None, timeout_s: float) -> str:
-    if url is None:
+def check_source(source: SourceConfig) -> str:
+    if source.url is None:
         raise RuntimeError(NO_SOURCE)
-    spec = parse_source(url)
+    url, timeout_s = source.url, source.stall_timeout_s
+    spec = for_the_daemon(source.name, url)
     if spec.kind == "audio":
         return f"sound only ({redact(spec.target)}): voice events, no faces"
     reader = FrameReader(spec, timeout_s=timeout_s)  # a stream that never answers: the daemon's stall_timeout_s
@@ -144,7 +145,7 @@ def check_main(cfg: Config) -> int:
     checks: list[tuple[str, Callable[[], str]]] = [("config", lambda: "valid"), ("models", lambda: check_models(cfg))]
     checks.append(("voice model", lambda: check_voice_model(cfg)))
     for source in cfg.sources:
-        checks.append((f"source {source.name}", lambda s=source: check_source(s.url, s.stall_timeout_s)))
+        checks.append((f"source {source.name}", lambda s=source: check_source(s)))
         checks.append((f"sound of {source.name}", lambda s=source: check_sound(s, cfg)))
     checks += [("mqtt", lambda: check_broker(cfg)), ("metrics", lambda: check_metrics_port(cfg)),
                ("dashboard", lambda: check_web_port(cfg)), ("journal", lambda: check_journal(cfg.journal))]

@@ -147,11 +147,11 @@ def command(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     setup_logging(cfg.log_level)
     if args.command == "run":
-        from edgeemo.sources.spec import parse_source
+        from edgeemo.sources.spec import for_the_daemon
         from edgeemo.service.daemon import Daemon
         if any(s.url is None for s in cfg.sources):
             raise ConfigError(NO_SOURCE)  # never the bundled demo by default: a forgotten setting publishes nothing
-        live = [s.url for s in cfg.sources if parse_source(s.url).live]
+        live = [s.url for s in cfg.sources if for_the_daemon(s.name, s.url).live]
         if args.once and live:
             raise ConfigError(f"--once reads files to their end; {redact(', '.join(live))} is a live source")
         for source in cfg.sources:

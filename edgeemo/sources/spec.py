@@ -51,6 +51,16 @@ def parse_source(url: str) -> SourceSpec:
     return SourceSpec("video", str(path))
 
 
+def for_the_daemon(name: str, url: str) -> SourceSpec:
+    """The source as the daemon reads it. A folder of images is refused: the daemon follows faces over
+    time, and would make the different people of different pictures one track."""
+    spec = parse_source(url)
+    if spec.kind == "folder":
+        raise SourceError(f"sources.{name}.url: {spec.target} is a folder of images: `edgeemo run` follows faces "
+                          f"over time in one camera, stream or video; analyse each picture with `edgeemo detect {spec.target}`")
+    return spec
+
+
 def list_images(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
