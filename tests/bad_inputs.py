@@ -139,6 +139,12 @@ def yaml_cases(c: Corpus) -> None:
     c.config("yaml-unclosed", "device_id: [oops\n", "not valid YAML")
     c.config("yaml-indent", "mqtt:\n  qos: 1\n   url: x\n", "line 3, column 7: not valid YAML")
     c.config("yaml-python-tag", "device_id: !!python/object/apply:os.system [echo hi]\n", "not valid YAML: could not determine a constructor")
+    c.config("yaml-nested-1000-mappings", "mqtt:\n" + "".join("  " * (i + 1) + "a:\n" for i in range(1000)),
+             "not valid YAML: nested more than 64 levels deep")
+    c.config("yaml-nested-1000-lists", "device_id: " + "[" * 1000 + "]" * 1000 + "\n",
+             "line 1, column 75: not valid YAML: nested more than 64 levels deep")
+    c.config("yaml-nested-1000-run", "sources:\n  - url: " + "{a: " * 1000 + "}" * 1000 + "\n",
+             "nested more than 64 levels deep", command="run")
     c.add("yaml-random-bytes", ["check", "--config", c.file("random.yaml", random_bytes(400, 1))], "random.yaml: ")
     c.add("yaml-latin1", ["check", "--config", c.file("latin1.yaml", "device_id: caf\xe9\n".encode("latin-1"))],
           "latin1.yaml: not UTF-8 text")
@@ -281,12 +287,30 @@ def model_cases(c: Corpus) -> None:
     card_case("crop-center-text", changed(crop__eye_center="middle"), "model card {path}: ")
     card_case("onnx-missing", changed(file=str(c.folder / "gone.onnx")), "gone.onnx")
     card_case("onnx-random", changed(file=str(c.file("random-model.onnx", random_bytes(2000, 5)))), "cannot load model")
+    # Models that are not what the key or card says (each checked against its contract at load).
+    expression = shipped / card["file"].rsplit("/", 1)[-1]
+    detect_with("detector-is-the-expression-model", f"detector:\n  model: {expression}\n",
+                f"detector.model: {expression} is not a YuNet face detector")
+    card_case("onnx-is-the-detector", changed(file=str(shipped / "yunet_s_dynamic.onnx")),
+              "yunet_s_dynamic.onnx gives 12 outputs where the card expects one of 7 classes: is it the face detector?")
+    card_case("channels-not-the-model's", changed(input__channels=3, input__color="bgr", input__mean=[0.0] * 3,
+                                                  input__std=[1.0] * 3),
+              "does not take what its card says: input input [N, 3, 48, 48] (bgr)")
+    card_case("size-not-the-model's", changed(input__size=[64, 64]), "does not take what its card says")
+    card_case("input-name-not-the-model's", changed(input__name="pixels"), "does not take what its card says: input pixels")
+    card_case("nested-1000", "{\"a\": " * 1000 + "1" + "}" * 1000, "model card {path}: nested too deeply")
     wav = write_wav(c.folder / "tone.wav")
     for name, content, expect in [("missing", None, "cannot read model card"), ("random", random_bytes(200, 6), "model card"),
                                   ("list", "[]", "the top level must be a JSON object")]:
         path = c.folder / "none-voice.json" if content is None else c.file(f"voice-{name}.json", content)
         config = c.file(f"voice-{name}.yaml", f"voice:\n  model: {path}\n")
         c.add(f"voice-card-{name}", ["detect", wav, "--config", config], expect)
+    voice = json.loads((shipped / "edgeemo-voice-int8.json").read_text())
+    for name, model, expect in [("face-model", expression, "does not take what its card says: [N, frames, 40]"),
+                                ("detector", shipped / "yunet_s_dynamic.onnx", "does not take what its card says")]:
+        path = c.file(f"voice-onnx-is-the-{name}.json", json.dumps(voice | {"file": str(model)}))
+        config = c.file(f"voice-onnx-is-the-{name}.yaml", f"voice:\n  model: {path}\n")
+        c.add(f"voice-card-onnx-is-the-{name}", ["detect", wav, "--config", config], f"voice.model (card {voice['name']}): ")
 
 
 def media_cases(c: Corpus) -> None:

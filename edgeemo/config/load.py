@@ -78,6 +78,9 @@ def yaml_problem(path: Path, exc: yaml.YAMLError) -> str:
     return redact(f"{path}: {where}not valid YAML: {problem}" + (f" ({context})" if context else ""))
 
 
+MAX_DEPTH = 64  # edgeemo.yaml needs 5
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps
     the last silently, so a second `url:` pasted below the first would win unseen), and only
@@ -87,6 +90,18 @@ class UniqueKeyLoader(yaml.SafeLoader):
     yaml_implicit_resolvers = {
         first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        """Nesting is bounded well inside Python's recursion limit: a file nested a thousand levels
+        deep is one clear line, not a RecursionError."""
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: dict[object, int] = {}

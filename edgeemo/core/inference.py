@@ -45,6 +45,8 @@ class InferenceModel:
         self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input_name = self._session.get_inputs()[0].name
         self.output_names = [o.name for o in self._session.get_outputs()]
+        self.input_shape = dims(self._session.get_inputs()[0].shape)
+        self.output_shapes = [dims(o.shape) for o in self._session.get_outputs()]
         self._run = lambda x: self._session.run(self.output_names, {self.input_name: x})
 
     def _init_openvino(self, threads: int) -> None:
@@ -56,6 +58,8 @@ class InferenceModel:
                                                      "PERFORMANCE_HINT": "LATENCY"})
         self.input_name = readable_name(compiled.inputs[0].get_names())
         self.output_names = [readable_name(o.get_names()) for o in compiled.outputs]
+        self.input_shape = dims(compiled.inputs[0].get_partial_shape())
+        self.output_shapes = [dims(o.get_partial_shape()) for o in compiled.outputs]
         request = compiled.create_infer_request()
         outputs = list(compiled.outputs)
 
@@ -67,6 +71,39 @@ class InferenceModel:
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         return self._run(x)
+
+    def describe(self) -> str:
+        """What the model takes and gives, for a message: `input [batch, 1, 48, 48] -> logits [batch, 7]`."""
+        outputs = ", ".join(f"{name} {shape_text(shape)}" for name, shape in
+                            zip(self.output_names[:4], self.output_shapes))
+        more = f" and {len(self.output_names) - 4} more" if len(self.output_names) > 4 else ""
+        return f"{self.input_name} {shape_text(self.input_shape)} -> {outputs}{more}"
+
+    def refuse(self, role: str, problem: str) -> ModelError:
+        """The one line for a model that does not fit its contract (`role`: the key, or the card)."""
+        return ModelError(f"{role}: {self.path} {problem} (the model: {self.describe()})")
+
+
+def dims(shape: object) -> tuple[int | None, ...]:
+    """A tensor shape with its named or dynamic dimensions as None."""
+    out = []
+    for d in shape:
+        if isinstance(d, int):
+            out.append(d)
+        elif hasattr(d, "is_static"):  # OpenVINO's Dimension
+            out.append(d.get_length() if d.is_static else None)
+        else:
+            out.append(None)
+    return tuple(out)
+
+
+def shape_text(shape: tuple[int | None, ...]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def fits(shape: tuple[int | None, ...], expected: tuple[int | None, ...]) -> bool:
+    """Same rank, and every fixed dimension of both the same (None matches anything)."""
+    return len(shape) == len(expected) and all(a is None or b is None or a == b for a, b in zip(shape, expected))
 
 
 def readable_name(names: set[str]) -> str:

@@ -78,6 +78,8 @@ def read_card(path: Path, parse: Callable[[dict, Path], T]) -> T:
         raise ModelCardError(f"model card {path} is not valid JSON: {exc}") from None
     except UnicodeDecodeError:
         raise ModelCardError(f"model card {path} is not JSON text (not UTF-8): is it the card, not the model?") from None
+    except RecursionError:
+        raise ModelCardError(f"model card {path}: nested too deeply to be a model card") from None
     if not isinstance(raw, dict):
         raise ModelCardError(f"model card {path}: the top level must be a JSON object, got {type(raw).__name__}")
     try:

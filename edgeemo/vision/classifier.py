@@ -14,7 +14,7 @@ import numpy as np
 
 from edgeemo.config.schema import ClassifierConfig
 from edgeemo.core.modelcard import ModelCard, colour_of, to_tensor
-from edgeemo.core.inference import InferenceModel
+from edgeemo.core.inference import InferenceModel, fits
 from edgeemo.core.types import Faces, Image, Yuv420
 from edgeemo.vision.pixels import full_range, to_bgr
 
@@ -102,12 +102,27 @@ def mirror_unsure(probs_of: Callable[[np.ndarray], np.ndarray], tensor: np.ndarr
     return probs
 
 
+def check_contract(model: InferenceModel, card: ModelCard) -> None:
+    """The model is the one its card describes: input name and [N, channels, H, W], one output of the card's classes."""
+    role = f"classifier.model (card {card.name})"
+    if len(model.output_names) != 1:
+        raise model.refuse(role, f"gives {len(model.output_names)} outputs where the card expects one of "
+                                 f"{len(card.labels)} classes: is it the face detector?")
+    wanted = (None, card.channels, *card.size)
+    if not fits(model.input_shape, wanted) or model.input_name != card.input_name:
+        raise model.refuse(role, f"does not take what its card says: input {card.input_name} [N, {card.channels}, "
+                                 f"{card.size[0]}, {card.size[1]}] ({card.color})")
+    if not fits(model.output_shapes[0], (None, len(card.labels))):
+        raise model.refuse(role, f"does not give the card's {len(card.labels)} classes")
+
+
 class ExpressionClassifier:
     def __init__(self, cfg: ClassifierConfig, card: ModelCard) -> None:
         self.card = card
         self.flip_margin = card.flip_margin if cfg.flip_margin is None else cfg.flip_margin
         self.model = InferenceModel(card.path, cfg.backend, cfg.threads)
         self._order = card.label_order
+        check_contract(self.model, card)
 
     def classify(self, frame: Image, faces: Faces) -> np.ndarray:
         """[N,7] probabilities in edgeemo.LABELS order (mirror-averaged where unsure, see mirror_unsure)."""

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from edgeemo.config.schema import DetectorConfig
-from edgeemo.core.inference import InferenceModel
+from edgeemo.core.inference import InferenceModel, fits
 from edgeemo.core.types import Faces, Image
 from edgeemo.vision.pixels import region, shrunk_bgr
 
@@ -30,6 +30,10 @@ class FaceDetector:
         self.cfg = cfg
         self.model = InferenceModel(model_path, cfg.backend, cfg.threads)
         names = self.model.output_names
+        missing = [f"{kind}_{s}" for s in STRIDES for kind in ("cls", "obj", "bbox", "kps") if f"{kind}_{s}" not in names]
+        if missing or not fits(self.model.input_shape, (None, 3, None, None)):
+            raise self.model.refuse("detector.model", "is not a YuNet face detector, which takes [N, 3, H, W] and "
+                                    "gives cls/obj/bbox/kps outputs at strides 8, 16 and 32")
         self._order = [[names.index(f"{kind}_{s}") for kind in ("cls", "obj", "bbox", "kps")] for s in STRIDES]
         self._blob = np.zeros(0, np.float32)
         self._regions = np.zeros(0, np.float32)

@@ -9,7 +9,7 @@ import numpy as np
 
 from edgeemo import LABELS
 from edgeemo.config.schema import Config
-from edgeemo.core.inference import InferenceModel
+from edgeemo.core.inference import InferenceModel, fits
 from edgeemo.core.modelcard import read_card
 from edgeemo.core.resources import models_dir, resolve_model
 from edgeemo.voice.features import AudioFrontEnd
@@ -56,6 +56,13 @@ class VoiceClassifier:
         self.card = card
         self.front_end = card.front_end
         self.model = InferenceModel(card.path, backend, threads)
+        features = self.front_end.features(np.zeros(self.front_end.sample_rate, np.float32)).shape[-1]
+        role = f"voice.model (card {card.name})"
+        if len(self.model.output_names) != 1 or not fits(self.model.input_shape, (None, None, features)):
+            raise self.model.refuse(role, f"does not take what its card says: [N, frames, {features}] audio "
+                                          "features, one output")
+        if not fits(self.model.output_shapes[0], (None, len(card.fold))):
+            raise self.model.refuse(role, f"does not give the card's {len(card.fold)} classes")
 
     @classmethod
     def from_config(cls, cfg: Config) -> VoiceClassifier:
