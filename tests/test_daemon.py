@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import socket
+import urllib.request
 from pathlib import Path
 
 import jsonschema
@@ -18,6 +19,7 @@ from edgeemo.core.resources import event_schema, sample_video
 from tools.eval.sample import segment_results
 
 SAMPLE_FRAMES = 427
+FIXTURES = Path(__file__).parent / "fixtures"
 SEGMENT_LABELS = list(csv.DictReader(sample_video().with_name("demo_labels.csv").open()))
 SEGMENTS = [(float(s["start_s"]), float(s["end_s"])) for s in SEGMENT_LABELS]
 
@@ -200,3 +202,32 @@ def test_the_sample_played_loops_like_a_camera_until_stopped(tmp_path, own_journ
         daemon.kill()
     second_pass = [e for e in events() if e["pts"] > 14.3]
     assert {e["modality"] for e in second_pass} >= {"face", "voice"}  # video and sound both loop
+
+
+def test_faces_are_counted_one_by_one_and_metrics_carry_no_created_series(tmp_path, monkeypatch):
+    """Two faces in one picture count 2 faces on 1 frame; no `_created` series; build info is an Info metric."""
+    from edgeemo.core.metrics import Metrics
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, {"sources.0.url": str(FIXTURES / "two_faces.jpg"), "voice.enabled": False,
+                             "journal.path": str(tmp_path / "j.db"), "event_log.stdout": False})
+    daemon = Daemon(cfg, lossless=True)
+    daemon.start()
+    daemon.supervise()
+    assert daemon.shutdown() == 0
+    metrics = read(daemon.metrics.registry)
+    source = (("source", "default"),)
+    assert metrics[("edgeemo_frames_processed_total", source)] == 1
+    assert metrics[("edgeemo_faces_total", source)] == 2
+
+    served = Metrics(["default"], "onnxruntime")
+    port = served.serve("127.0.0.1", 0)
+    try:
+        classic = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                         headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+        openmetrics = urllib.request.urlopen(request, timeout=5).read().decode()
+    finally:
+        served.close()
+    assert "edgeemo_faces_total" in classic and "_created" not in classic and "_created" not in openmetrics
+    assert "# TYPE edgeemo_build info" in openmetrics and 'edgeemo_build_info{backend="onnxruntime"' in classic

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector, start_http_server
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector,
+                               disable_created_metrics, start_http_server)
 
 from edgeemo import LABELS, __version__
 from edgeemo.config.schema import ConfigError
+
+# A `_created` timestamp beside every counter and histogram (148 series) is noise on a small device.
+disable_created_metrics()
 
 STAGES = ("capture", "detect", "classify", "track", "publish", "voice")
 EVENT_TYPES = ("start", "change", "update", "end")
@@ -50,7 +54,8 @@ class Metrics:
         self.latency = Histogram("edgeemo_capture_to_publish_seconds",
                                  "From frame capture to its events leaving the publisher",
                                  buckets=LATENCY_BUCKETS, registry=registry)
-        self.faces = Counter("edgeemo_faces", "Faces detected", ["source"], registry=registry)
+        self.faces = Counter("edgeemo_faces", "Faces found in the frames analysed (two faces in one frame "
+                             "count 2; a face in view on N frames counts N)", ["source"], registry=registry)
         self.events = Counter("edgeemo_events", "Events published", ["modality", "type", "emotion"],
                               registry=registry)
         self.tracks_active = Gauge("edgeemo_tracks_active", "Reported face tracks present now", ["source"],
@@ -95,6 +100,7 @@ class Metrics:
                                       "From an event's commit to the journal to its delivery to the broker",
                                       buckets=DELIVERY_BUCKETS, registry=registry)
         self.errors = Counter("edgeemo_errors", "Errors by where they happened", ["where"], registry=registry)
+        # An Info metric: `# TYPE edgeemo_build info` in OpenMetrics, a gauge of 1 in the classic text format.
         self.build = Info("edgeemo_build", "Version and inference backend", registry=registry)
         self.build.info({"version": __version__, "backend": backend})
         self._pre_export(sources)
