@@ -189,3 +189,14 @@ def test_detect_into_head_ends_quietly(tmp_path):
                             shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=240)
     assert result.stdout.startswith(str(FIXTURES / "two_faces.jpg")) and len(result.stdout.splitlines()) == 1
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_openvino_backend_without_openvino_says_how_to_install_it(tmp_path):
+    """openvino is an extra: a config that asks for it where it is not installed gets one line, exit 2."""
+    config = write(tmp_path, "detector:\n  backend: openvino\n")
+    without = ("import sys; sys.modules['openvino'] = None  # as if not installed\n"
+               "from edgeemo.cli.main import main; sys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", without, "detect", str(FIXTURES / "no_face.png"), "--config", str(config)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "backend: openvino, which is not installed (pip install 'edgeemo[openvino]')" in result.stderr

@@ -50,7 +50,11 @@ class InferenceModel:
         self._run = lambda x: self._session.run(self.output_names, {self.input_name: x})
 
     def _init_openvino(self, threads: int) -> None:
-        import openvino as ov
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ModelError(f"cannot load model {self.path}: the config asks for backend: openvino, which is not "
+                             "installed (pip install 'edgeemo[openvino]'), or set backend: onnxruntime") from None
 
         core = ov.Core()
         model = core.read_model(str(self.path))
