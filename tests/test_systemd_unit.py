@@ -7,7 +7,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "edgeemo.service"
 MAX_EXPOSURE = 2.0
@@ -20,8 +19,9 @@ def unit_setting(name: str) -> str:
     return values[0].strip()
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
 def test_exposure_stays_at_most_2():
+    # Not skipped where the tool is missing: a skipped test would hide the claim (.ci/run installs it).
+    assert shutil.which("systemd-analyze"), "systemd-analyze is needed: apt-get install systemd"
     result = subprocess.run(["systemd-analyze", "security", "--offline=true", str(UNIT)], capture_output=True,
                             text=True, timeout=60)
     found = re.search(r"Overall exposure level for edgeemo\.service: (\d+(?:\.\d+)?)", result.stdout)
