@@ -397,3 +397,106 @@ def test_event_log_file_is_optional(tmp_path, monkeypatch, capsys) -> None:
     event_log.close()
     assert json.loads(capsys.readouterr().out)["seq"] == 3
     assert list(tmp_path.iterdir()) == []  # no file: the journal is the record
+
+
+# Home Assistant's device-based MQTT discovery (homeassistant/device/<id>/config), written from its
+# documentation (mqtt integration, "Device discovery payload"): a device with identifiers or
+# connections, an origin with a name, components keyed by object ids in [a-zA-Z0-9_-], each with a
+# platform and a unique_id; options shared by every component (state_topic, availability_topic,
+# qos) may sit at the top level. For sensors, HA refuses device_class enum without options, options
+# without device_class enum, and a unit or state_class on an enum sensor.
+HA_ID = r"^[a-zA-Z0-9_-]+$"
+HA_SENSOR = {
+    "type": "object",
+    "required": ["platform", "unique_id"],
+    "properties": {
+        "platform": {"const": "sensor"}, "name": {"type": ["string", "null"]}, "unique_id": {"type": "string"},
+        "object_id": {"type": "string", "pattern": HA_ID}, "state_topic": {"type": "string"},
+        "value_template": {"type": "string"}, "device_class": {"type": "string"},
+        "state_class": {"enum": ["measurement", "total", "total_increasing"]},
+        "unit_of_measurement": {"type": "string"}, "options": {"type": "array", "items": {"type": "string"}},
+        "icon": {"type": "string", "pattern": "^mdi:"}, "suggested_display_precision": {"type": "integer", "minimum": 0},
+        "entity_category": {"enum": ["config", "diagnostic"]}, "enabled_by_default": {"type": "boolean"},
+        "qos": {"enum": [0, 1, 2]}, "availability_topic": {"type": "string"}, "expire_after": {"type": "integer"},
+        "force_update": {"type": "boolean"}, "json_attributes_topic": {"type": "string"},
+        "json_attributes_template": {"type": "string"},
+    },
+    "additionalProperties": False,
+    "allOf": [
+        {"if": {"required": ["device_class"], "properties": {"device_class": {"const": "enum"}}},
+         "then": {"required": ["options"], "not": {"anyOf": [{"required": ["state_class"]},
+                                                            {"required": ["unit_of_measurement"]}]}},
+         "else": {"not": {"required": ["options"]}}},
+    ],
+}
+HA_DEVICE_DISCOVERY = {
+    "type": "object",
+    "required": ["device", "origin", "components"],
+    "properties": {
+        "device": {"type": "object", "anyOf": [{"required": ["identifiers"]}, {"required": ["connections"]}],
+                   "properties": {"identifiers": {"type": ["array", "string"]}, "name": {"type": "string"},
+                                  "manufacturer": {"type": "string"}, "model": {"type": "string"},
+                                  "sw_version": {"type": "string"}, "hw_version": {"type": "string"},
+                                  "connections": {"type": "array"}, "configuration_url": {"type": "string"}},
+                   "additionalProperties": False},
+        "origin": {"type": "object", "required": ["name"], "additionalProperties": False,
+                   "properties": {"name": {"type": "string"}, "sw_version": {"type": "string"},
+                                  "support_url": {"type": "string"}}},
+        "components": {"type": "object", "minProperties": 1, "propertyNames": {"pattern": HA_ID},
+                       "additionalProperties": HA_SENSOR},
+        "state_topic": {"type": "string"}, "availability_topic": {"type": "string"}, "qos": {"enum": [0, 1, 2]},
+    },
+    "additionalProperties": False,
+}
+
+
+def test_home_assistant_sensors_per_source_and_per_emotion_read_the_retained_state(
+        mqtt_broker, subscribe, device, metrics, tmp_path) -> None:
+    """Discovery through the real broker passes HA's schema; each sensor's template, rendered with Jinja
+    as Home Assistant renders it, reads the right value from the retained state."""
+    import jinja2
+
+    prefix = f"ha-{device}"
+    cfg = make_config(device, tmp_path, mqtt_broker.url, discovery_prefix=prefix, state_min_interval_s=0)
+    cfg.sources = [cfg.sources[0].model_copy(update={"name": "cam", "url": "sample"})]
+    config_sub, state_sub = subscribe(f"{prefix}/device/{device}/config"), subscribe(f"edgeemo/{device}/state")
+    publisher = Publisher(cfg, metrics)
+    publisher.start()
+    config_sub.wait_for(lambda msgs: len(msgs) == 1)
+    config = json.loads(config_sub.payloads()[0])
+    Draft202012Validator(HA_DEVICE_DISCOVERY).validate(config)
+    unique_ids = [c["unique_id"] for c in config["components"].values()]
+    assert len(set(unique_ids)) == len(unique_ids)
+
+    voice = TrackEvent(type="start", track=7, source="cam", pts=1.0, probs=np.array([.1, 0, 0, .2, .6, 0, .1]),
+                       box=None, modality="voice")
+    fused = TrackEvent(type="start", track=1, source="cam", pts=1.0, probs=np.array([0, 0, 0, .8, .1, 0, .1]),
+                       box=None, modality="fused", components={"face": np.full(7, 1 / 7), "voice": voice.probs})
+    faces = [{"track": 1, "source": "cam", "emotion": "happy"}, {"track": 2, "source": "cam", "emotion": "sad"}]
+    publisher.handle([voice, fused], None)
+    publisher.handle([], faces)
+    state_sub.wait_for(lambda msgs: any(json.loads(p)["faces"] == faces for _, p, _ in msgs))
+    state = json.loads(subscribe(f"edgeemo/{device}/state").wait_for(lambda msgs: len(msgs) == 1)[0][1])  # retained
+
+    env = jinja2.Environment()
+    read = {key: env.from_string(c["value_template"]).render(value_json=state)
+            for key, c in config["components"].items()}
+    assert read[f"{device}_emotion"] == "happy" and read[f"{device}_faces"] == "2"
+    assert read[f"{device}_cam_voice_emotion"] == "sad" and read[f"{device}_cam_voice_confidence"] == "60.0"
+    assert read[f"{device}_cam_fused_emotion"] == "happy" and read[f"{device}_cam_fused_confidence"] == "80.0"
+    assert read[f"{device}_share_happy"] == read[f"{device}_share_sad"] == "50.0"
+    assert {read[f"{device}_share_{label}"] for label in LABELS if label not in ("happy", "sad")} == {"0.0"}
+    for key, component in config["components"].items():  # an enum sensor's reading is one of its options
+        if component.get("device_class") == "enum":
+            assert read[key] in component["options"], key
+
+    # Nobody speaks any more: the readings go back to none (and the share to 0 when nobody is in view).
+    ends = [TrackEvent(type="end", track=e.track, source="cam", pts=2.0, probs=e.probs, box=None,
+                       modality=e.modality, components=e.components) for e in (voice, fused)]
+    publisher.handle(ends, [])
+    publisher.close()
+    state = json.loads(state_sub.wait_for(lambda msgs: json.loads(msgs[-1][1])["faces"] == [] and
+                                          json.loads(msgs[-1][1])["sources"]["cam"]["voice"] is None)[-1][1])
+    assert state["sources"] == {"cam": {"voice": None, "fused": None}} and set(state["share"].values()) == {0.0}
+    assert env.from_string(config["components"][f"{device}_cam_voice_emotion"]["value_template"]).render(
+        value_json=state) == "none"

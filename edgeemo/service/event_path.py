@@ -50,7 +50,8 @@ class EventPath:
 def open_event_path(cfg: Config, metrics: Metrics | None = None, feed: Sink | None = None) -> EventPath:
     """`feed`: the dashboard's live feed, when the daemon serves one."""
     journal = Journal.open(cfg.journal, metrics)
-    mqtt = MqttSink(journal, MqttPublisher(cfg.mqtt, cfg.device_id, metrics), MQTT_DRAIN_S) if cfg.mqtt.url else None
+    mqtt = MqttSink(journal, MqttPublisher(cfg.mqtt, cfg.device_id, metrics, [s.name for s in cfg.sources]),
+                    MQTT_DRAIN_S) if cfg.mqtt.url else None
     sinks: list[Sink] = [EventLog(cfg.event_log, metrics), *(s for s in (mqtt, feed) if s is not None)]
     writer = EventWriter(journal, cfg.device_id, sinks, metrics, delivered=mqtt is None)
     return EventPath(journal, writer, JournalUpkeep(journal, metrics, writer.flush), mqtt)

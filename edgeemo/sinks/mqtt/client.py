@@ -59,11 +59,14 @@ class MqttPublisher:
     published while connected and again after every reconnect.
     """
 
-    def __init__(self, cfg: MqttConfig, device_id: str, metrics: Metrics | None = None) -> None:
+    def __init__(self, cfg: MqttConfig, device_id: str, metrics: Metrics | None = None,
+                 sources: list[str] | tuple[str, ...] = ()) -> None:
+        """`sources`: the names of the sources, for their Home Assistant sensors."""
         if not cfg.url:
             raise ValueError("MqttPublisher needs mqtt.url")
         self.cfg = cfg
         self.device = device_id
+        self.sources = list(sources)
         self.metrics = metrics
         self.broker = parse_broker_url(cfg.url, cfg.tls.enabled)
         base = f"{cfg.topic_prefix}/{device_id}"
@@ -74,8 +77,8 @@ class MqttPublisher:
                             "ha_status": f"{cfg.discovery_prefix}/status"}
         self._outstanding: deque[mqtt.MQTTMessageInfo] = deque()  # QoS>0 messages not yet acknowledged
         self._lock = threading.Lock()
-        self._state_sent: list[dict] | None = None  # the faces last published
-        self._state_pending: list[dict] | None = None
+        self._state_sent: dict | None = None     # the state last published (without v, ts, device)
+        self._state_pending: dict | None = None
         self._state_at = -float("inf")           # monotonic time of the last state publish
         self._started = False
         self.connected = False
@@ -156,7 +159,7 @@ class MqttPublisher:
             self._publish_discovery()
 
     def _publish_discovery(self) -> None:
-        payload = to_json(discovery_payload(self.device, self.topics))
+        payload = to_json(discovery_payload(self.device, self.topics, self.sources))
         self.client.publish(self.topics["discovery"], payload, qos=1, retain=True)
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
@@ -219,17 +222,17 @@ class MqttPublisher:
         """A fired suggestion rule (edgeemo/alert.schema.json) on <prefix>/<device>/alerts, QoS 1."""
         self._send(f"{self.cfg.topic_prefix}/{self.device}/alerts", to_json(alert), qos=1, retain=False)
 
-    def publish_state(self, faces: list[dict]) -> None:
-        """Retained `{"v","ts","device","faces"}`, only on change and at most once per state_min_interval_s.
+    def publish_state(self, faces: list[dict], more: dict | None = None) -> None:
+        """Retained `{"v","ts","device","faces", **more}`, only on change and at most once per state_min_interval_s.
 
         Each face keeps its track, source and emotion (the bars change every frame; the label only
         with an event). A change inside the interval, or while disconnected, is kept and goes out
         later (at the latest at the reconnect or at close), so the retained state always ends up
         equal to the last list passed in.
         """
-        faces = [{key: face[key] for key in STATE_KEYS if key in face} for face in faces]
+        state = {"faces": [{key: face[key] for key in STATE_KEYS if key in face} for face in faces], **(more or {})}
         with self._lock:
-            self._state_pending = None if faces == self._state_sent else faces
+            self._state_pending = None if state == self._state_sent else state
             due = time.monotonic() - self._state_at >= self.cfg.state_min_interval_s
         if due:
             self._flush_state()
@@ -238,9 +241,9 @@ class MqttPublisher:
         with self._lock:
             if self._state_pending is None or not self.connected:
                 return
-            faces, self._state_pending = self._state_pending, None
-            self._state_sent, self._state_at = faces, time.monotonic()
-        state = {"v": SCHEMA_VERSION, "ts": iso_utc(), "device": self.device, "faces": faces}
+            body, self._state_pending = self._state_pending, None
+            self._state_sent, self._state_at = body, time.monotonic()
+        state = {"v": SCHEMA_VERSION, "ts": iso_utc(), "device": self.device, **body}
         self._send(self.topics["state"], to_json(state), qos=1, retain=True)
 
     def _send(self, topic: str, payload: str, qos: int, retain: bool) -> None:

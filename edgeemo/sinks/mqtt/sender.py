@@ -19,6 +19,7 @@ from edgeemo.journal.store import Journal
 from edgeemo.core.metrics import Metrics
 from edgeemo.core.supervisor import Supervised
 from edgeemo.sinks.mqtt.client import WINDOW, MqttPublisher
+from edgeemo.sinks.mqtt.state import StateBook
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5  # the sender also wakes on every commit, connect, disconnect and acknowledgement
@@ -103,6 +104,7 @@ class MqttSink:
     def __init__(self, journal: Journal, mqtt_out: MqttPublisher, drain_s: float) -> None:
         self.mqtt, self.drain_s = mqtt_out, drain_s
         self.sender = JournalSender(journal, mqtt_out, mqtt_out.metrics)
+        self.book = StateBook(mqtt_out.sources)
 
     def start(self) -> None:
         self.mqtt.start()
@@ -110,9 +112,12 @@ class MqttSink:
 
     def publish(self, events: list[dict]) -> None:
         self.sender.wake()
+        if self.book.see_events(events):  # a voice or fused reading changed: the state says so
+            self.mqtt.publish_state(self.book.faces, self.book.body())
 
     def state(self, faces: list[dict]) -> None:
-        self.mqtt.publish_state(faces)
+        self.book.faces = faces
+        self.mqtt.publish_state(faces, self.book.body())
 
     def stop(self) -> None:
         """Deliver the backlog for up to `drain_s` s; what is left stays in the journal for the next start."""
