@@ -200,3 +200,13 @@ def test_openvino_backend_without_openvino_says_how_to_install_it(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "backend: openvino, which is not installed (pip install 'edgeemo[openvino]')" in result.stderr
+
+
+def test_check_takes_a_bare_camera_index_and_audio_off(tmp_path):
+    """`url: 0` and `audio: off` unquoted, as config/edgeemo.yaml says they may be written."""
+    config = write(tmp_path, "sources:\n  - url: 0\n    audio: off\nvoice:\n  enabled: on\n")
+    result = edgeemo("check", "--config", config, "--metrics-port", "0", "--web-port", "0", cwd=tmp_path)
+    assert "OK    config: valid" in result.stdout, result.stdout + result.stderr
+    assert "sound of default: no sound to analyse" in result.stdout   # audio: off, read as the word
+    source = next(line for line in result.stdout.splitlines() if "source default: " in line)
+    assert "camera" in source and "0" in source  # camera 0 (/dev/video0), there or not
