@@ -32,7 +32,7 @@ def alert_rules() -> list[dict]:
 
 def exported(tmp_path: Path) -> set[str]:
     """The sample names of a real daemon's /metrics (edgeemo run on the sample, scraped over HTTP)."""
-    cfg = load_config(None, {"metrics.port": 0, "web.enabled": False, "event_log.stdout": False,
+    cfg = load_config(None, {"sources.0.url": "sample", "metrics.port": 0, "web.enabled": False, "event_log.stdout": False,
                              "journal.path": str(tmp_path / "journal.db"), "event_log.path": str(tmp_path / "e.jsonl")})
     daemon = Daemon(cfg)
     daemon.start()
