@@ -357,14 +357,14 @@ def test_a_stage_that_keeps_crashing_makes_the_daemon_exit_1_for_systemd(stream,
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     daemon = Daemon(load_config(None, live_overrides(stream.url, mqtt_broker.url, "broken", tmp_path)))
     pipeline = daemon.pipeline
-    live = pipeline.stages[0]          # live: one analysis thread runs every step
+    live = pipeline.stages[0]          # live, one source: one analysis worker runs every step
     pipeline.stages[0] = BrokenStage([(name, step) for name, step, _ in live.steps], live.inbox, None,
-                                     daemon.metrics, pipeline.abort)
+                                     daemon.metrics, pipeline.abort, name=live.name)
     daemon.start()
     started = time.monotonic()
     daemon.supervise()                 # returns once the stage gave up: a live source alone never ends it
     assert time.monotonic() - started < 20
-    worker = "detect+classify+track+publish"
+    worker = "analysis"
     assert pipeline.failed and restarts(daemon.metrics, worker) == BrokenStage.give_up_after - 1
     assert daemon.shutdown() == 1
 

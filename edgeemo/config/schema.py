@@ -100,6 +100,13 @@ class ClassifierConfig(Section):
     every_frames: int = Field(3, ge=1, le=1000)
 
 
+class AnalysisConfig(Section):
+    workers: int | None = Field(None, ge=1, le=256, description=(
+        "Threads that analyse the video sources' frames; each source is analysed, in order, by one of "
+        "them, the sources shared out round-robin. null: one per CPU this process may use (its CPU "
+        "affinity), at most one per video source."))
+
+
 class TrackerConfig(Section):
     iou_threshold: float = Field(0.3, gt=0, lt=1)
     min_hits: int = Field(3, ge=1)
@@ -273,6 +280,7 @@ class Config(Section):
     sources: list[SourceConfig] = Field(default_factory=lambda: [SourceConfig()], min_length=1)
     detector: DetectorConfig = DetectorConfig()
     classifier: ClassifierConfig = ClassifierConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
     tracker: TrackerConfig = TrackerConfig()
     voice: VoiceConfig = VoiceConfig()
     microphone: MicrophoneConfig = MicrophoneConfig()

@@ -1,16 +1,21 @@
 """The analysis pipeline: capture -> detect -> classify -> track + publish.
 
-A capture thread per source; live, one analysis thread runs the four steps, and a lossless file
-run (--once) gives them three threads joined by small bounded queues (see Pipeline._build_stages).
-The capture side never blocks (see sources.mailbox); behind it each stage blocks when the next
-one is busy, so memory stays bounded whatever the load.
+A capture thread per source; live, the sources are shared out among `analysis.workers` worker
+threads (one per usable CPU by default), each running the four steps on its own sources' frames,
+in order; a lossless file run (--once) gives the steps three threads joined by small bounded
+queues (see Pipeline._build_stages). The capture side never blocks (see sources.mailbox): a worker
+that cannot keep up gets its sources' newest frames, the others counted as dropped; behind it each
+stage blocks when the next one is busy, so memory stays bounded whatever the load.
 
-Sound takes a side path per source: audio capture -> ring buffer -> voice stage, whose readings the
-fuser combines with the face tracks that the track stage reports (fusion.py).
+Sound takes a side path per source: audio capture -> ring buffer -> voice stage (a thread per source
+with sound, analysing its windows in order; it sleeps between windows, one a second, and its model
+runs without the GIL, so the OS spreads these threads over the CPUs as it does the workers), whose
+readings the fuser combines with the face tracks that the track stage reports (fusion.py).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -99,8 +104,9 @@ class Stage(Supervised):
 
     def __init__(self, steps: list[tuple[str, Callable[[Work], Work]]], inbox: QueueInbox | MailboxInbox,
                  outbox: queue.Queue | None, metrics: Metrics, abort: threading.Event,
-                 on_end: Callable[[], None] | None = None, tick: Callable[[], None] | None = None) -> None:
-        super().__init__("+".join(name for name, _ in steps), abort, metrics)
+                 on_end: Callable[[], None] | None = None, tick: Callable[[], None] | None = None,
+                 name: str | None = None) -> None:
+        super().__init__(name or "+".join(step for step, _ in steps), abort, metrics)
         self.steps = [(name, step, metrics.stage_seconds.labels(stage=name)) for name, step in steps]
         self.inbox, self.outbox, self.abort, self.on_end, self.tick = inbox, outbox, abort, on_end, tick
         self._last_tick = time.monotonic()
@@ -144,16 +150,22 @@ class Pipeline:
 
     def __init__(self, cfg: Config, metrics: Metrics, publisher: EventWriter, lossless: bool = False) -> None:
         self.cfg, self.metrics, self.publisher = cfg, metrics, publisher
-        self.analysis = FrameAnalysis(cfg)  # the same path as `edgeemo detect`
-        self.detector, self.classifier = self.analysis.detector, self.analysis.classifier
         ids = itertools.count(publisher.next_track_id)  # ids continue across restarts, never reused
         self.trackers = {s.name: FaceTracker(cfg.tracker, s.name, ids) for s in cfg.sources}
         self.stop_event = threading.Event()
         self.abort = threading.Event()  # a worker gave up: stop waiting on each other, the daemon exits 1
         video = [s for s in cfg.sources if parse_source(s.url).kind != "audio"]
-        self.mailbox = Mailbox([s.name for s in video], metrics)
-        gate = self.analysis.scheduler  # an idle source's capture skips frames undecoded
-        self.captures = [Capture(s, self.mailbox, self.stop_event, metrics, lossless, gate) for s in video]
+        shares = share_out([s.name for s in video], 1 if lossless else worker_count(cfg, len(video)))
+        # One analysis per worker: its own model sessions and buffers, so workers never wait on each
+        # other (the same path as `edgeemo detect`).
+        self.analyses = [FrameAnalysis(cfg) for _ in shares]
+        self.analysis = self.analyses[0]
+        self.detector, self.classifier = self.analysis.detector, self.analysis.classifier
+        self.mailboxes = [Mailbox(share, metrics) for share in shares]
+        self.owner = {name: k for k, share in enumerate(shares) for name in share}  # source -> its worker
+        self.captures = [Capture(s, self.mailbox_of(s.name), self.stop_event, metrics, lossless,
+                                 self.analysis_of(s.name).scheduler)  # an idle source's capture skips frames undecoded
+                         for s in video]
         for capture in self.captures:
             if not capture.spec.live:
                 FrameReader(capture.spec).close()  # a file that cannot be opened stops start-up
@@ -165,23 +177,35 @@ class Pipeline:
             self._build_voice(lossless)
         self.queues: dict[str, queue.Queue] = {}
         self.stages = self._build_stages(lossless)
-        self.frames_done = 0
-        self.frames_by_source = {s.name: 0 for s in video}  # the daemon's per-source frame rate
+        self.frames_by_source = {s.name: 0 for s in video}  # each written by its source's worker only
         self.source_metrics = {s.name: metrics.source(s.name) for s in cfg.sources}
         self.frame_observers: list[Callable[[np.ndarray, list[dict]], None]] = []
 
+    def mailbox_of(self, source: str) -> Mailbox:
+        return self.mailboxes[self.owner[source]]
+
+    def analysis_of(self, source: str) -> FrameAnalysis:
+        return self.analyses[self.owner[source]]
+
     def _build_stages(self, lossless: bool) -> list[Stage]:
-        """Lossless (a file with --once) on more than one CPU: three threads, so detection of one
-        frame overlaps the classification of the one before (onnxruntime releases the GIL);
-        throughput is the aim. Otherwise one thread runs all four steps: a camera's frame rate
-        leaves the analysis time to spare, one CPU cannot overlap anything, and each hand-off
-        between threads is a wake-up, which at 30 frames/s costs more CPU than the overlap saves."""
+        """Live: a worker thread per share of the sources, each running all four steps on its
+        sources' frames in order. One thread per share rather than a thread per step: a camera's
+        frame rate leaves the analysis time to spare, and each hand-off between threads is a
+        wake-up, which at 30 frames/s costs more CPU than the overlap saves; the workers themselves
+        run side by side on the CPUs, as onnxruntime and OpenCV release the GIL.
+
+        Lossless (a file with --once) on more than one CPU: three threads, so detection of one
+        frame overlaps the classification of the one before; throughput is the aim."""
         track = [("track", self.track), ("publish", self.publish)]
-        last = {"on_end": self.fuser.video_done, "tick": self.expire_idle}
-        inbox = MailboxInbox(self.mailbox)
         if not lossless or usable_cpus() < 2:
-            return [Stage([("detect", self.detect), ("classify", self.classify), *track], inbox, None,
-                          self.metrics, self.abort, **last)]
+            ends = Countdown(len(self.mailboxes), self.fuser.video_done)
+            return [Stage([("detect", self.detect), ("classify", self.classify), *track], MailboxInbox(mailbox),
+                          None, self.metrics, self.abort, on_end=ends.one_done,
+                          tick=functools.partial(self.expire_idle, set(mailbox.sources)),
+                          name="analysis" if len(self.mailboxes) == 1 else f"analysis-{k}")
+                    for k, mailbox in enumerate(self.mailboxes)]
+        last = {"on_end": self.fuser.video_done, "tick": functools.partial(self.expire_idle, set(self.owner))}
+        inbox = MailboxInbox(self.mailboxes[0])
         self.queues = {"classify": queue.Queue(QUEUE_SIZE), "track": queue.Queue(QUEUE_SIZE)}
         return [
             Stage([("detect", self.detect)], inbox, self.queues["classify"], self.metrics, self.abort),
@@ -212,8 +236,8 @@ class Pipeline:
             ring = AudioRing(self.cfg.voice.buffer_s, sample_rate)
             if parse_source(source.url) == SourceSpec("stream", target):  # its own sound: one connection
                 k = next(k for k, c in enumerate(self.captures) if c.cfg.name == source.name)
-                self.captures[k] = StreamCapture(source, self.mailbox, self.stop_event, self.metrics, ring,
-                                                 self.analysis.scheduler)
+                self.captures[k] = StreamCapture(source, self.mailbox_of(source.name), self.stop_event,
+                                                 self.metrics, ring, self.analysis_of(source.name).scheduler)
             else:
                 self.audio.append(AudioCapture(source, target, self.cfg.microphone, ring, self.stop_event,
                                                self.metrics, lossless))
@@ -225,11 +249,13 @@ class Pipeline:
             thread.start()
 
     def detect(self, work: Work) -> Work:
-        work.faces = self.analysis.detect(work.frame.image, work.frame.source, work.frame.index)
+        frame = work.frame
+        work.faces = self.analysis_of(frame.source).detect(frame.image, frame.source, frame.index)
         return work
 
     def classify(self, work: Work) -> Work:
-        work.faces.probs = self.analysis.classify(work.frame.image, work.faces, work.frame.source)
+        frame = work.frame
+        work.faces.probs = self.analysis_of(frame.source).classify(frame.image, work.faces, frame.source)
         return work
 
     def track(self, work: Work) -> Work:
@@ -252,18 +278,18 @@ class Pipeline:
         self.metrics.latency.observe(time.monotonic() - frame.captured_at)
         self.source_metrics[frame.source].frames_processed.inc()
         self.frames_by_source[frame.source] += 1
-        self.frames_done += 1
         return work
 
-    def expire_idle(self) -> None:
-        """End the tracks of live sources that sent no frame for `max_missed_s` (a frozen camera).
+    def expire_idle(self, sources: set[str]) -> None:
+        """End the tracks of live `sources` that sent no frame for `max_missed_s` (a frozen camera).
 
-        Runs in the track stage's thread, so it never races `track`; its events and the faces still
-        in view take the same path as a frame's, so the retained state empties without a frame
-        (and a state change held back by `state_min_interval_s` still goes out).
+        Runs in the thread of the worker that owns `sources`, so it never races `track`; its events
+        and the faces still in view take the same path as a frame's, so the retained state empties
+        without a frame (and a state change held back by `state_min_interval_s` still goes out).
         """
         now = time.monotonic()
-        idle = [c.cfg.name for c in self.captures if c.live and now - c.last_frame_at > self.cfg.tracker.max_missed_s]
+        idle = [c.cfg.name for c in self.captures if c.cfg.name in sources and c.live
+                and now - c.last_frame_at > self.cfg.tracker.max_missed_s]
         if not idle:
             return
         now_pts = live_pts()
@@ -275,6 +301,11 @@ class Pipeline:
     def on_voice(self, source: str, reading: VoiceWindow | None, pts: float) -> None:
         """A voice stage's window: publish its voice and fused events (from the voice stage's thread)."""
         self.publisher.handle(self.fuser.on_window(source, reading, pts))
+
+    @property
+    def frames_done(self) -> int:
+        """Frames analysed so far, all sources."""
+        return sum(self.frames_by_source.values())
 
     @property
     def progress(self) -> int:
@@ -299,7 +330,7 @@ class Pipeline:
         for capture in [*self.captures, *self.audio]:
             capture.join(CAPTURE_JOIN_S if capture.live else left())
         for capture in self.captures:
-            self.mailbox.close(capture.cfg.name)
+            self.mailbox_of(capture.cfg.name).close(capture.cfg.name)
         for voice in self.voices:
             voice.ring.close()
         for thread in [*self.stages, *self.voices]:
@@ -345,6 +376,30 @@ class Pipeline:
     def healthy(self) -> bool:
         """What the watchdog wants: every video source delivers and no worker is crashing or failed."""
         return all(self.health().values()) and not any(w.failing or w.failed for w in self.workers)
+
+
+class Countdown:
+    """Calls `then` once, when `one_done` has been called `count` times (from any threads)."""
+
+    def __init__(self, count: int, then: Callable[[], None]) -> None:
+        self._left, self._then, self._lock = count, then, threading.Lock()
+
+    def one_done(self) -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._then()
+
+
+def worker_count(cfg: Config, sources: int) -> int:
+    """analysis.workers, by default one per usable CPU; never more than the video sources (at least one)."""
+    return max(1, min(cfg.analysis.workers or usable_cpus(), sources))
+
+
+def share_out(sources: list[str], workers: int) -> list[list[str]]:
+    """The sources dealt round-robin to `workers` shares: source k to worker k % workers."""
+    return [sources[k::workers] for k in range(workers)]
 
 
 def usable_cpus() -> int:

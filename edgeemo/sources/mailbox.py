@@ -21,6 +21,7 @@ class Mailbox:
     """
 
     def __init__(self, sources: list[str], metrics: Metrics | None = None) -> None:
+        self.sources = list(sources)
         self._slots: dict[str, deque[Frame]] = {name: deque() for name in sources}
         self._open = set(sources)
         self._cond = threading.Condition()

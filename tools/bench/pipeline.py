@@ -199,9 +199,10 @@ def warm_up(pipeline: Pipeline, video: str) -> None:
     cap.release()
     if not ok:
         raise SystemExit(f"cannot read a frame of {video}")
-    for _ in range(WARM_UP_RUNS):
-        faces = pipeline.detector.detect(frame)
-        pipeline.classifier.classify(frame, faces)
+    for analysis in pipeline.analyses:  # each worker's own sessions
+        for _ in range(WARM_UP_RUNS):
+            faces = analysis.detector.detect(frame)
+            analysis.classifier.classify(frame, faces)
 
 
 def run_once(spec: RunSpec) -> dict:
