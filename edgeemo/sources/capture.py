@@ -61,6 +61,9 @@ class Capture(Supervised):
         self._skipping = False
         self._last_problem: str | None = None  # the reopen reason last logged
         self.last_frame_at = time.monotonic()  # start-up counts as a frame: the grace before a stall
+        # The children moved on every frame, looked up once: a lookup by label takes a lock and the GIL.
+        self._counted = (metrics.stage_seconds.labels(stage="capture"), metrics.frames.labels(source=cfg.name),
+                         metrics.last_frame.labels(source=cfg.name)) if metrics else None
 
     def work(self) -> None:
         if self.spec.live:
@@ -167,8 +170,8 @@ class Capture(Supervised):
         self._skipping = False
         started = time.perf_counter()
         item = reader.read()
-        if item is not None and self.metrics:
-            self.metrics.stage_seconds.labels(stage="capture").observe(time.perf_counter() - started)
+        if item is not None and self._counted:
+            self._counted[0].observe(time.perf_counter() - started)
         return item
 
     def _skip(self, reader: FrameReader) -> tuple[None, float] | None:
@@ -187,9 +190,9 @@ class Capture(Supervised):
         frame = Frame(image, self.cfg.name, self.frames_seen - 1, pts, time.monotonic())
         self.frames_read += 1
         self.last_frame_at = frame.captured_at
-        if self.metrics:
-            self.metrics.frames.labels(source=self.cfg.name).inc()
-            self.metrics.last_frame.labels(source=self.cfg.name).set(time.time())
+        if self._counted:
+            self._counted[1].inc()
+            self._counted[2].set(time.time())
         self.mailbox.put(frame, self.lossless, self.stop)
 
     def _count_reconnect(self) -> None:
