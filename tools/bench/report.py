@@ -24,7 +24,9 @@ run of this tool; the report states each file's date, machine and load average. 
 * dashboard_latency, dashboard_feed_cpu: tools/bench/dashboard.py, event to bar on screen in headless
   Chromium, and what the open Live page costs the feed;
 * face_model: file and live mode on the sample with the shipped face model and the one before it
-  (issue 20), side by side in one run.
+  (issue 20), side by side in one run;
+* cameras: tools/bench/cameras.py, frames offered vs analysed and CPU for 1 to 24 cameras, on all
+  CPUs and on one (taskset -c 0), with bench/cameras.png drawn from it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
 REPORT = REPO / "BENCHMARKS.md"
+PLOT = REPO / "bench" / "cameras.png"   # drawn from bench/results/cameras.json by the report
 SAMPLE = "samples/demo.mp4"
 BUSY, ENTRY, EMPTY = "data/busy_1280x720.mp4", "data/entry_1280x720.mp4", "data/empty_640x360.mp4"
 EVERY_FRAME = ["--full-frame-every", "1", "--classify-every", "1", "--motion", "off"]
@@ -104,6 +107,7 @@ def suite(repeat: int) -> dict[str, list[str]]:
                                *out("dashboard_feed_cpu")],
         "analyze": [*tool("bench.analyze"), "--rate", "2", *out("analyze")],
         "analyze_flood": [*tool("bench.analyze"), "--rate", "0", *out("analyze_flood")],
+        "cameras": [*tool("bench.cameras"), *r, *out("cameras")],
     }
 
 
@@ -487,13 +491,45 @@ def face_model_section(data: dict | None) -> list[str]:
                      f"| {f(r['cpu_cores'], 3)} | {r['frames_processed']}/{r['frames_captured']} "
                      f"| {f(r['faces_per_frame'], 2)} | {f(st['classify']['p50'], 2)}/{f(st['classify']['p99'], 2)} |")
     return lines
+CAMERAS_NOTE = """Each run is the real daemon (`python -m edgeemo run`) with N copies of the sample as
+cameras, each played at its own 29.97 frames/s, faces only (voice, dashboard and MQTT off), read
+through its own metrics page over a stretch after every camera's first analysed frame: **offered**
+is the frames the cameras delivered (`edgeemo_frames_total`), **analysed** those that went through
+detection and tracking, **dropped** those a camera replaced before its worker took them
+(`edgeemo_frames_dropped_total{reason="backlog"}`); **cores** is the process's CPU time per second.
+`analysis.workers` at its default: one worker per CPU the process may use, so two on all CPUs and
+one under `taskset -c 0`. A device carries as many cameras as it analyses at or near 100 %; past
+that, each camera's newest frames are analysed and the others dropped and counted, never queued."""
+
+
+def cameras_section(data: dict | None) -> list[str]:
+    """Issue 25: how many cameras a device carries, on all its CPUs and on one; a table and a plot."""
+    if data is None:
+        return ["Not measured yet: `python -m tools.bench.report --run --only cameras`."]
+    from tools.bench.cameras import plot, table
+
+    results = data["results"]
+    plot(results, PLOT)
+    one = next((r for r in results if r["cpus"] == "all" and r["cameras"] == 1), None)
+    sixteen = next((r for r in results if r["cpus"] == "all" and r["cameras"] == 16), None)
+    rows = ["| target | measured (medians) | verdict |", "|---|---|---|"]
+    if sixteen:
+        rows.append(f"| 16 cameras at 30 frames/s, faces only: >= 99 % of offered frames analysed "
+                    f"| {f(100 * sixteen['analysed_share'], 2)} % ({sixteen['analysed']}/{sixteen['offered']}), "
+                    f"{f(sixteen['cores'], 3)} cores | {verdict(sixteen['analysed_share'] >= 0.99)} |")
+    if one:
+        rows.append(f"| 1 camera: <= 0.12 core | {f(one['cores'], 3)} core | {verdict(one['cores'] <= 0.12)} |")
+    loads = ", ".join(str(run["loadavg_at_start"][0]) for r in results for run in r["runs"])
+    return [f"Source: {source('cameras', data)}.", "", CAMERAS_NOTE, "", *rows, "", table(results), "",
+            f"![frames analysed and CPU against cameras]({PLOT.relative_to(REPO).as_posix()})", "",
+            f"1-min load average at the start of each single run, in run order: {loads}."]
 
 
 def report() -> str:
     names = ("vs_fer_sample", "vs_fer_busy", "file", "file_every_frame", "live", "cadence_k", "cadence_m", "cadence_l",
              "regions", "guard", "guard_l1", "file_l1", "live_l1", "vs_fer_sample_l1", "vs_fer_busy_l1",
              "journal_cost", "journal_outage_30s", "journal_outage_300s", "dashboard_latency", "dashboard_feed_cpu",
-             "analyze", "analyze_flood", "face_model")
+             "analyze", "analyze_flood", "face_model", "cameras")
     d = {name: load(name) for name in names}
     out = [HEAD, "## Machine", "", *machine_section(d), "", "## Against the targets of issue 15", "", *targets(d), "",
            "### The same targets with every followed face located on every frame", "", *strict_section(d), "",
@@ -525,7 +561,9 @@ def report() -> str:
            "## 7. The web dashboard (issue 14), headless Debian Chromium", "", *dashboard_section(d), "",
            "## 8. Analysing a file from the dashboard (issue 23) while the sample plays live", "", *analyze_section(d), "",
            "## 9. The distilled face model (issue 20) against the one before it", "",
-           *face_model_section(d["face_model"]), ""]
+           *face_model_section(d["face_model"]), "",
+           "## 10. Cameras per device (issue 25): frames analysed and CPU against cameras", "",
+           *cameras_section(d["cameras"]), ""]
     return "\n".join(out)
 
 
