@@ -506,10 +506,9 @@ def cameras_section(data: dict | None) -> list[str]:
     """Issue 25: how many cameras a device carries, on all its CPUs and on one; a table and a plot."""
     if data is None:
         return ["Not measured yet: `python -m tools.bench.report --run --only cameras`."]
-    from tools.bench.cameras import plot, table
+    from tools.bench.cameras import table
 
     results = data["results"]
-    plot(results, PLOT)
     one = next((r for r in results if r["cpus"] == "all" and r["cameras"] == 1), None)
     sixteen = next((r for r in results if r["cpus"] == "all" and r["cameras"] == 16), None)
     rows = ["| target | measured (medians) | verdict |", "|---|---|---|"]
@@ -577,6 +576,12 @@ def main() -> int:
         run_suite(args.repeat, args.only)
     REPORT.write_text(report())
     print(f"wrote {REPORT.relative_to(REPO)}")
+    cameras = load("cameras")
+    if cameras is not None:
+        from tools.bench.cameras import plot
+
+        plot(cameras["results"], PLOT)
+        print(f"wrote {PLOT.relative_to(REPO)}")
     return 0
 
 
