@@ -518,10 +518,15 @@ def cameras_section(data: dict | None) -> list[str]:
                     f"{f(sixteen['cores'], 3)} cores | {verdict(sixteen['analysed_share'] >= 0.99)} |")
     if one:
         rows.append(f"| 1 camera: <= 0.12 core | {f(one['cores'], 3)} core | {verdict(one['cores'] <= 0.12)} |")
-    loads = ", ".join(str(run["loadavg_at_start"][0]) for r in results for run in r["runs"])
+    loads = [run["loadavg_at_start"][0] for r in results for run in r["runs"]]
+    cpus = data.get("machine", {}).get("usable_cpus") or 1
+    busy = [] if min(loads) < cpus else [
+        "", f"**Other work shared the machine during every run** (1-min load average {min(loads)} to "
+        f"{max(loads)} on {cpus} CPUs): the daemon got only part of the CPUs, so these figures understate "
+        "what an idle device of this kind carries; rerun on a quiet machine before reading a capacity from them."]
     return [f"Source: {source('cameras', data)}.", "", CAMERAS_NOTE, "", *rows, "", table(results), "",
             f"![frames analysed and CPU against cameras]({PLOT.relative_to(REPO).as_posix()})", "",
-            f"1-min load average at the start of each single run, in run order: {loads}."]
+            f"1-min load average at the start of each single run, in run order: {', '.join(map(str, loads))}.", *busy]
 
 
 def report() -> str:
