@@ -22,6 +22,7 @@ class VoiceCard:
     front_end: AudioFrontEnd
     fold: np.ndarray           # [model labels, 7]: model probabilities @ fold = LABELS probabilities
     output: str                # logits | probs
+    temperature: float = 1.0   # logits / temperature before the softmax (fitted on held-out speakers)
 
 
 def load_voice_card(path: Path) -> VoiceCard:
@@ -35,7 +36,13 @@ def parse_voice_card(raw: dict, folder: Path) -> VoiceCard:
     if raw["output"] not in ("logits", "probs"):
         raise ValueError(f"output must be 'logits' or 'probs', got {raw['output']!r}")
     fold = fold_matrix(raw["labels"], raw["fold_to_face_labels"])
-    return VoiceCard(raw["name"], folder / raw["file"], AudioFrontEnd.from_card(raw["audio"]), fold, raw["output"])
+    temperature = raw.get("temperature", 1.0)
+    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
+        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+    if temperature != 1.0 and raw["output"] != "logits":
+        raise ValueError("temperature needs output 'logits'")
+    return VoiceCard(raw["name"], folder / raw["file"], AudioFrontEnd.from_card(raw["audio"]), fold, raw["output"],
+                     float(temperature))
 
 
 def fold_matrix(labels: list[str], fold: dict[str, str]) -> np.ndarray:
@@ -74,6 +81,7 @@ class VoiceClassifier:
         features = self.front_end.features(samples)[None]
         scores = self.model.run(features)[0][0].astype(np.float64)
         if self.card.output == "logits":
+            scores /= self.card.temperature
             scores = np.exp(scores - scores.max())
         probs = scores / scores.sum()
         return (probs @ self.card.fold).astype(np.float32)

@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tools.common.datasets import REPO, data_root, load_ravdess
+from tools.common.calibration import ece, fit_temperature, softmax
+from tools.common.noise import room_copy
 
 from edgeemo.voice.features import AudioFrontEnd, normalise
 
@@ -47,6 +49,7 @@ FOLD_TO_FACE = {"neutral": "neutral", "calm": "neutral", "happy": "happy", "sad"
 LABELS7 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # edgeemo.LABELS
 FOLDS = [tuple(range(4 * k + 1, 4 * k + 5)) for k in range(6)]
 SHIPPED_EXCLUDED = (1, 4)
+AUGMENTATION = "rooms-1"  # tools.common.noise.room_copy; bump when it changes so caches rebuild
 
 
 # --- model ------------------------------------------------------------------------------------------
@@ -134,7 +137,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--widths", default="64,64,96,128", help="channels of the stem and each block")
     p.add_argument("--window-s", type=float, default=3.0, help="training crop length")
-    p.add_argument("--noise-copies", type=int, default=2, help="noisy/gain-changed copies per clip")
+    p.add_argument("--noise-copies", type=int, default=4, help="room copies per clip (noise, babble, tones, reverb, gain)")
+    p.add_argument("--p-clean", type=float, default=0.3, help="share of training crops taken from the clean clip")
     p.add_argument("--features", choices=("logmel", "mfcc"), default="logmel")
     p.add_argument("--n-filters", type=int, default=40)
     p.add_argument("--n-mfcc", type=int, default=13)
@@ -151,31 +155,30 @@ def front_end(args: argparse.Namespace) -> AudioFrontEnd:
                          use_deltas=args.deltas, normalisation=args.norm)
 
 
-def noisy_copy(clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Gain -12..+6 dB and white or brown noise at 10..40 dB SNR (re the clip's mean power).
+def babble_pools(data: dict) -> list[list[int]]:
+    """Per actor, the clips whose voices may babble behind that actor's clips in training.
 
-    Brown (1/f^2, rumble-like) noise is integrated white noise minus its 50 ms moving average
-    (which removes the random-walk drift), both computed with cumulative sums.
+    The other actors of the same 4-actor CV group: whichever fold is trained, a training clip's
+    babble then comes from training actors only (a group is held out whole). Actors 01 and 04 are
+    never babble, so the shipped model has not heard their voices at all.
     """
-    x = clip * np.float32(10 ** (rng.uniform(-12, 6) / 20))
-    noise = rng.standard_normal(len(x)).astype(np.float32)
-    if rng.random() < 0.5:
-        noise = np.cumsum(noise) * np.float32(0.02)
-        c = np.concatenate([[0.0], np.cumsum(np.pad(noise, (400, 400)), dtype=np.float64)])
-        noise -= ((c[801:] - c[:-801]) / 801).astype(np.float32)
-    snr_db = rng.uniform(10, 40)
-    gain = np.sqrt(np.mean(x ** 2) / (np.mean(noise ** 2) + 1e-12) / 10 ** (snr_db / 10))
-    return np.clip(x + noise * np.float32(gain), -1, 1)
+    speakers = data["speakers"]
+    pools = [[] for _ in range(25)]
+    for actor in range(1, 25):
+        group = FOLDS[(actor - 1) // 4]
+        others = [a for a in group if a != actor and a not in SHIPPED_EXCLUDED]
+        pools[actor] = np.flatnonzero(np.isin(speakers, others)).tolist()
+    return pools
 
 
 def feature_cache(data: dict, front: AudioFrontEnd, copies: int, folder: Path, seed: int = 1234) -> list[list]:
-    """Raw features of every clip, clean (copy 0) and ``copies`` noisy versions, cached on disk.
+    """Raw features of every clip, clean (copy 0) and ``copies`` room copies (tools.common.noise.room_copy).
 
-    Features are computed once per front-end setting (a few seconds per copy) instead of per epoch;
-    the cache key is the front-end card, the copy count and the seed, so a changed setting rebuilds.
-    Stored as float16 to keep the cache small. Returns ``feats[copy][clip] -> [T, F] float32``.
+    Features are computed once per front-end setting instead of per epoch; the cache key is the
+    front-end card, the copy count, the seed and the augmentation's version, so a changed setting
+    rebuilds. Stored as float16 to keep the cache small. Returns ``feats[copy][clip] -> [T, F] float32``.
     """
-    key = hashlib.sha256(json.dumps([front.to_card(), copies, seed], sort_keys=True).encode()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps([front.to_card(), copies, seed, AUGMENTATION], sort_keys=True).encode()).hexdigest()[:12]
     path = folder / f"features-{key}.npz"
     offsets = data["offsets"]
     n = len(offsets) - 1
@@ -184,12 +187,17 @@ def feature_cache(data: dict, front: AudioFrontEnd, copies: int, folder: Path, s
         flat, starts = cached["feats"], cached["starts"]
     else:
         rng = np.random.default_rng(seed)
+        clips = [data["audio"][offsets[i]:offsets[i + 1]].astype(np.float32) / 32768.0 for i in range(n)]
+        pools = babble_pools(data)
         parts = []
         t0 = time.time()
         for copy in range(copies + 1):
             for i in range(n):
-                clip = data["audio"][offsets[i]:offsets[i + 1]].astype(np.float32) / 32768.0
-                parts.append(front.raw_features(clip if copy == 0 else noisy_copy(clip, rng)).astype(np.float16))
+                clip = clips[i]
+                if copy:
+                    clip = room_copy(clip, [clips[k] for k in pools[data["speakers"][i]]], rng)
+                parts.append(front.raw_features(clip).astype(np.float16))
+            print(f"features: copy {copy} done, {time.time() - t0:.0f} s", flush=True)
         starts = np.concatenate([[0], np.cumsum([len(p) for p in parts])])
         flat = np.concatenate(parts)
         folder.mkdir(parents=True, exist_ok=True)
@@ -278,8 +286,8 @@ def spec_augment(x: torch.Tensor, gen: torch.Generator, time_masks: int = 2, max
 
 
 def training_batch(feats: list[list[torch.Tensor]], idx: np.ndarray, frames: int, gen: torch.Generator,
-                   front: AudioFrontEnd, speed: float = 0.1, vtlp: float = 0.1) -> torch.Tensor:
-    x = crop_batch(feats, idx, math.ceil(frames * (1 + speed)) + 1, gen)
+                   front: AudioFrontEnd, p_clean: float, speed: float = 0.1, vtlp: float = 0.1) -> torch.Tensor:
+    x = crop_batch(feats, idx, math.ceil(frames * (1 + speed)) + 1, gen, p_clean)
     x = warp(x, frames, gen, speed, vtlp, warp_freq=front.kind == "logmel")
     return spec_augment(torch_normalise(x, front.normalisation), gen)
 
@@ -417,7 +425,7 @@ def train_fold(args: argparse.Namespace, fold: str, data: dict, feats: list[list
             for group in opt.param_groups:
                 group["lr"] = lr_at(epoch * steps + i, total, warmup, args.lr)
             idx = order[i * args.batch:(i + 1) * args.batch]
-            x = training_batch(feats, idx, frames, gen, front)
+            x = training_batch(feats, idx, frames, gen, front, args.p_clean)
             target = y[idx]
             logits = model(x)
             loss = F.cross_entropy(logits, target, label_smoothing=args.label_smoothing)
@@ -450,6 +458,7 @@ def train_fold(args: argparse.Namespace, fold: str, data: dict, feats: list[list
     test_logits = predict_clips(model, feats[0], test_idx, front.normalisation)
     m = metrics(test_logits, data["labels"][test_idx])
     m["logits"] = test_logits.round(4).tolist()
+    m["labels"] = data["labels"][test_idx].tolist()
     result = {"fold": fold, "epochs": args.epochs, "test_actors": sorted(set(data["speakers"][test_idx].tolist())),
               "test_clips": test_idx.tolist(), "test": m, "history": history}
     torch.save({**state, "model": model.state_dict(), "epoch": args.epochs, "test": {k: m[k] for k in
@@ -500,6 +509,22 @@ def plot_mean_curve(results: list[dict], path: Path) -> dict[int, float]:
     return mean
 
 
+def calibration_report(results: list[dict]) -> dict:
+    """Temperature fitted on every fold's held-out logits together, and ECE before / after (8 and 7 classes)."""
+    logits = np.concatenate([np.array(r["test"]["logits"]) for r in results])
+    labels = np.concatenate([np.array(r["test"]["labels"]) for r in results])
+    temperature = fit_temperature(logits, labels)
+    fold = np.array([[LABELS7.index(FOLD_TO_FACE[name]) == j for j in range(7)] for name in LABELS8], np.float64)
+    out = {"temperature": round(temperature, 4)}
+    for name, t in (("raw", 1.0), ("calibrated", temperature)):
+        probs = softmax(logits, t)
+        out[f"ece8_{name}"] = ece(probs, labels)
+        out[f"ece7_{name}"] = ece(probs @ fold, fold7(labels))
+    print(f"temperature {temperature:.3f}: ECE 8 classes {out['ece8_raw']:.3f} -> {out['ece8_calibrated']:.3f}, "
+          f"7 folded {out['ece7_raw']:.3f} -> {out['ece7_calibrated']:.3f}", flush=True)
+    return out
+
+
 def cv_report(args: argparse.Namespace, results: list[dict]) -> dict:
     """Mean and spread (sample std over folds) of the last-epoch numbers, summed confusion, curves."""
     keys = ("acc8", "acc7", "f1_8", "f1_7")
@@ -515,6 +540,7 @@ def cv_report(args: argparse.Namespace, results: list[dict]) -> dict:
     plot_confusion(cm7, LABELS7, out / "cv_confusion7.png",
                    f"RAVDESS CV folded to edgeemo labels: acc {summary['acc7_mean']:.3f} ± {summary['acc7_std']:.3f}")
     mean_curve = plot_mean_curve(results, out / "cv_curves.png")
+    summary |= calibration_report(results)
     report = {"folds": table, **summary, "epochs": args.epochs, "mean_curve_acc8": mean_curve,
               "confusion8": cm8.tolist(), "confusion7": cm7.tolist(), "labels8": list(LABELS8), "labels7": list(LABELS7),
               "std": "sample standard deviation over folds (ddof=1)", "selection": "last epoch, fixed schedule",
