@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
-from edgeemo.sources.audio import audio_target, open_reader
+from edgeemo.sources.audio import audio_target, describe_inputs, open_reader
 from edgeemo.sources.reader import FrameReader
 from edgeemo.sources.spec import for_the_daemon
 from edgeemo.vision.classifier import ExpressionClassifier
@@ -64,6 +64,8 @@ def check_sound(source: SourceConfig, cfg: Config) -> str:
         reader.close()
     if first is None:
         raise RuntimeError(f"sound {redact(target)!r} opened but gave no samples")
+    if target == "mic":
+        return f"microphone read at 16 kHz mono; {describe_inputs(cfg.microphone)}"
     return f"{redact(target)}: sound decoded to 16 kHz mono"
 
 

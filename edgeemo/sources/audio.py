@@ -150,18 +150,50 @@ class MicReader:
         self._pa.terminate()
 
 
+def input_devices(pa: object) -> list[tuple[int, str]]:
+    """(index, name) of every device PortAudio can record from."""
+    found = []
+    for i in range(pa.get_device_count()):
+        info = pa.get_device_info_by_index(i)
+        if info.get("maxInputChannels", 0) > 0:
+            found.append((i, info["name"]))
+    return found
+
+
 def find_input_device(pa: object, device: str | int | None) -> int | None:
     """Device index from an index or part of a name (case-insensitive); None: the default input."""
     if device is None or isinstance(device, int):
         return device
-    names = []
-    for i in range(pa.get_device_count()):
-        info = pa.get_device_info_by_index(i)
-        if info.get("maxInputChannels", 0) > 0:
-            names.append(info["name"])
-            if device.lower() in info["name"].lower():
-                return i
-    raise ValueError(f"no input device matches {device!r}; input devices: {names or 'none'}")
+    devices = input_devices(pa)
+    for i, name in devices:
+        if device.lower() in name.lower():
+            return i
+    raise ValueError(f"no input device matches {device!r}; input devices: {[n for _, n in devices] or 'none'}")
+
+
+def describe_inputs(cfg: MicrophoneConfig) -> str:
+    """The input devices PortAudio sees, and which one ``microphone.device`` picks (for `edgeemo check`)."""
+    try:
+        import pyaudio
+    except ImportError:
+        raise AudioUnavailable("pyaudio is not installed (pip install 'edgeemo[mic]')") from None
+    pa = pyaudio.PyAudio()
+    try:
+        devices = input_devices(pa)
+        listed = ", ".join(f"{i} {name!r}" for i, name in devices) or "none"
+        index = find_input_device(pa, cfg.device)
+        if index is None:
+            try:
+                index = int(pa.get_default_input_device_info()["index"])
+            except OSError:
+                raise ValueError(f"no default input device; input devices: {listed}") from None
+        name = pa.get_device_info_by_index(index)["name"]
+    except ValueError as exc:
+        raise SourceError(f"microphone.device {cfg.device!r}: {exc}") from None
+    finally:
+        pa.terminate()
+    setting = "(default)" if cfg.device is None else repr(cfg.device)
+    return f"input devices: {listed}; microphone.device {setting} picks {index} {name!r}"
 
 
 def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
