@@ -58,6 +58,23 @@ def test_a_bad_voice_card_names_the_problem(tmp_path):
         load_voice_card(path)
 
 
+def test_the_cards_temperature_divides_the_logits_before_the_softmax(tmp_path, sample_sound):
+    card = json.loads((models_dir() / "edgeemo-voice-int8.json").read_text())
+    path = tmp_path / "voice.json"
+    path.write_text(json.dumps(card | {"temperature": 2.5, "file": str(models_dir() / card["file"])}))
+    warm = VoiceClassifier(load_voice_card(path))
+    speech = seconds(sample_sound, 4.0, 6.6)
+    logits = warm.model.run(warm.front_end.features(speech)[None])[0][0].astype(np.float64)
+    expected = np.exp(logits / 2.5 - (logits / 2.5).max())
+    assert warm.classify(speech) == pytest.approx((expected / expected.sum()) @ warm.card.fold, abs=1e-5)
+    raw = np.exp(logits - logits.max())
+    assert warm.classify(speech).max() < ((raw / raw.sum()) @ warm.card.fold).max()  # flatter than T = 1
+    for bad in (0, -1.0, "hot", True):
+        path.write_text(json.dumps(card | {"temperature": bad, "file": str(models_dir() / card["file"])}))
+        with pytest.raises(ModelCardError, match="temperature must be a number > 0"):
+            load_voice_card(path)
+
+
 def test_the_shipped_voice_model_reads_the_samples_angry_and_fearful_utterances(sample_sound, classifier):
     # Actors 01 and 04 were left out of the shipped model's training, so this is unseen speech.
     for (start, end), label in (((4.0, 6.6), "angry"), ((8.2, 10.2), "fear")):
@@ -89,6 +106,37 @@ def test_speech_in_steady_noise_is_still_found(sample_sound):
     noisy = speech + (0.003 * rng.standard_normal(len(speech))).astype(np.float32)
     ratio, span = SpeechDetector(SR, 12.0).speech(noisy, len(noisy))
     assert ratio > 0.3 and (span.stop - span.start) / SR > 2.0
+
+
+def hops(vad: SpeechDetector, sound: np.ndarray, window_s: float = 3.0, hop_s: float = 1.0) -> list[float]:
+    """The span length in seconds of every window, as the voice stage asks: a window every hop."""
+    window, hop = round(window_s * SR), round(hop_s * SR)
+    spans = []
+    for end in range(window, len(sound) + 1, hop):
+        _, span = vad.speech(sound[end - window:end], hop)
+        spans.append((span.stop - span.start) / SR)
+    return spans
+
+
+def test_music_alone_is_not_speech_but_a_voice_over_steady_noise_is():
+    from tools.common.noise import tones
+
+    rng = np.random.default_rng(5)
+    music = tones(60 * SR, rng) * np.float32(0.03)  # notes rising and falling by tens of dB, for a minute
+    assert max(hops(SpeechDetector(SR, VoiceConfig().vad_threshold_db), music)) < VoiceConfig().min_speech_s
+
+
+def test_an_utterance_in_pink_noise_at_10_db_is_found(sample_sound):
+    from tools.common.noise import coloured_noise, mix
+
+    rng = np.random.default_rng(6)
+    room = coloured_noise(40 * SR, 1.0, rng) * np.float32(0.03)  # 30 s of the room alone, then the utterance
+    speech = seconds(sample_sound, 3.4, 7.4)
+    noisy = mix(speech, room[30 * SR:30 * SR + len(speech)], 10.0)
+    sound = np.concatenate([room[:30 * SR], noisy, room[30 * SR + len(speech):]])
+    spans = hops(SpeechDetector(SR, VoiceConfig().vad_threshold_db), sound)
+    assert max(spans[:27]) == 0.0                           # windows ending before the utterance: nothing
+    assert max(spans[27:]) >= VoiceConfig().min_speech_s    # the utterance gives a reading
 
 
 # ------------------------------------------------------------------------------------------ stage

@@ -123,7 +123,7 @@ class VoiceConfig(Section):
     window_s: float = Field(3.0, ge=0.5, le=10)
     hop_s: float = Field(1.0, ge=0.1, le=10)
     min_window_s: float = Field(1.0, ge=0.3, le=10)
-    vad_threshold_db: float = Field(12.0, gt=0, le=60)
+    vad_threshold_db: float = Field(10.0, gt=0, le=60)  # in the speech band, above the floor (voice.vad)
     min_speech_s: float = Field(1.0, gt=0, le=10)
     buffer_s: float = Field(10.0, ge=1, le=600)
 

@@ -16,11 +16,13 @@ hiss) is never called speech however loud it is.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 
 import numpy as np
+from scipy.signal import butter, sosfilt
 
 try:  # scipy's pocketfft transforms a batch of frames at once, where numpy.fft loops over rows
     from scipy.fft import rfft as _rfft
@@ -245,15 +247,28 @@ class AudioFrontEnd:
 # --- voice activity -------------------------------------------------------------------------------
 
 
+SPEECH_BAND_HZ = (250.0, 3500.0)
+
+
+@functools.lru_cache(maxsize=4)
+def speech_band(sr: int) -> np.ndarray:
+    """Second-order sections of a 4th-order Butterworth band-pass over ``SPEECH_BAND_HZ``."""
+    return butter(4, SPEECH_BAND_HZ, btype="bandpass", fs=sr, output="sos")
+
+
 def frame_energy_db(samples: np.ndarray, sr: int, frame_s: float = 0.03) -> np.ndarray:
-    """Mean-square level of non-overlapping frames in dB re full scale (a trailing part frame is dropped)."""
+    """Mean-square level in the speech band of non-overlapping frames, in dB re full scale.
+
+    Band-limited because most of a room's steady noise (fans, traffic, hum, pink and brown noise)
+    lies below and above the band that carries the voice: in the band, speech stands further above
+    it. A trailing part frame is dropped.
+    """
     n = max(1, round(frame_s * sr))
     x = np.asarray(samples, np.float32).ravel()
     t = len(x) // n
     if t == 0:
         return np.zeros(0, np.float32)
-    x = x[:t * n].reshape(t, n)
-    x = x - x.mean(axis=1, keepdims=True)  # a DC offset is not sound
+    x = sosfilt(speech_band(sr), x[:t * n]).astype(np.float32).reshape(t, n)
     return (10 * np.log10(np.mean(x * x, axis=1) + 1e-12)).astype(np.float32)
 
 

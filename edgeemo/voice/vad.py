@@ -1,4 +1,12 @@
-"""Speech detection: each 30 ms frame's level against the source's noise floor over the last 30 s."""
+"""Speech detection: each 30 ms frame's level against the source's noise floor over the last 30 s.
+
+The threshold adapts to how the room's sound varies: steady noise (a fan, pink noise) has its
+median level close to its floor, and speech stands out ``threshold_db`` above the floor. Sound that
+rises and falls by itself (music, a crowd on a television) has its median well above its floor, so
+the threshold is raised by that spread (up to ``MAX_RAISE_DB``): its loud moments are not speech,
+a voice must stand out above them. In a quiet room someone talking for half a minute also spreads
+the levels; the cap keeps them heard.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ VAD_FRAME_S = 0.03
 FLOOR_HISTORY_S = 30.0
 FLOOR_PERCENTILE = 10.0
 MAX_PAUSE_S = 0.4             # a longer pause ends an utterance
+MAX_RAISE_DB = 14.0          # the most the median-to-floor spread raises the threshold
 PAD_S = 0.1                   # added before and after an utterance: soft onsets and endings fall below the threshold
 
 
@@ -35,8 +44,9 @@ class SpeechDetector:
             return 0.0, slice(0, 0)
         new_frames = min(levels.size, max(1, round(new_samples / (VAD_FRAME_S * self.sample_rate))))
         self._remember(levels[-new_frames:])
-        floor = float(np.percentile(np.concatenate(self._levels), FLOOR_PERCENTILE))
-        speech = np.flatnonzero(speech_frames(levels, floor, self.threshold_db))
+        floor, middle = np.percentile(np.concatenate(self._levels), [FLOOR_PERCENTILE, 50])
+        threshold = self.threshold_db + min(float(middle - floor), MAX_RAISE_DB)
+        speech = np.flatnonzero(speech_frames(levels, float(floor), threshold))
         if speech.size == 0:
             return 0.0, slice(0, 0)
         pauses = np.flatnonzero(np.diff(speech) > MAX_PAUSE_S / VAD_FRAME_S)

@@ -27,6 +27,14 @@ def speech_power(x: np.ndarray, sr: int = SR, frame_s: float = 0.03, range_db: f
     return float(power[power >= power.max() * 10 ** (-range_db / 10)].mean())
 
 
+def trimmed(x: np.ndarray, sr: int = SR, frame_s: float = 0.03, range_db: float = 30.0) -> np.ndarray:
+    """``x`` without its leading and trailing silence (frames more than ``range_db`` below the loudest)."""
+    n = int(frame_s * sr)
+    power = (x[: len(x) // n * n].reshape(-1, n).astype(np.float64) ** 2).mean(1)
+    loud = np.flatnonzero(power >= power.max() * 10 ** (-range_db / 10)) if power.size else []
+    return x[loud[0] * n:(loud[-1] + 1) * n] if len(loud) else x
+
+
 def mix(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
     """``speech`` + ``noise`` (same length) scaled to ``snr_db`` against the speech's active power."""
     gain = np.sqrt(speech_power(speech) / (float((noise.astype(np.float64) ** 2).mean()) + 1e-12)
