@@ -9,7 +9,8 @@ tools.clips.noisy_speech: clean, with pink noise at 10 dB SNR, with babble of 4 
 exactly as a user would run it; a file's reading is the duration-weighted mean of its speech
 segments' probabilities (a file where no speech was found counts as wrong). Scored on the seven
 published labels (RAVDESS labels folded: calm -> neutral, ...). Both models in one run, one process
-each, on the same files.
+each, on the same files; and what one 3 s window costs each (VAD + features + model, 1 thread, on
+this machine as it is: a shared machine makes these upper bounds).
 """
 
 from __future__ import annotations
@@ -70,6 +71,26 @@ def score(card: Path, files: list[tuple[Path, int]]) -> dict:
             "no_speech": sum(s is None for s in said), "confusion7_plus_none": confusion.tolist()}
 
 
+def cost_ms(card: Path, runs: int = 200) -> dict:
+    """One 3 s window as the voice stage pays for it (VAD, features, model), 1 thread: median and min ms."""
+    import time
+
+    from edgeemo.voice.classifier import VoiceClassifier, load_voice_card
+    from edgeemo.voice.vad import SpeechDetector
+
+    classifier = VoiceClassifier(load_voice_card(card), threads=1)
+    vad = SpeechDetector(16000, 10.0)
+    audio = (np.random.default_rng(0).standard_normal(48000) * 0.05).astype(np.float32)
+    times = []
+    for i in range(runs + 20):
+        t0 = time.perf_counter()
+        vad.speech(audio, 16000)
+        classifier.classify(audio)
+        if i >= 20:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return {"median_ms": round(float(np.median(times)), 3), "min_ms": round(float(np.min(times)), 3), "runs": runs}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", required=True, metavar="LABEL=CARD", help="a voice model card")
@@ -85,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
         for kind in KINDS:
             result["models"][label][kind] = score(Path(card), clips[kind])
             print(f"{label} {kind}: {result['models'][label][kind]['acc7']:.3f}", flush=True)
+        result["models"][label]["window_cost"] = cost_ms(Path(card))
+        print(f"{label} cost per window: {result['models'][label]['window_cost']}", flush=True)
     result |= {"acceptance": ACCEPTANCE, "command": "python -m tools.eval.voice " + " ".join(sys.argv[1:])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -215,8 +215,12 @@ def psf_features(front: AudioFrontEnd, x: np.ndarray) -> np.ndarray:
 
 def latency(front: AudioFrontEnd, engines: dict[str, Infer], audio: np.ndarray, runs: int) -> dict:
     """Median ms per 3 s window: the front-end alone (ours and psf), each model alone, features + model."""
+    from edgeemo.voice.vad import SpeechDetector
+
     feats = front.features(audio)[None]
-    out = {"features_numpy_ms": median_ms(lambda: front.features(audio), runs)}
+    vad = SpeechDetector(front.sample_rate, 10.0)
+    out = {"vad_ms": median_ms(lambda: vad.speech(audio, front.sample_rate), runs),
+           "features_numpy_ms": median_ms(lambda: front.features(audio), runs)}
     try:
         out["features_python_speech_features_ms"] = median_ms(lambda: psf_features(front, audio), runs)
     except ImportError:
@@ -366,6 +370,7 @@ def markdown(args: argparse.Namespace, cv: dict | None, cv_md: str, onnx_cv_: di
               f"## Latency: one 3 s window, 1 thread, median of {args.runs}", "", f"CPU: {cpu_name()} "
               "(shared with other jobs while measured: treat as upper bounds).", "",
               "| what | ms |", "|---|---|",
+              f"| speech detection, edgeemo.voice.vad (every window, speech or not) | {lat['vad_ms']:.2f} |",
               f"| front-end, edgeemo.voice.features (numpy port) | {lat['features_numpy_ms']:.2f} |"]
     if "features_python_speech_features_ms" in lat:
         lines.append(f"| front-end, python_speech_features itself (same numbers) | "
@@ -393,10 +398,14 @@ def rooms_section(rooms_path: Path, vad_path: Path) -> list[str]:
                   "noise at 10 dB SNR and with babble of 4 other actors at 10 dB SNR (tools.clips.noisy_speech), "
                   "each read by `edgeemo detect --json` with the model's card; 7 published labels. Both models in "
                   f"one run: `{rooms['command']}` -> `{rooms_path.relative_to(REPO)}`.", "",
-                  "| model | clean | pink noise 10 dB | babble 10 dB |", "|---|---|---|---|"]
+                  "| model | clean | pink noise 10 dB | babble 10 dB | ms per 3 s window (VAD + features + model), "
+                  "median / min |", "|---|---|---|---|---|"]
         for label, res in rooms["models"].items():
-            lines.append(f"| {label} | " + " | ".join(f"{100 * res[k]['acc7']:.1f} %" for k in kinds) + " |")
-        lines.append("| acceptance | " + " | ".join(f">= {100 * rooms['acceptance'][k]:.0f} %" for k in kinds) + " |")
+            cost = res.get("window_cost", {})
+            lines.append(f"| {label} | " + " | ".join(f"{100 * res[k]['acc7']:.1f} %" for k in kinds)
+                         + f" | {cost.get('median_ms', float('nan')):.2f} / {cost.get('min_ms', float('nan')):.2f} |")
+        lines.append("| acceptance | " + " | ".join(f">= {100 * rooms['acceptance'][k]:.0f} %" for k in kinds)
+                     + " | <= 2 |")
         lines.append("")
     if vad_path.is_file():
         vad = json.loads(vad_path.read_text())
