@@ -1,0 +1,67 @@
+"""The voice model's tools: room sounds mixed at the SNR they claim, babble only from training actors,
+and the temperature that calibrates held-out logits. Synthetic and small: no ../shared needed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tools.common.calibration import ece, fit_temperature, softmax
+from tools.common.noise import SR, babble, coloured_noise, mix, room_copy, speech_power, tones
+from tools.train.voice import FOLDS, SHIPPED_EXCLUDED, babble_pools
+
+
+def voice_like(rng: np.random.Generator, seconds: float = 2.0) -> np.ndarray:
+    """Half a second of silence, then a 150 Hz buzz with a syllable rhythm, then silence again."""
+    t = np.arange(int(seconds * SR)) / SR
+    buzz = np.sign(np.sin(2 * np.pi * 150 * t)) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) * 0.1
+    return np.concatenate([np.zeros(SR // 2), buzz, np.zeros(SR // 2)]).astype(np.float32)
+
+
+def test_mix_gives_the_snr_asked_for_against_the_speech_not_the_silence():
+    rng = np.random.default_rng(0)
+    speech = voice_like(rng)
+    noise = coloured_noise(len(speech), 1.0, rng)
+    mixed = mix(speech, noise, 10.0)
+    added = mixed - speech
+    assert 10 * np.log10(speech_power(speech) / np.mean(added.astype(np.float64) ** 2)) == pytest.approx(10.0, abs=0.1)
+
+
+@pytest.mark.parametrize("exponent, slope_db", [(0.0, 0.0), (1.0, -3.0), (2.0, -6.0)])
+def test_coloured_noise_falls_by_3_db_per_octave_per_unit_of_exponent(exponent, slope_db):
+    x = coloured_noise(SR * 20, exponent, np.random.default_rng(1))
+    power = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(len(x), 1 / SR)
+    low, high = power[(f >= 500) & (f < 1000)].mean(), power[(f >= 1000) & (f < 2000)].mean()
+    # power per Hz: one octave up costs the slope of the noise's colour
+    assert 10 * np.log10(high / low) == pytest.approx(slope_db, abs=0.7)
+
+
+def test_room_copies_keep_length_and_range_and_differ():
+    rng = np.random.default_rng(2)
+    speech = voice_like(rng)
+    pool = [voice_like(rng, 1.5), voice_like(rng, 2.5)]
+    copies = [room_copy(speech, pool, rng) for _ in range(6)]
+    assert all(c.shape == speech.shape and c.dtype == np.float32 and np.abs(c).max() <= 1.0 for c in copies)
+    assert len({round(float(c.std()), 6) for c in copies}) == 6
+    assert babble(pool, SR, 4, rng).shape == (SR,) and tones(SR, rng).std() == pytest.approx(1.0, rel=0.01)
+
+
+def test_babble_comes_only_from_training_actors_of_every_fold():
+    speakers = np.repeat(np.arange(1, 25), 3)  # three clips per actor
+    pools = babble_pools({"speakers": speakers})
+    for actor in range(1, 25):
+        voices = set(speakers[pools[actor]].tolist())
+        group = next(g for g in FOLDS if actor in g)
+        assert actor not in voices and voices <= set(group) and not voices & set(SHIPPED_EXCLUDED)
+        assert voices  # every actor has someone to babble behind it
+
+
+def test_temperature_undoes_overconfidence_and_lowers_the_calibration_error():
+    rng = np.random.default_rng(3)
+    true_logits = rng.normal(0, 1.5, (4000, 8))
+    labels = np.array([rng.choice(8, p=p) for p in softmax(true_logits)])
+    overconfident = true_logits * 3.0
+    t = fit_temperature(overconfident, labels)
+    assert t == pytest.approx(3.0, rel=0.1)
+    assert ece(softmax(overconfident, t), labels) < 0.03 < ece(softmax(overconfident), labels)
