@@ -69,9 +69,19 @@ def test_the_cards_temperature_divides_the_logits_before_the_softmax(tmp_path, s
     assert warm.classify(speech) == pytest.approx((expected / expected.sum()) @ warm.card.fold, abs=1e-5)
     raw = np.exp(logits - logits.max())
     assert warm.classify(speech).max() < ((raw / raw.sum()) @ warm.card.fold).max()  # flatter than T = 1
-    for bad in (0, -1.0, "hot", True):
+    bias = np.linspace(-1, 1, len(logits))  # vector scaling, read as on a face card
+    per_class = np.linspace(0.5, 2.0, len(logits))
+    path.write_text(json.dumps(card | {"temperature": per_class.tolist(), "logit_bias": bias.tolist(),
+                                       "file": str(models_dir() / card["file"])}))
+    scaled = logits / per_class + bias
+    expected = np.exp(scaled - scaled.max())
+    vector = VoiceClassifier(load_voice_card(path))
+    assert vector.classify(speech) == pytest.approx((expected / expected.sum()) @ vector.card.fold, abs=1e-5)
+    for bad, said in ((0, "temperature must be above 0"), (-1.0, "temperature must be above 0"),
+                      ("hot", "temperature must be a number or a list of 8 numbers"),
+                      ([1.0, 2.0], "temperature must be a number or a list of 8 numbers")):
         path.write_text(json.dumps(card | {"temperature": bad, "file": str(models_dir() / card["file"])}))
-        with pytest.raises(ModelCardError, match="temperature must be a number > 0"):
+        with pytest.raises(ModelCardError, match=said):
             load_voice_card(path)
 
 

@@ -10,8 +10,9 @@ import numpy as np
 from edgeemo import LABELS
 from edgeemo.config.schema import Config
 from edgeemo.core.inference import InferenceModel, fits
-from edgeemo.core.modelcard import read_card
+from edgeemo.core.modelcard import calibration, read_card
 from edgeemo.core.resources import models_dir, resolve_model
+from edgeemo.vision.classifier import calibrated_probs
 from edgeemo.voice.features import AudioFrontEnd
 
 
@@ -22,7 +23,8 @@ class VoiceCard:
     front_end: AudioFrontEnd
     fold: np.ndarray           # [model labels, 7]: model probabilities @ fold = LABELS probabilities
     output: str                # logits | probs
-    temperature: float = 1.0   # logits / temperature before the softmax (fitted on held-out speakers)
+    temperature: np.ndarray    # logits / temperature + logit_bias before the softmax, as on a face card
+    logit_bias: np.ndarray     # (edgeemo.core.modelcard.calibration; fitted on held-out speakers)
 
 
 def load_voice_card(path: Path) -> VoiceCard:
@@ -36,13 +38,11 @@ def parse_voice_card(raw: dict, folder: Path) -> VoiceCard:
     if raw["output"] not in ("logits", "probs"):
         raise ValueError(f"output must be 'logits' or 'probs', got {raw['output']!r}")
     fold = fold_matrix(raw["labels"], raw["fold_to_face_labels"])
-    temperature = raw.get("temperature", 1.0)
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
-        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
-    if temperature != 1.0 and raw["output"] != "logits":
-        raise ValueError("temperature needs output 'logits'")
+    temperature, logit_bias = calibration(raw, len(fold))
+    if raw["output"] != "logits" and ("temperature" in raw or "logit_bias" in raw):
+        raise ValueError("temperature and logit_bias need output 'logits'")
     return VoiceCard(raw["name"], folder / raw["file"], AudioFrontEnd.from_card(raw["audio"]), fold, raw["output"],
-                     float(temperature))
+                     temperature, logit_bias)
 
 
 def fold_matrix(labels: list[str], fold: dict[str, str]) -> np.ndarray:
@@ -79,9 +79,6 @@ class VoiceClassifier:
 
     def classify(self, samples: np.ndarray) -> np.ndarray:
         features = self.front_end.features(samples)[None]
-        scores = self.model.run(features)[0][0].astype(np.float64)
-        if self.card.output == "logits":
-            scores /= self.card.temperature
-            scores = np.exp(scores - scores.max())
-        probs = scores / scores.sum()
+        probs = calibrated_probs(self.model.run(features)[0].astype(np.float64), self.card)[0]
+        probs = probs / probs.sum()  # a card of probabilities: summed to 1 as given
         return (probs @ self.card.fold).astype(np.float32)
