@@ -1,7 +1,7 @@
 """Voice models side by side on held-out voices, clean and in noise, through `edgeemo detect`.
 
-    python -m tools.eval.voice --model today=runs/voice-today/edgeemo-voice-int8.json \\
-        --model rooms=models/edgeemo-voice-int8.json          # -> bench/results/voice_rooms.json
+    python -m tools.eval.voice --model today=models/edgeemo-voice-int8.json \\
+        --model rooms=runs/voice-rooms/edgeemo-voice-int8.json  # -> bench/results/voice_rooms.json
 
 RAVDESS actors 01 and 04 (120 utterances; kept out of both models' training) as WAV files made by
 tools.clips.noisy_speech: clean, with pink noise at 10 dB SNR, with babble of 4 other actors at

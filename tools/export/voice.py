@@ -313,8 +313,8 @@ def markdown(args: argparse.Namespace, cv: dict | None, cv_md: str, onnx_cv_: di
              f"(299 frames x {info['features']} features), input `features` [batch, frames, {info['features']}], "
              "output 8 logits.",
              f"- Licence: {LICENCE}.", ""]
-    lines += ["## Training for rooms", "",
-              "Every clip is also heard as 4 room copies, made once and cached (tools.common.noise.room_copy): "
+    lines += [] if not info["room_copies"] else ["## Training for rooms", "",
+              f"Every clip is also heard as {info['room_copies']} room copies, made once and cached (tools.common.noise.room_copy): "
               "half of them reverberated by a synthetic room (RT60 0.2-0.8 s), each with one noise at 0-20 dB SNR "
               "against the speech's active power: coloured noise (white, pink or brown), babble of 3-6 talkers "
               "from the other actors of the same 4-actor group (so, whichever fold is trained, only training "
@@ -527,6 +527,7 @@ def main(argv: list[str] | None = None) -> None:
                 *evals, "python -m pytest tests/test_voice_features.py tests/test_voice.py tests/test_microphone.py"]
     info = {"params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model, frames),
             "features": front.n_features, "max_diff": float(max_diff), "commands": commands,
+            "room_copies": int(ckpt.get("args", {}).get("noise_copies", 0)),  # 0: trained before issue 24
             "features_note": features_note(front, lat),
             "features_short": f"{front.n_features} {front.kind}{' + deltas' if front.use_deltas else ''}, "
                               f"{front.normalisation}"}
