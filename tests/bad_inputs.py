@@ -353,6 +353,10 @@ def media_cases(c: Corpus) -> None:
     c.add("detect-stream-url", ["detect", "rtsp://viewer:Detect-Pw-31@cam/s"], "detect reads files",
           forbid=("Detect-Pw-31",))
     c.add("detect-camera-index", ["detect", "0"], "0: detect reads files")
+    c.add("detect-annotate-no-image-suffix", ["detect", IMAGE, "--annotate", c.folder / "annotated"],
+          "--annotate " + str(c.folder / "annotated") + ": cannot write an image there")
+    c.add("detect-annotate-under-a-file", ["detect", IMAGE, "--annotate", c.file("plain.txt", b"x") / "o.png"],
+          "plain.txt")
     c.add("detect-every-zero", ["detect", IMAGE, "--every", "0"], "--every: must be a whole number >= 1")
     c.add("detect-every-text", ["detect", IMAGE, "--every", "x"], "--every: ")
     # Partly readable: analysed as far as it goes, with a warning naming the file; exit 0.

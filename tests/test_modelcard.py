@@ -123,6 +123,7 @@ def test_labels_must_be_a_permutation(tmp_path: Path, labels: list[str]) -> None
     ({"temperature": [1.0, 2.0]}, "temperature must be a number or a list of 7 numbers"),
     ({"logit_bias": [0.1] * 6}, "logit_bias must be a number or a list of 7 numbers"),
     ({"temperature": "warm"}, "temperature"),
+    ({"output": "probs", "temperature": 2.0}, "calibrate logits, but this card's output is probabilities"),
 ])
 def test_bad_values_are_named(tmp_path: Path, change: dict, message: str) -> None:
     with pytest.raises(ModelCardError, match=message.replace(".", r"\.")):

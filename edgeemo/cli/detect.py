@@ -51,11 +51,23 @@ class Annotator:
             return
         annotated = draw(image, faces)
         if not is_video:
-            cv2.imwrite(str(self.target(source)), annotated)
+            self.write_image(self.target(source), annotated)
             return
         if self.writer is None:
             self.writer = AnnotatedVideo(self.target(source).with_suffix(".mp4"), fps, source)
         self.writer.add(annotated, pts)
+
+    @staticmethod
+    def write_image(target: Path, annotated: np.ndarray) -> None:
+        """One line, not an OpenCV traceback, when the target is no image file that can be written."""
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written = cv2.imwrite(str(target), annotated)
+        except (OSError, cv2.error):
+            written = False
+        if not written:
+            raise SourceError(f"--annotate {target}: cannot write an image there "
+                              "(name a file ending in .jpg or .png, or a folder)")
 
     def finish(self) -> None:
         if self.writer is not None:

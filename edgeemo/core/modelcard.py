@@ -122,6 +122,8 @@ def parse_card(raw: dict, folder: Path) -> ModelCard:
     if not 0 <= flip_margin <= 1:
         raise ValueError(f"flip_margin must be between 0 and 1, got {flip_margin}")
     temperature, logit_bias = calibration(raw, len(labels))
+    if raw.get("output", "logits") != "logits" and ("temperature" in raw or "logit_bias" in raw):
+        raise ValueError("temperature and logit_bias calibrate logits, but this card's output is probabilities")
     return ModelCard(
         name=raw["name"], task=raw["task"], path=folder / raw["file"], labels=labels,
         output=raw.get("output", "logits"), input_name=inp["name"],
