@@ -202,7 +202,7 @@ class LiveDaemon:
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(30)
+        return self.process.wait(90)  # a clean stop flushes the journal and closes the stream reader
 
     def kill(self) -> None:
         if self.process.poll() is None:

@@ -220,7 +220,8 @@ def test_analyse_a_picture_then_a_video(browser, web, tmp_path):
     login(browser, web, "viewer", VIEWER_PW)  # viewers may analyse
     browser.get(f"http://127.0.0.1:{web.port}/analyze")
     browser.find_element(By.ID, "file").send_keys(str(FIXTURES / "two_faces.jpg"))
-    wait(browser, 30).until(lambda d: d.find_element(By.ID, "overlay").get_attribute("data-boxes") == "2")
+    # the first upload also loads the models in the analysis worker, which runs at a lower priority
+    wait(browser, 90).until(lambda d: d.find_element(By.ID, "overlay").get_attribute("data-boxes") == "2")
     cards = browser.find_elements(By.CSS_SELECTOR, "#faces .card")
     assert len(cards) == 2
     for card in cards:  # seven bars each, filled from the reading
