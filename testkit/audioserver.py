@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.process import end
+
 SINK = "room"
 RATE = 16000   # the sink's (and so the microphone's) rate: the daemon's, so nothing is resampled
 
@@ -86,10 +88,5 @@ class AudioServer:
     def stop(self) -> None:
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        end(self.process)
         self.process = None

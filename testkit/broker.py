@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from testkit.net import free_port
+from testkit.process import end
 
 Message = tuple[str, bytes, bool]  # topic, payload, retain flag
 
@@ -69,12 +70,7 @@ class Broker:
     def stop(self) -> None:
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        end(self.process)
         self.process = None
 
 
