@@ -126,6 +126,34 @@ def test_limits_from_the_config_413_and_422(tmp_path, clip):
         journal.close()
 
 
+def streamed(clip: Path, folder: Path, *args: str) -> Path:
+    """`clip` remuxed to Matroska through a pipe, as a live recorder writes it: no duration in its header."""
+    out = folder / f"streamed{len(args)}.mkv"
+    with out.open("wb") as f:
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(clip), *args, "-c", "copy", "-f", "matroska",
+                        "pipe:1"], stdout=f, check=True)
+    return out
+
+
+def test_a_file_without_a_duration_is_stopped_at_the_limit(tmp_path, clip):
+    from edgeemo.sources.media import media_duration
+
+    video, sound = streamed(clip, tmp_path), streamed(clip, tmp_path, "-vn")
+    assert media_duration(str(video)) == 0 and media_duration(str(sound)) == 0  # the header says nothing
+    server, journal = serve(tmp_path, max_seconds=2)
+    try:
+        c = viewer(server)
+        for data, name, kind in ((video.read_bytes(), "live.mkv", "video/x-matroska"),
+                                 (sound.read_bytes(), "speech", "audio/x-matroska")):
+            reply = c.upload(data, name, kind)
+            assert reply.status == 422, (name, reply.status)
+            assert reply.json()["error"] == "the file lasts more than web.analyze.max_seconds (2 s)"
+        assert not uploads_left()
+    finally:
+        server.stop()
+        journal.close()
+
+
 def test_one_at_a_time_the_next_gets_429(tmp_path, clip):
     server, journal = serve(tmp_path, queue=0)
     try:

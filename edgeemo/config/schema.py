@@ -234,7 +234,8 @@ class RuleConfig(Section):
 class WebAnalyzeConfig(Section):
     max_bytes: int = Field(50_000_000, ge=1000, description="the largest upload analysed; larger ones get 413")
     max_seconds: float = Field(120.0, gt=0, le=3600,
-                               description="the longest video or sound analysed; longer ones get 422")
+                               description="the longest video or sound analysed; longer ones get 422 (decoding "
+                                           "stops at the limit, whatever the file's header claims)")
     queue: int = Field(2, ge=0, le=100,
                        description="uploads that may wait while one is analysed; one more gets 429")
 

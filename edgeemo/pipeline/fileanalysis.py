@@ -35,6 +35,20 @@ log = logging.getLogger(__name__)
 Segment = tuple[float, float, np.ndarray]   # start_s, end_s, voice probabilities
 
 
+class TooLong(Exception):
+    """The file goes on past the analysis's limit (whatever its header says it lasts)."""
+
+    def __init__(self, limit_s: float) -> None:
+        super().__init__(f"the file lasts more than {limit_s:g} s")
+        self.limit_s = limit_s
+
+
+def check_length(seconds: float, limit_s: float | None) -> None:
+    """Stop decoding at the limit: a header may claim a short duration, or none, for a long file."""
+    if limit_s is not None and seconds > limit_s:
+        raise TooLong(limit_s)
+
+
 def face_records(faces: Faces) -> list[dict]:
     return [{"box": [int(round(v)) for v in box]} | labelled(probs) for box, probs in zip(faces.boxes, faces.probs)]
 
@@ -48,16 +62,20 @@ class VoiceAnalyzer:
         self.threshold_db = cfg.voice.vad_threshold_db
         self.min_speech_s = cfg.voice.min_speech_s
 
-    def segments(self, path: Path) -> list[Segment] | None:
+    def segments(self, path: Path, limit_s: float | None = None) -> list[Segment] | None:
         """[(start_s, end_s, probs)] of every speech segment; [] for a file without sound, None when
-        its sound decodes to nothing."""
+        its sound decodes to nothing; TooLong when its sound goes on past `limit_s`."""
         try:
             reader = FileAudioReader(str(path))
         except AudioUnavailable as exc:
             log.warning("%s; faces only", exc)
             return []
+        chunks, heard = [], 0
         try:
-            chunks = list(reader.chunks())
+            for chunk in reader.chunks():
+                chunks.append(chunk)
+                heard += len(chunk[0])
+                check_length(heard / self.sample_rate, limit_s)
         finally:
             reader.close()
         if not chunks:
@@ -118,8 +136,10 @@ def fresh_readings(cfg: Config) -> Config:
 class FileAnalyzer:
     """Faces frame by frame, each read fresh, then the speech segments; the models load on first use."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, limit_s: float | None = None) -> None:
+        """`limit_s`: decoding stops with TooLong past this many seconds of picture or sound."""
         self.cfg = fresh_readings(cfg)
+        self.limit_s = limit_s
         self._frames: FrameAnalysis | None = None
         self._voice: VoiceAnalyzer | None = None
         self.fps = 0.0   # the last video's frame rate (for an annotated copy)
@@ -145,6 +165,7 @@ class FileAnalyzer:
         self.fps, expected = reader.fps, frame_count(path)
         try:
             while (item := reader.read()) is not None:
+                check_length(item[1], self.limit_s)
                 if (reader.index - 1) % every == 0:
                     yield item[0], item[1], analysis.analyse(item[0], source)
         finally:
@@ -160,7 +181,7 @@ class FileAnalyzer:
             return []
         if self._voice is None:
             self._voice = VoiceAnalyzer(self.cfg)
-        voice = self._voice.segments(path)
+        voice = self._voice.segments(path, self.limit_s)
         return None if voice is None else segment_records(voice, frames, self.cfg)
 
     def analyse(self, path: Path, kind: str) -> dict | None:

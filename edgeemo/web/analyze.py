@@ -21,7 +21,7 @@ from pathlib import Path
 from starlette.requests import Request
 
 from edgeemo.config.schema import Config
-from edgeemo.pipeline.fileanalysis import FileAnalyzer
+from edgeemo.pipeline.fileanalysis import FileAnalyzer, TooLong
 from edgeemo.sources.media import media_duration
 from edgeemo.sources.spec import AUDIO_SUFFIXES, IMAGE_SUFFIXES, SourceError
 
@@ -42,7 +42,7 @@ class UploadAnalyzer:
 
     def __init__(self, cfg: Config) -> None:
         self.limits = cfg.web.analyze
-        self.files = FileAnalyzer(cfg)
+        self.files = FileAnalyzer(cfg, limit_s=self.limits.max_seconds)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="analyze", initializer=lower_priority)
         self._lock = threading.Lock()
         self.inside = 0
@@ -95,6 +95,8 @@ class UploadAnalyzer:
                 result = self.files.analyse(Path(path), kind)
             except SourceError:
                 result = None
+            except TooLong:
+                raise self._too_long("") from None
             if result is None:
                 what = {"image": "an image", "video": "a video", "audio": "a sound file"}[kind]
                 raise Refused(422, f"{name or 'the file'}: not {what} that can be read (damaged, or another kind)")
@@ -109,8 +111,12 @@ class UploadAnalyzer:
             what = "a video" if kind == "video" else "a sound file"
             raise Refused(422, f"not {what} that can be read (damaged, or another kind)") from None
         if seconds > self.limits.max_seconds:
-            raise Refused(422, f"the file lasts {seconds:.1f} s, more than web.analyze.max_seconds "
-                               f"({self.limits.max_seconds:g} s)")
+            raise self._too_long(f"{seconds:.1f} s, ")
+
+    def _too_long(self, how_long: str) -> Refused:
+        """A file past the limit, as its header says (`12.0 s, `) or as decoding found (``)."""
+        limit = self.limits.max_seconds
+        return Refused(422, f"the file lasts {how_long}more than web.analyze.max_seconds ({limit:g} s)")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
