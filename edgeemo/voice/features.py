@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 
 import numpy as np
-from scipy.signal import butter, sosfilt
 
 try:  # scipy's pocketfft transforms a batch of frames at once, where numpy.fft loops over rows
     from scipy.fft import rfft as _rfft
@@ -252,7 +251,12 @@ SPEECH_BAND_HZ = (250.0, 3500.0)
 
 @functools.lru_cache(maxsize=4)
 def speech_band(sr: int) -> np.ndarray:
-    """Second-order sections of a 4th-order Butterworth band-pass over ``SPEECH_BAND_HZ``."""
+    """Second-order sections of a 4th-order Butterworth band-pass over ``SPEECH_BAND_HZ``.
+
+    scipy.signal is imported here, not with the module: it takes over a second, which every command
+    without voice (check, events, detect on a picture) would pay for nothing."""
+    from scipy.signal import butter
+
     return butter(4, SPEECH_BAND_HZ, btype="bandpass", fs=sr, output="sos")
 
 
@@ -263,6 +267,8 @@ def frame_energy_db(samples: np.ndarray, sr: int, frame_s: float = 0.03) -> np.n
     lies below and above the band that carries the voice: in the band, speech stands further above
     it. A trailing part frame is dropped.
     """
+    from scipy.signal import sosfilt  # imported by speech_band, which runs first
+
     n = max(1, round(frame_s * sr))
     x = np.asarray(samples, np.float32).ravel()
     t = len(x) // n

@@ -14,7 +14,7 @@ from collections import deque
 
 import numpy as np
 
-from edgeemo.voice.features import frame_energy_db, speech_frames
+from edgeemo.voice.features import frame_energy_db, speech_band, speech_frames
 
 VAD_FRAME_S = 0.03
 FLOOR_HISTORY_S = 30.0
@@ -29,6 +29,7 @@ class SpeechDetector:
 
     def __init__(self, sample_rate: int, threshold_db: float) -> None:
         self.sample_rate, self.threshold_db = sample_rate, threshold_db
+        speech_band(sample_rate)  # its filter (and scipy.signal) made now, not in the voice thread's first window
         self._levels: deque[np.ndarray] = deque()  # frame levels of the recent new audio, per hop
         self._history_frames = 0
 
