@@ -1,14 +1,14 @@
-"""Temperature scaling (Guo et al. 2017) and expected calibration error, for the model cards.
+"""Calibration for the model cards: temperature or vector scaling (Guo et al. 2017), and the expected
+calibration error with its reliability bins. One implementation for the face and voice tools.
 
-A card's ``"temperature": T`` means: divide the logits by T before the softmax. T is fitted on
-held-out predictions only (the CV folds' test actors), so the percentages people see are calibrated
-on voices (or faces) the model never trained on.
+A card's ``"temperature": T`` (and ``"logit_bias"``) means softmax(logits / T + b). It is fitted on
+held-out predictions only (PublicTest for faces, the CV folds' test actors for voices), so the
+percentages people see are calibrated on faces and voices the model never trained on.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -17,27 +17,60 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return z / z.sum(1, keepdims=True)
 
 
-def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
-    p = softmax(logits, temperature)[np.arange(len(labels)), labels]
-    return float(-np.log(np.maximum(p, 1e-12)).mean())
+ECE_BINS = 15
+
+
+def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> dict:
+    """Expected calibration error over equal-width confidence bins, and the bins themselves.
+
+    ECE = sum over bins of (predictions in bin / all) * |accuracy in bin - mean confidence in bin|:
+    how far "shown at p %" is from "right p % of the time", on average over the predictions.
+    """
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == labels
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    count = np.bincount(which, minlength=bins)
+    mean_conf = np.bincount(which, confidence, bins) / np.maximum(count, 1)
+    accuracy = np.bincount(which, correct, bins) / np.maximum(count, 1)
+    ece = float(np.sum(count * np.abs(accuracy - mean_conf)) / max(1, len(labels)))
+    return {"ece": ece, "bins": bins, "count": count.tolist(), "confidence": mean_conf.round(4).tolist(),
+            "accuracy": accuracy.round(4).tolist()}
+
+
+def fit_calibration(logits: np.ndarray, labels: np.ndarray, kind: str) -> tuple[list | float, list | float]:
+    """Temperature (one number) or vector scaling (a scale and a bias per class) minimising the NLL.
+
+    Fitted on PublicTest logits in the model's own output order (Guo et al. 2017). Temperature
+    scaling changes no argmax; vector scaling can also fix a model that is over-confident in some
+    classes and under-confident in others, at the price of moving a few argmaxes.
+    """
+    from scipy.optimize import minimize
+
+    k = logits.shape[1]
+
+    def unpack(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (p[:1], np.zeros(k)) if kind == "temperature" else (p[:k], p[k:])
+
+    def nll(p: np.ndarray) -> float:
+        scale, bias = unpack(p)
+        z = logits / scale + bias
+        z = z - z.max(1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(1, keepdims=True))
+        return float(-log_p[np.arange(len(labels)), labels].mean())
+
+    start = np.ones(1) if kind == "temperature" else np.r_[np.ones(k), np.zeros(k)]
+    bounds = [(0.05, 20.0)] * (1 if kind == "temperature" else k) + [(-10.0, 10.0)] * (0 if kind == "temperature" else k)
+    scale, bias = unpack(minimize(nll, start, method="L-BFGS-B", bounds=bounds).x)
+    if kind == "temperature":
+        return round(float(scale[0]), 4), 0.0
+    return [round(float(v), 4) for v in scale], [round(float(v), 4) for v in bias]
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The T in [0.05, 20] that minimises the negative log-likelihood of ``labels``."""
-    found = minimize_scalar(lambda log_t: nll(logits, labels, float(np.exp(log_t))),
-                            bounds=(np.log(0.05), np.log(20.0)), method="bounded")
-    return float(np.exp(found.x))
+    """The one T in [0.05, 20] that minimises the negative log-likelihood of ``labels``."""
+    return float(fit_calibration(logits, labels, "temperature")[0])
 
 
-def ece(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """Expected calibration error: |accuracy - confidence| of the top class, averaged over 15 equal-width bins."""
-    confidence = probs.max(1)
-    correct = probs.argmax(1) == labels
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        hit = which == b
-        if hit.any():
-            total += hit.mean() * abs(correct[hit].mean() - confidence[hit].mean())
-    return float(total)
+def ece(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error of the top class over equal-width bins (see reliability)."""
+    return reliability(probs, labels, bins)["ece"]

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from tools.common.calibration import fit_calibration, reliability
 from tools.common.datasets import data_root, load_fer, load_ferplus_majority
 from tools.common.machine import cpu_name
 
@@ -120,55 +121,6 @@ def write_json(path: Path, data: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- accuracy
-
-ECE_BINS = 15
-
-
-def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> dict:
-    """Expected calibration error over equal-width confidence bins, and the bins themselves.
-
-    ECE = sum over bins of (faces in bin / all faces) * |accuracy in bin - mean confidence in bin|:
-    how far "shown at p %" is from "right p % of the time", on average over the faces.
-    """
-    confidence = probs.max(1)
-    correct = probs.argmax(1) == labels
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
-    count = np.bincount(which, minlength=bins)
-    mean_conf = np.bincount(which, confidence, bins) / np.maximum(count, 1)
-    accuracy = np.bincount(which, correct, bins) / np.maximum(count, 1)
-    ece = float(np.sum(count * np.abs(accuracy - mean_conf)) / max(1, len(labels)))
-    return {"ece": ece, "bins": bins, "count": count.tolist(), "confidence": mean_conf.round(4).tolist(),
-            "accuracy": accuracy.round(4).tolist()}
-
-
-def fit_calibration(logits: np.ndarray, labels: np.ndarray, kind: str) -> tuple[list | float, list | float]:
-    """Temperature (one number) or vector scaling (a scale and a bias per class) minimising the NLL.
-
-    Fitted on PublicTest logits in the model's own output order (Guo et al. 2017). Temperature
-    scaling changes no argmax; vector scaling can also fix a model that is over-confident in some
-    classes and under-confident in others, at the price of moving a few argmaxes.
-    """
-    from scipy.optimize import minimize
-
-    k = logits.shape[1]
-
-    def unpack(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return (p[:1], np.zeros(k)) if kind == "temperature" else (p[:k], p[k:])
-
-    def nll(p: np.ndarray) -> float:
-        scale, bias = unpack(p)
-        z = logits / scale + bias
-        z = z - z.max(1, keepdims=True)
-        log_p = z - np.log(np.exp(z).sum(1, keepdims=True))
-        return float(-log_p[np.arange(len(labels)), labels].mean())
-
-    start = np.ones(1) if kind == "temperature" else np.r_[np.ones(k), np.zeros(k)]
-    bounds = [(0.05, 20.0)] * (1 if kind == "temperature" else k) + [(-10.0, 10.0)] * (0 if kind == "temperature" else k)
-    scale, bias = unpack(minimize(nll, start, method="L-BFGS-B", bounds=bounds).x)
-    if kind == "temperature":
-        return round(float(scale[0]), 4), 0.0
-    return [round(float(v), 4) for v in scale], [round(float(v), 4) for v in bias]
-
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     """Accuracy, macro-F1, per-class precision/recall and the confusion matrix (rows = truth)."""
