@@ -65,3 +65,42 @@ def test_temperature_undoes_overconfidence_and_lowers_the_calibration_error():
     t = fit_temperature(overconfident, labels)
     assert t == pytest.approx(3.0, rel=0.1)
     assert ece(softmax(overconfident, t), labels) < 0.03 < ece(softmax(overconfident), labels)
+
+
+def test_voice_calibration_fits_on_held_out_folds_and_writes_the_cards(tmp_path):
+    """Six folds of over-confident logits: T > 1, the cross-fitted ECE below the raw one, and a card
+    that takes the temperature still loads as the daemon loads it."""
+    import json
+    import shutil
+
+    from edgeemo.core.resources import models_dir
+    from edgeemo.voice.classifier import load_voice_card
+    from tools.eval import voice_calibration
+
+    rng = np.random.default_rng(5)
+    for k in range(6):
+        labels = rng.integers(0, 8, 240)
+        true = rng.normal(0, 1, (240, 8)) + 2.0 * np.eye(8)[labels]  # right about half the time
+        folder = tmp_path / "cv" / f"fold{k}"
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps({"test": {"logits": (3 * true).tolist(),
+                                                                  "labels": labels.tolist()}}))
+    card = tmp_path / "edgeemo-voice-int8.json"
+    shutil.copy(models_dir() / "edgeemo-voice-int8.json", card)
+    shutil.copy(models_dir() / "edgeemo-voice-int8.onnx", tmp_path / "edgeemo-voice-int8.onnx")
+    out = tmp_path / "calibration.json"
+    assert voice_calibration.main([str(tmp_path / "cv"), "--card", str(card), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["temperature"] > 1.3  # logits three times too sharp: spread out again
+    assert result["cross_fitted"]["ece8"] < result["raw"]["ece8"] / 2
+    assert len(result["cross_fitted_temperatures"]) == 6 and out.with_suffix(".png").stat().st_size > 0
+    loaded = load_voice_card(card)
+    assert float(np.ravel(loaded.temperature)[0]) == pytest.approx(result["temperature"])
+    assert json.loads(card.read_text())["metrics"]["ravdess_cv_ece8_calibrated"] == result["cross_fitted"]["ece8"]
+
+
+def test_voice_calibration_names_a_missing_fold(tmp_path):
+    from tools.eval import voice_calibration
+
+    with pytest.raises(SystemExit, match="fold0/result.json: missing"):
+        voice_calibration.main([str(tmp_path)])

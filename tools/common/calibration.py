@@ -8,6 +8,8 @@ percentages people see are calibrated on faces and voices the model never traine
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -64,6 +66,30 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray, kind: str) -> tuple[
     if kind == "temperature":
         return round(float(scale[0]), 4), 0.0
     return [round(float(v), 4) for v in scale], [round(float(v), 4) for v in bias]
+
+
+def plot_reliability(path: Path, cal: dict, title: str, unit: str) -> None:
+    """A reliability diagram of `reliability`'s bins: accuracy against confidence, and how many `unit` per bin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    edges = np.linspace(0, 1, cal["bins"] + 1)
+    filled = np.array(cal["count"]) > 0
+    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(5.6, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
+    ax.bar(edges[:-1][filled], np.array(cal["accuracy"])[filled], width=1 / cal["bins"], align="edge",
+           edgecolor="black", alpha=0.7, label="accuracy in bin")
+    ax.plot(np.array(cal["confidence"])[filled], np.array(cal["accuracy"])[filled], "o", color="C3",
+            label="mean confidence in bin")
+    ax.set_ylabel("accuracy"), ax.set_ylim(0, 1), ax.legend(loc="upper left")
+    ax.set_title(title)
+    ax_n.bar(edges[:-1], cal["count"], width=1 / cal["bins"], align="edge", edgecolor="black", color="C7")
+    ax_n.set_xlabel("confidence (top class probability)"), ax_n.set_ylabel(unit), ax_n.set_xlim(0, 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:

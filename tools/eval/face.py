@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from tools.common.calibration import fit_calibration, reliability
+from tools.common.calibration import fit_calibration, plot_reliability, reliability
 from tools.common.datasets import data_root, load_fer, load_ferplus_majority
 from tools.common.machine import cpu_name
 
@@ -326,28 +326,10 @@ def save_confusion(path: Path, card: ModelCard, result: dict, split: str = "Priv
 
 def save_reliability(path: Path, card: ModelCard, acc: dict) -> None:
     """Reliability diagram on PrivateTest as the daemon runs the card: accuracy against confidence per bin."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     key = "PrivateTest" + (SELECTIVE if "PrivateTest" + SELECTIVE in acc else "")
     cal = acc[key]["calibration"]
-    edges = np.linspace(0, 1, cal["bins"] + 1)
-    filled = np.array(cal["count"]) > 0
-    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(5.6, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfectly calibrated")
-    ax.bar(edges[:-1][filled], np.array(cal["accuracy"])[filled], width=1 / cal["bins"], align="edge",
-           edgecolor="black", alpha=0.7, label="accuracy in bin")
-    ax.plot(np.array(cal["confidence"])[filled], np.array(cal["accuracy"])[filled], "o", color="C3",
-            label="mean confidence in bin")
-    ax.set_ylabel("accuracy"), ax.set_ylim(0, 1), ax.legend(loc="upper left")
-    ax.set_title(f"{card.name} (calibrated), FER-2013 {key}\nECE {cal['ece']:.4f} over {cal['bins']} bins")
-    ax_n.bar(edges[:-1], cal["count"], width=1 / cal["bins"], align="edge", edgecolor="black", color="C7")
-    ax_n.set_xlabel("confidence (top class probability)"), ax_n.set_ylabel("faces"), ax_n.set_xlim(0, 1)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    title = f"{card.name} (calibrated), FER-2013 {key}\nECE {cal['ece']:.4f} over {cal['bins']} bins"
+    plot_reliability(path, cal, title, "faces")
 
 
 def card_metrics(acc: dict, lat: dict, command: str, card: ModelCard) -> dict:
