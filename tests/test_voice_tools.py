@@ -94,9 +94,21 @@ def test_voice_calibration_fits_on_held_out_folds_and_writes_the_cards(tmp_path)
     assert result["temperature"] > 1.3  # logits three times too sharp: spread out again
     assert result["cross_fitted"]["ece8"] < result["raw"]["ece8"] / 2
     assert len(result["cross_fitted_temperatures"]) == 6 and out.with_suffix(".png").stat().st_size > 0
+    assert result["kept"]
     loaded = load_voice_card(card)
     assert float(np.ravel(loaded.temperature)[0]) == pytest.approx(result["temperature"])
-    assert json.loads(card.read_text())["metrics"]["ravdess_cv_ece8_calibrated"] == result["cross_fitted"]["ece8"]
+    assert json.loads(card.read_text())["metrics"]["ravdess_cv_ece8"] == result["cross_fitted"]["ece8"]
+
+    for k in range(6):  # now logits already calibrated: a fitted T only fits noise and is not kept
+        path = tmp_path / "cv" / f"fold{k}" / "result.json"
+        test = json.loads(path.read_text())["test"]
+        test["logits"] = (np.array(test["logits"]) / result["cross_fitted_temperatures"][k]).tolist()
+        path.write_text(json.dumps({"test": test}))
+    voice_calibration.main([str(tmp_path / "cv"), "--card", str(card), "--json", str(out)])
+    again = json.loads(out.read_text())
+    assert not again["kept"] and again["temperature"] == pytest.approx(1.0, abs=0.05)
+    assert "temperature" not in json.loads(card.read_text())
+    assert float(np.ravel(load_voice_card(card).temperature)[0]) == 1.0
 
 
 def test_voice_calibration_names_a_missing_fold(tmp_path):
