@@ -85,6 +85,17 @@ def test_matrix_axes(monkeypatch):
     assert len(only) == 2 * 2 * 2 and {s.threads for s in only} == {1}
 
 
+def test_cameras_dealt_to_daemons_are_all_measured():
+    """--daemons 2: two real daemons, each with its share of the cameras, their counters added up."""
+    from tools.bench import cameras
+
+    result = cameras.run_once(3, "all", warmup_s=0.5, seconds=1.5, workers=None, daemons=2)
+    assert result["daemons"] == 2 and result["cameras"] == 3
+    assert result["offered"] > 0 and 0 < result["analysed"] <= result["offered"] + 3  # a frame in hand at each reading
+    assert result["cores"] > 0
+    assert "| daemons |" in cameras.table([result]) and "| 2 |" in cameras.table([result])
+
+
 def test_benchmarks_md_is_generated_from_the_committed_results():
     """BENCHMARKS.md is what tools/bench/report.py makes of bench/results/*.json, nothing edited by hand."""
     from tools.bench import report as bench_report

@@ -1,7 +1,8 @@
 """How many cameras a device carries: frames offered vs analysed, and CPU, for N cameras at 30 frames/s.
 
     python -m tools.bench.cameras [--cameras 1 2 4 8 12 16 24] [--cpus all 1] [--repeat 3]
-                                  [--warmup-s 3] [--seconds 10] [--workers N] [--json bench/results/cameras.json]
+                                  [--warmup-s 3] [--seconds 10] [--workers N] [--daemons K]
+                                  [--json bench/results/cameras.json]
 
 Each run starts the real daemon (`python -m edgeemo run`, faces only: voice, dashboard and MQTT
 off) with N copies of the sample as sources, each played at its own 29.97 frames/s like a camera,
@@ -11,11 +12,14 @@ and `seconds` later. Between the two readings:
 * offered: frames the cameras delivered to the analysis (`edgeemo_frames_total`);
 * analysed: frames that went through detection and tracking (`edgeemo_frames_processed_total`);
 * dropped: frames a camera overwrote before the analysis took them (`edgeemo_frames_dropped_total{reason="backlog"}`);
-* cores: the process's CPU time (/proc/PID/stat, every thread) per second of wall time.
+* cores: the daemon's CPU time (/proc/PID/stat, every thread; all daemons together) per second of wall time.
 
 `--cpus 1` runs the daemon under `taskset -c 0`: a single-core device. The runs go round-robin
 over the settings, `repeat` rounds, so a change of the machine's load hits every setting alike;
 the figures are medians over the rounds, every single run kept.
+
+`--daemons K` deals the cameras to K daemons of one worker each instead: what worker processes
+could at best do on the same CPUs, with no interpreter lock shared between workers.
 """
 
 from __future__ import annotations
@@ -102,36 +106,62 @@ def wait_analysing(proc: subprocess.Popen, port: int, cameras: int) -> None:
     raise SystemExit(f"the daemon did not analyse every camera within {START_TIMEOUT_S:.0f} s")
 
 
-def run_once(cameras: int, cpus: str, warmup_s: float, seconds: float, workers: int | None) -> dict:
-    """One daemon with `cameras` cameras on all CPUs or one (`cpus`), measured over `seconds`."""
+def start_daemon(names: list[str], folder: Path, cpus: str, workers: int | None) -> tuple[subprocess.Popen, int]:
+    """`python -m edgeemo run` with the sample as each of `names`, on all CPUs or one; (process, metrics port)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    cfg = daemon_config(len(names), folder, port, workers)
+    cfg["sources"] = [{"name": name, "url": "sample"} for name in names]
+    config = folder / "edgeemo.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    pin = ["taskset", "-c", "0"] if cpus == "1" else []
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([*pin, sys.executable, "-m", "edgeemo", "run", "--config", str(config)],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return proc, port
+
+
+def stop_daemon(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_once(cameras: int, cpus: str, warmup_s: float, seconds: float, workers: int | None,
+             daemons: int = 1) -> dict:
+    """`cameras` cameras on all CPUs or one (`cpus`), measured over `seconds`: one daemon, or the
+    cameras dealt round-robin to `daemons` daemons with one worker each (processes, no shared GIL)."""
+    names = [f"cam{k:02d}" for k in range(cameras)]
+    shares = [names[k::daemons] for k in range(daemons)]
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        config = Path(tmp) / "edgeemo.yaml"
-        config.write_text(yaml.safe_dump(daemon_config(cameras, Path(tmp), port, workers)))
-        pin = ["taskset", "-c", "0"] if cpus == "1" else []
-        env = os.environ | {"PYTHONPATH": str(REPO)}
-        proc = subprocess.Popen([*pin, sys.executable, "-m", "edgeemo", "run", "--config", str(config)],
-                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        procs = [start_daemon(share, Path(tmp) / f"d{k}", cpus, 1 if daemons > 1 else workers)
+                 for k, share in enumerate(shares)]
         try:
-            wait_analysing(proc, port, cameras)
+            for (proc, port), share in zip(procs, shares):
+                wait_analysing(proc, port, len(share))
             time.sleep(warmup_s)
-            before, cpu0, t0 = scrape(port), cpu_seconds(proc.pid), time.monotonic()
+            before, cpu0, t0 = summed(procs), sum(cpu_seconds(p.pid) for p, _ in procs), time.monotonic()
             time.sleep(seconds)
-            after, cpu1, t1 = scrape(port), cpu_seconds(proc.pid), time.monotonic()
+            after, cpu1, t1 = summed(procs), sum(cpu_seconds(p.pid) for p, _ in procs), time.monotonic()
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            for proc, _ in procs:
+                stop_daemon(proc)
     wall = t1 - t0
     delta = {key: after[key] - before[key] for key in ("offered", "analysed", "dropped", "idle")}
-    return {"cameras": cameras, "cpus": cpus, "wall_s": round(wall, 3), "cpu_s": round(cpu1 - cpu0, 3),
-            "cores": round((cpu1 - cpu0) / wall, 3), **{k: int(v) for k, v in delta.items()},
+    return {"cameras": cameras, "cpus": cpus, "daemons": daemons, "wall_s": round(wall, 3),
+            "cpu_s": round(cpu1 - cpu0, 3), "cores": round((cpu1 - cpu0) / wall, 3), **{k: int(v) for k, v in delta.items()},
             "analysed_share": round(delta["analysed"] / delta["offered"], 4) if delta["offered"] else 0.0,
             "offered_fps_per_camera": round(delta["offered"] / wall / cameras, 2),
             "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+def summed(procs: list[tuple[subprocess.Popen, int]]) -> dict[str, float]:
+    """The counters of every daemon's metrics page, added up."""
+    pages = [scrape(port) for _, port in procs]
+    return {key: sum(page[key] for page in pages) for key in pages[0]}
 
 
 def medians(runs: list[dict]) -> dict:
@@ -145,10 +175,13 @@ def medians(runs: list[dict]) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| CPUs | cameras | offered frames/s per camera | analysed / offered | dropped | cores | cores per camera |",
-             "|---|---|---|---|---|---|---|"]
+    """Markdown, a row per setting; a daemons column where some setting split the cameras."""
+    split = any(r.get("daemons", 1) > 1 for r in results)
+    lines = [f"| CPUs | cameras |{' daemons |' if split else ''} offered frames/s per camera | analysed / offered "
+             "| dropped | cores | cores per camera |", "|---|---|---|---|---|---|---|" + ("---|" if split else "")]
     for r in results:
-        lines.append(f"| {r['cpus']} | {r['cameras']} | {r['offered_fps_per_camera']:.2f} "
+        daemons = f" {r.get('daemons', 1)} |" if split else ""
+        lines.append(f"| {r['cpus']} | {r['cameras']} |{daemons} {r['offered_fps_per_camera']:.2f} "
                      f"| {100 * r['analysed_share']:.2f} % ({r['analysed']}/{r['offered']}) | {r['dropped']} "
                      f"| {r['cores']:.3f} | {r['cores'] / r['cameras']:.3f} |")
     return "\n".join(lines)
@@ -192,25 +225,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup-s", type=float, default=3.0, help="after every camera's first frame, before measuring")
     p.add_argument("--seconds", type=float, default=10.0, help="how long each run is measured")
     p.add_argument("--workers", type=int, help="analysis.workers (default: the daemon's own default)")
+    p.add_argument("--daemons", nargs="+", type=int, default=[1],
+                   help="deal the cameras to this many daemons of one worker each: the ceiling of worker "
+                        "processes, with no GIL shared between workers (default: one daemon)")
     p.add_argument("--json", type=Path, metavar="OUT", help="write every figure as JSON here")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = [(cpus, n) for cpus in args.cpus for n in args.cameras]
+    settings = [(cpus, n, k) for cpus in args.cpus for n in args.cameras for k in args.daemons]
     machine = machine_info()
-    runs: dict[tuple[str, int], list[dict]] = {s: [] for s in settings}
+    runs: dict[tuple[str, int, int], list[dict]] = {s: [] for s in settings}
     for round_ in range(1, args.repeat + 1):
-        for k, (cpus, n) in enumerate(settings, 1):
-            print(f"[round {round_}/{args.repeat}, {k}/{len(settings)}] {n} cameras, CPUs: {cpus}",
+        for k, (cpus, n, daemons) in enumerate(settings, 1):
+            print(f"[round {round_}/{args.repeat}, {k}/{len(settings)}] {n} cameras, CPUs: {cpus}, daemons: {daemons}",
                   file=sys.stderr, flush=True)
-            runs[(cpus, n)].append(run_once(n, cpus, args.warmup_s, args.seconds, args.workers))
+            runs[(cpus, n, daemons)].append(run_once(n, cpus, args.warmup_s, args.seconds, args.workers, daemons))
     results = [medians(r) | {"repeat": args.repeat, "runs": r} for r in runs.values()]
     print(table(results))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         settings_used = {"warmup_s": args.warmup_s, "seconds": args.seconds, "workers": args.workers,
+                         "daemons": args.daemons,
                          "nominal_fps": NOMINAL_FPS}
         args.json.write_text(json.dumps({"machine": machine, "settings": settings_used, "results": results},
                                         indent=1) + "\n")
