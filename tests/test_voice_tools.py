@@ -97,7 +97,8 @@ def test_voice_calibration_fits_on_held_out_folds_and_writes_the_cards(tmp_path)
     assert result["kept"]
     loaded = load_voice_card(card)
     assert float(np.ravel(loaded.temperature)[0]) == pytest.approx(result["temperature"])
-    assert json.loads(card.read_text())["metrics"]["ravdess_cv_ece8"] == result["cross_fitted"]["ece8"]
+    metrics = json.loads(card.read_text())["metrics"]
+    assert metrics["ravdess_cv_ece8_calibrated"] == result["cross_fitted"]["ece8"] and metrics["ravdess_cv_temperature_kept"]
 
     for k in range(6):  # now logits already calibrated: a fitted T only fits noise and is not kept
         path = tmp_path / "cv" / f"fold{k}" / "result.json"
@@ -108,6 +109,7 @@ def test_voice_calibration_fits_on_held_out_folds_and_writes_the_cards(tmp_path)
     again = json.loads(out.read_text())
     assert not again["kept"] and again["temperature"] == pytest.approx(1.0, abs=0.05)
     assert "temperature" not in json.loads(card.read_text())
+    assert json.loads(card.read_text())["metrics"]["ravdess_cv_temperature_kept"] is False
     assert float(np.ravel(load_voice_card(card).temperature)[0]) == 1.0
 
 

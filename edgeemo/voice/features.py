@@ -253,8 +253,8 @@ SPEECH_BAND_HZ = (250.0, 3500.0)
 def speech_band(sr: int) -> np.ndarray:
     """Second-order sections of a 4th-order Butterworth band-pass over ``SPEECH_BAND_HZ``.
 
-    scipy.signal is imported here, not with the module: it takes over a second, which every command
-    without voice (check, events, detect on a picture) would pay for nothing."""
+    scipy.signal is imported here, not with the module: it is slow to import, and every command
+    without voice (check, events, detect on a picture) would pay for it for nothing."""
     from scipy.signal import butter
 
     return butter(4, SPEECH_BAND_HZ, btype="bandpass", fs=sr, output="sos")
@@ -267,7 +267,7 @@ def frame_energy_db(samples: np.ndarray, sr: int, frame_s: float = 0.03) -> np.n
     lies below and above the band that carries the voice: in the band, speech stands further above
     it. A trailing part frame is dropped.
     """
-    from scipy.signal import sosfilt  # imported by speech_band, which runs first
+    from scipy.signal import sosfilt  # loaded already where the voice stage built its filter (vad.SpeechDetector)
 
     n = max(1, round(frame_s * sr))
     x = np.asarray(samples, np.float32).ravel()

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from tools.common.datasets import REPO, data_root, load_ravdess
 from tools.common.machine import cpu_name
+from tools.eval.voice_calibration import calibrate, held_out
 from tools.train.voice import (FOLD_TO_FACE, LABELS8, SHIPPED_EXCLUDED, build_model, count_macs,
                          metrics)
 
@@ -298,6 +299,14 @@ def features_note(front: AudioFrontEnd, lat: dict) -> str:
                "log-mel 0.654 vs 13 MFCC + deltas + delta-deltas 0.554)." if front.kind == "logmel" else ""))
 
 
+def cv_calibration(cv_dir: Path, data: str | None) -> dict:
+    """The CV folds' temperature and whether it is kept, with the ECE without it and cross-fitted with it."""
+    cal = calibrate(held_out(cv_dir, data))
+    return {"temperature": cal["temperature"], "temperature_kept": cal["kept"],
+            "ece8_raw": cal["raw"]["ece8"], "ece7_raw": cal["raw"]["ece7"],
+            "ece8_calibrated": cal["cross_fitted"]["ece8"], "ece7_calibrated": cal["cross_fitted"]["ece7"]}
+
+
 def markdown(args: argparse.Namespace, cv: dict | None, cv_md: str, onnx_cv_: dict | None, lat: dict,
              heldout: dict, info: dict, int8_kept: bool, compare: list[tuple[str, dict]]) -> str:
     def r(v: float) -> str:
@@ -339,14 +348,16 @@ def markdown(args: argparse.Namespace, cv: dict | None, cv_md: str, onnx_cv_: di
                   "",
                   f"Chance: 12.5 % (8 classes). Confusion matrix summed over the {len(cv['folds'])} folds "
                   f"(`{args.name}-confusion.png`):", "", f"![confusion]({args.name}-confusion.png)", ""]
-    if cv is not None and "temperature" in cv:
+    if cv is not None:
+        kept = ("kept: the card's `temperature`, logits divided by it before the softmax" if cv["temperature_kept"]
+                else "not kept (the card has none): it did not lower the error on folds it was not fitted to")
         lines += ["## Calibration", "",
-                  f"Temperature {cv['temperature']:.3f} (the card's `temperature`: logits are divided by it before "
-                  "the softmax), fitted by negative log-likelihood on the held-out actors' logits of every fold "
-                  "together, never on a model's own training actors. Expected calibration error (15 bins, top "
-                  f"class): 8 classes {r(cv['ece8_raw'])} -> {r(cv['ece8_calibrated'])}, folded to the published 7 "
-                  f"{r(cv['ece7_raw'])} -> {r(cv['ece7_calibrated'])} (in-sample for the temperature: one parameter "
-                  "fitted on these same logits).", ""]
+                  f"Temperature {cv['temperature']:.3f}, fitted by negative log-likelihood on the held-out actors' "
+                  f"logits of every fold together, never on a model's own training actors; {kept}. Expected "
+                  f"calibration error (15 bins, top class) without it and cross-fitted with it (each fold scored "
+                  f"with a temperature fitted on the other five): 8 classes {r(cv['ece8_raw'])} -> "
+                  f"{r(cv['ece8_calibrated'])}, folded to the published 7 {r(cv['ece7_raw'])} -> "
+                  f"{r(cv['ece7_calibrated'])} (`python -m tools.eval.voice_calibration`).", ""]
     lines += rooms_section(args.rooms, args.vad)
     if onnx_cv_ is not None:
         lines += ["The same folds through onnxruntime (each fold's model exported; int8 calibrated on that fold's "
@@ -490,7 +501,7 @@ def main(argv: list[str] | None = None) -> None:
 
     cv = cv_md = onnx_cv_ = None
     if args.cv:
-        cv = json.loads((args.cv / "cv_report.json").read_text())
+        cv = json.loads((args.cv / "cv_report.json").read_text()) | cv_calibration(args.cv, args.data)
         cv_md = (args.cv / "cv_report.md").read_text()
         shutil.copyfile(args.cv / "cv_confusion8.png", args.out / f"{args.name}-confusion.png")
         if not args.no_onnx_cv:
@@ -519,7 +530,7 @@ def main(argv: list[str] | None = None) -> None:
             continue
         card_metrics_ = card_metrics(cv, lat, f"onnxruntime_{kind}", heldout, onnx_cv_, kind, args.runs)
         extra = {"export": export_cmd, "training": dict(training)} | ({"quantization": quant} if kind == "int8" else {})
-        if cv and "temperature" in cv:  # fitted on the CV folds' held-out actors (tools.train.voice)
+        if cv and cv["temperature_kept"]:  # fitted on the CV folds' held-out actors (tools.eval.voice_calibration)
             extra["temperature"] = cv["temperature"]
         write_json(card_path, make_card(card_path.stem, path.name, front, card_metrics_, command, extra))
     evals = [json.loads(path.read_text())["command"] for path in (args.rooms, args.vad) if path.is_file()]

@@ -47,6 +47,7 @@ LABELS8 = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "su
 FOLD_TO_FACE = {"neutral": "neutral", "calm": "neutral", "happy": "happy", "sad": "sad", "angry": "angry",
                 "fearful": "fear", "disgust": "disgust", "surprised": "surprise"}
 LABELS7 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # edgeemo.LABELS
+FOLD_MATRIX = np.array([[LABELS7.index(FOLD_TO_FACE[name]) == j for j in range(7)] for name in LABELS8], np.float64)
 FOLDS = [tuple(range(4 * k + 1, 4 * k + 5)) for k in range(6)]
 SHIPPED_EXCLUDED = (1, 4)
 AUGMENTATION = "rooms-1"  # tools.common.noise.room_copy; bump when it changes so caches rebuild
@@ -514,12 +515,11 @@ def calibration_report(results: list[dict]) -> dict:
     logits = np.concatenate([np.array(r["test"]["logits"]) for r in results])
     labels = np.concatenate([np.array(r["test"]["labels"]) for r in results])
     temperature = fit_temperature(logits, labels)
-    fold = np.array([[LABELS7.index(FOLD_TO_FACE[name]) == j for j in range(7)] for name in LABELS8], np.float64)
     out = {"temperature": round(temperature, 4)}
     for name, t in (("raw", 1.0), ("calibrated", temperature)):
         probs = softmax(logits, t)
         out[f"ece8_{name}"] = ece(probs, labels)
-        out[f"ece7_{name}"] = ece(probs @ fold, fold7(labels))
+        out[f"ece7_{name}"] = ece(probs @ FOLD_MATRIX, fold7(labels))
     print(f"temperature {temperature:.3f}: ECE 8 classes {out['ece8_raw']:.3f} -> {out['ece8_calibrated']:.3f}, "
           f"7 folded {out['ece7_raw']:.3f} -> {out['ece7_calibrated']:.3f}", flush=True)
     return out
