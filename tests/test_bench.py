@@ -90,7 +90,8 @@ def test_cameras_dealt_to_daemons_are_all_measured():
     from tools.bench import cameras
 
     result = cameras.run_once(3, "all", warmup_s=0.5, seconds=1.5, workers=None, daemons=2)
-    assert result["daemons"] == 2 and result["cameras"] == 3
+    assert result["cameras"] == 3 and len(result["analysed_per_daemon"]) == 2
+    assert all(n > 0 for n in result["analysed_per_daemon"])  # both daemons analysed their share
     assert result["offered"] > 0 and 0 < result["analysed"] <= result["offered"] + 3  # a frame in hand at each reading
     assert result["cores"] > 0
     assert "| daemons |" in cameras.table([result]) and "| 2 |" in cameras.table([result])

@@ -213,3 +213,13 @@ def test_shipped_voice_model_runs_on_a_window(card_name: str) -> None:
         assert feats.shape == (1, card["input"]["frames"], card["input"]["features"])
         (logits,) = session.run(None, {card["input"]["name"]: feats})
         assert logits.shape == (1, 8) and np.isfinite(logits).all()
+
+
+def test_the_daemon_starts_without_importing_scipy_signal():
+    """scipy.signal is slow to import: only the voice stage's filter loads it, not every command."""
+    import subprocess
+    import sys
+
+    code = "import sys, edgeemo.service.daemon, edgeemo.cli.main; print('scipy.signal' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"

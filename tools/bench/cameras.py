@@ -137,31 +137,34 @@ def run_once(cameras: int, cpus: str, warmup_s: float, seconds: float, workers: 
     names = [f"cam{k:02d}" for k in range(cameras)]
     shares = [names[k::daemons] for k in range(daemons)]
     with tempfile.TemporaryDirectory() as tmp:
-        procs = [start_daemon(share, Path(tmp) / f"d{k}", cpus, 1 if daemons > 1 else workers)
-                 for k, share in enumerate(shares)]
+        procs: list[tuple[subprocess.Popen, int]] = []
         try:
+            for k, share in enumerate(shares):  # started inside the try: one that fails stops the others
+                procs.append(start_daemon(share, Path(tmp) / f"d{k}", cpus, 1 if daemons > 1 else workers))
             for (proc, port), share in zip(procs, shares):
                 wait_analysing(proc, port, len(share))
             time.sleep(warmup_s)
-            before, cpu0, t0 = summed(procs), sum(cpu_seconds(p.pid) for p, _ in procs), time.monotonic()
+            before, cpu0, t0 = pages(procs), sum(cpu_seconds(p.pid) for p, _ in procs), time.monotonic()
             time.sleep(seconds)
-            after, cpu1, t1 = summed(procs), sum(cpu_seconds(p.pid) for p, _ in procs), time.monotonic()
+            after, cpu1, t1 = pages(procs), sum(cpu_seconds(p.pid) for p, _ in procs), time.monotonic()
         finally:
             for proc, _ in procs:
                 stop_daemon(proc)
     wall = t1 - t0
-    delta = {key: after[key] - before[key] for key in ("offered", "analysed", "dropped", "idle")}
-    return {"cameras": cameras, "cpus": cpus, "daemons": daemons, "wall_s": round(wall, 3),
-            "cpu_s": round(cpu1 - cpu0, 3), "cores": round((cpu1 - cpu0) / wall, 3), **{k: int(v) for k, v in delta.items()},
+    per_daemon = [int(a["analysed"] - b["analysed"]) for a, b in zip(after, before)]
+    delta = {key: sum(a[key] - b[key] for a, b in zip(after, before))
+             for key in ("offered", "analysed", "dropped", "idle")}
+    return {"cameras": cameras, "cpus": cpus, "daemons": daemons, "analysed_per_daemon": per_daemon,
+            "wall_s": round(wall, 3), "cpu_s": round(cpu1 - cpu0, 3), "cores": round((cpu1 - cpu0) / wall, 3),
+            **{k: int(v) for k, v in delta.items()},
             "analysed_share": round(delta["analysed"] / delta["offered"], 4) if delta["offered"] else 0.0,
             "offered_fps_per_camera": round(delta["offered"] / wall / cameras, 2),
             "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
-def summed(procs: list[tuple[subprocess.Popen, int]]) -> dict[str, float]:
-    """The counters of every daemon's metrics page, added up."""
-    pages = [scrape(port) for _, port in procs]
-    return {key: sum(page[key] for page in pages) for key in pages[0]}
+def pages(procs: list[tuple[subprocess.Popen, int]]) -> list[dict[str, float]]:
+    """The counters of each daemon's metrics page."""
+    return [scrape(port) for _, port in procs]
 
 
 def medians(runs: list[dict]) -> dict:
@@ -234,6 +237,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if min(args.daemons) < 1 or max(args.daemons) > min(args.cameras):
+        raise SystemExit(f"--daemons must be 1 to {min(args.cameras)} (each daemon needs a camera)")
+    if args.workers is not None and max(args.daemons) > 1:
+        raise SystemExit("--workers applies to one daemon; split over several, each has one worker")
     settings = [(cpus, n, k) for cpus in args.cpus for n in args.cameras for k in args.daemons]
     machine = machine_info()
     runs: dict[tuple[str, int, int], list[dict]] = {s: [] for s in settings}
