@@ -6,6 +6,7 @@ let RESULT = null, MEDIA = null, OBJECT_URL = null;
 const faceCards = [];
 
 async function send(file) {
+  await READY;  // the CSRF token
   const msg = document.getElementById("msg");
   msg.className = "dim"; msg.textContent = `Analysing ${file.name} (${(file.size / 1e6).toFixed(1)} MB)…`;
   const form = new FormData(); form.append("file", file);
@@ -143,8 +144,11 @@ function segmentsTable(segments) {
     el("tr", {}, el("th", {}, "when"), el("th", {}, "voice"), el("th", {}, "face"), el("th", {}, "fused")), ...body));
 }
 
-me().then(() => {
-  document.getElementById("legend").append(legend());
+// The inputs listen at once and send() waits for the login check: a file picked while /api/me is
+// still on its way is analysed, not lost.
+const READY = me();
+READY.then(() => document.getElementById("legend").append(legend()));
+(() => {
   const input = document.getElementById("file"), drop = document.getElementById("drop");
   input.addEventListener("change", () => { if (input.files[0]) send(input.files[0]); });
   drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
@@ -153,4 +157,4 @@ me().then(() => {
   const timeline = document.getElementById("timeline");
   timeline.addEventListener("pointerdown", (ev) => { timeline.setPointerCapture(ev.pointerId); seekFromTimeline(ev); });
   timeline.addEventListener("pointermove", (ev) => { if (ev.buttons & 1) seekFromTimeline(ev); });
-});
+})();
