@@ -12,8 +12,7 @@ import logging
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from edgeemo.core.resources import sample_video
 from edgeemo.service.daemon import Daemon
 from edgeemo.sources.reader import live_pts
 from testkit.audioserver import AudioServer
+from testkit.wait import wait_until
 
 WINDOW_S = 4.0   # long enough that a window holds the whole utterance (1.9 s) at some hop
 HOP_S = 0.5
@@ -65,14 +65,6 @@ def audio_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Au
         yield server
     finally:
         server.stop()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from edgeemo.core.resources import event_schema
 from edgeemo.core.types import TrackEvent
 
 from testkit.net import free_port
+from testkit.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,13 +82,6 @@ class Publisher:
 
 def connected(metrics: Metrics) -> float:
     return metrics.registry.get_sample_value("edgeemo_mqtt_connected")
-
-
-def wait_until(condition, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def seqs(payloads: list[bytes]) -> list[int]:

@@ -36,6 +36,7 @@ from edgeemo.pipeline.pipeline import END, QueueInbox, Stage
 from edgeemo.core.supervisor import Backoff, Supervised
 from edgeemo.sources.stream import StreamCapture, StreamReader
 from testkit.streams import StreamServer
+from testkit.wait import wait_until
 
 STALL_S = 1.5       # the sources' stall_timeout_s in these tests
 MISSED_S = 0.5      # tracker.max_missed_s
@@ -43,16 +44,6 @@ MISSED_S = 0.5      # tracker.max_missed_s
 
 def restarts(metrics: Metrics, worker: str) -> float:
     return metrics.worker_restarts.labels(worker=worker)._value.get()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll until true; returns when it became true (monotonic), or fails naming `what`."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-    return time.monotonic()
 
 
 # ------------------------------------------------------------------------------------ supervision
