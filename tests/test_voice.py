@@ -123,9 +123,30 @@ def hops(vad: SpeechDetector, sound: np.ndarray, window_s: float = 3.0, hop_s: f
     window, hop = round(window_s * SR), round(hop_s * SR)
     spans = []
     for end in range(window, len(sound) + 1, hop):
-        _, span = vad.speech(sound[end - window:end], hop)
+        _, span = vad.speech(sound[max(0, end - window):end], end)
         spans.append((span.stop - span.start) / SR)
     return spans
+
+
+def test_overlapping_windows_are_filtered_as_one_stream(sample_sound):
+    """Each window's new samples only are band-passed, the filter carrying on from the last window:
+    the levels are those of the whole sound filtered at once, and a window that does not follow on
+    is filtered afresh."""
+    from scipy.signal import sosfilt
+
+    from edgeemo.voice.features import frame_levels_db, speech_band
+
+    whole = sosfilt(speech_band(SR), sample_sound).astype(np.float32)
+    window, hop = 3 * SR, SR
+    vad = SpeechDetector(SR, 12.0)
+    for end in range(window, len(sample_sound) + 1, hop):
+        vad.speech(sample_sound[end - window:end], end)
+        np.testing.assert_allclose(frame_levels_db(vad._band, SR), frame_levels_db(whole[end - window:end], SR),
+                                   atol=0.01)
+    jump = 2 * window  # a window after a gap (a stage restarted past a window that failed)
+    vad.speech(sample_sound[jump - window:jump], jump + 5 * hop)
+    fresh = sosfilt(speech_band(SR), sample_sound[jump - window:jump]).astype(np.float32)
+    np.testing.assert_allclose(vad._band, fresh, atol=1e-6)
 
 
 def test_music_alone_is_not_speech_but_a_voice_over_steady_noise_is():

@@ -18,6 +18,7 @@ from edgeemo.config.schema import NO_SOURCE, Config, ConfigError, SourceConfig
 from edgeemo.config.secrets import with_source_passwords
 from edgeemo.cli.events import add_events_parser
 from edgeemo.cli.user import add_parser as add_user_parser, user_main
+from edgeemo.core.memory import keep_freed_memory
 from edgeemo.core.modelcard import ModelCardError
 from edgeemo.core.inference import ModelError
 
@@ -146,6 +147,8 @@ def command(args: argparse.Namespace) -> int:
     """The command `args` names, run; a user error raises one of USER_ERRORS."""
     cfg = config_from(args)
     setup_logging(cfg.log_level)
+    if args.command in ("run", "detect"):
+        keep_freed_memory()  # the analysis frees and allocates the same arrays on every frame and window
     if args.command == "run":
         from edgeemo.sources.spec import for_the_daemon
         from edgeemo.service.daemon import Daemon

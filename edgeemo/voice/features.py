@@ -269,13 +269,17 @@ def frame_energy_db(samples: np.ndarray, sr: int, frame_s: float = 0.03) -> np.n
     """
     from scipy.signal import sosfilt  # loaded already where the voice stage built its filter (vad.SpeechDetector)
 
+    return frame_levels_db(sosfilt(speech_band(sr), np.asarray(samples, np.float32).ravel()), sr, frame_s)
+
+
+def frame_levels_db(band: np.ndarray, sr: int, frame_s: float = 0.03) -> np.ndarray:
+    """Mean-square level of non-overlapping frames of already band-passed samples, in dBFS."""
     n = max(1, round(frame_s * sr))
-    x = np.asarray(samples, np.float32).ravel()
-    t = len(x) // n
+    t = len(band) // n
     if t == 0:
         return np.zeros(0, np.float32)
-    x = sosfilt(speech_band(sr), x[:t * n]).astype(np.float32).reshape(t, n)
-    return (10 * np.log10(np.mean(x * x, axis=1) + 1e-12)).astype(np.float32)
+    x = np.asarray(band[:t * n], np.float32).reshape(t, n)
+    return (10 * np.log10(np.einsum("ij,ij->i", x, x) / n + 1e-12)).astype(np.float32)
 
 
 def speech_mask(samples: np.ndarray, sr: int, frame_s: float = 0.03, threshold_db: float = 12.0,

@@ -76,7 +76,7 @@ class VoiceStage(Supervised):
     def _analyse(self, start: int, end: int) -> None:
         started = time.perf_counter()
         samples = self.ring.read(start, end, self._buffer)
-        ratio, span = self.vad.speech(samples, min(self.hop, end - start))
+        ratio, span = self.vad.speech(samples, end)
         reading = None
         if span.stop - span.start >= self.min_speech:
             # The last utterance only: the model was trained on single utterances, and silence or

@@ -14,7 +14,7 @@ from collections import deque
 
 import numpy as np
 
-from edgeemo.voice.features import frame_energy_db, speech_band, speech_frames
+from edgeemo.voice.features import frame_levels_db, speech_band, speech_frames
 
 VAD_FRAME_S = 0.03
 FLOOR_HISTORY_S = 30.0
@@ -28,19 +28,25 @@ class SpeechDetector:
     """Share of a window that is speech, against a noise floor learnt from the source's recent sound."""
 
     def __init__(self, sample_rate: int, threshold_db: float) -> None:
+        from scipy.signal import sosfilt  # imported here, with the filter, not by every command (features.speech_band)
+
         self.sample_rate, self.threshold_db = sample_rate, threshold_db
-        speech_band(sample_rate)  # its filter (and scipy.signal) made now, not in the voice thread's first window
+        self._sosfilt, self._sos = sosfilt, speech_band(sample_rate)
         self._levels: deque[np.ndarray] = deque()  # frame levels of the recent new audio, per hop
         self._history_frames = 0
+        self._band = np.zeros(0, np.float32)        # the last window, band-passed
+        self._state = np.zeros((len(self._sos), 2))  # the filter's state after the last window's end
+        self._end: int | None = None                # where the last window ended in the source's sound
 
-    def speech(self, window: np.ndarray, new_samples: int) -> tuple[float, slice]:
+    def speech(self, window: np.ndarray, end: int) -> tuple[float, slice]:
         """Share of the window that is speech, and the samples of its last utterance.
 
-        Call once per window; ``new_samples`` at its end are new since the last call. The utterance
-        is the last stretch of speech frames with no pause longer than ``MAX_PAUSE_S``, padded by
-        ``PAD_S`` on each side.
+        Call once per window; ``end`` is where the window ends in the source's sound (a sample
+        count), so the samples new since the last call are known. The utterance is the last stretch
+        of speech frames with no pause longer than ``MAX_PAUSE_S``, padded by ``PAD_S`` on each side.
         """
-        levels = frame_energy_db(window, self.sample_rate, VAD_FRAME_S)
+        new_samples = self._band_pass(window, end)
+        levels = frame_levels_db(self._band, self.sample_rate, VAD_FRAME_S)
         if levels.size == 0:
             return 0.0, slice(0, 0)
         new_frames = min(levels.size, max(1, round(new_samples / (VAD_FRAME_S * self.sample_rate))))
@@ -56,6 +62,23 @@ class SpeechDetector:
         pad = round(PAD_S / VAD_FRAME_S)
         span = slice(max(0, (first - pad) * frame), min(len(window), (speech[-1] + 1 + pad) * frame))
         return speech.size / levels.size, span
+
+    def _band_pass(self, window: np.ndarray, end: int) -> int:
+        """Band-pass the window into ``_band``; the number of its samples new since the last call.
+
+        Windows overlap (a 3 s window every second): only the new samples are filtered, the filter
+        carrying its state over from the last call, and the rest are kept from it. A window that
+        does not follow on from the last one is filtered whole, from rest.
+        """
+        new = end - self._end if self._end is not None else len(window)
+        kept = len(window) - new
+        if not 0 <= kept <= len(self._band) or new <= 0:
+            self._state[:] = 0.0
+            new, kept = len(window), 0
+        fresh, self._state = self._sosfilt(self._sos, window[kept:], zi=self._state)
+        self._band = np.concatenate([self._band[len(self._band) - kept:], fresh.astype(np.float32)])
+        self._end = end
+        return new
 
     def _remember(self, levels: np.ndarray) -> None:
         self._levels.append(levels)
