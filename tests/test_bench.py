@@ -97,17 +97,6 @@ def test_cameras_dealt_to_daemons_are_all_measured():
     assert "| daemons |" in cameras.table([result]) and "| 2 |" in cameras.table([result])
 
 
-def test_a_daemon_run_with_pin_cpus_off_is_told_apart_in_the_table():
-    from tools.bench import cameras
-
-    off = cameras.run_once(1, "all", warmup_s=0.5, seconds=1.0, workers=None, pin="off")
-    assert off["pin_cpus"] == "off" and off["analysed"] > 0
-    on = off | {"pin_cpus": "on"}
-    assert "| pin_cpus |" not in cameras.table([on])
-    rows = cameras.table([on, off]).splitlines()
-    assert "| pin_cpus |" in rows[0] and rows[2].startswith("| all | 1 | on |") and rows[3].startswith("| all | 1 | off |")
-
-
 def test_benchmarks_md_is_generated_from_the_committed_results():
     """BENCHMARKS.md is what tools/bench/report.py makes of bench/results/*.json, nothing edited by hand."""
     from tools.bench import report as bench_report

@@ -7,7 +7,6 @@ faces only; nothing is timed: each test waits for the frames it needs.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -25,13 +24,13 @@ from edgeemo.service.daemon import Daemon
 WAIT_S = 90.0   # generous: the machine may be shared
 
 
-def daemon_for(tmp_path: Path, sources: int, workers: int, **settings: object) -> Daemon:
+def daemon_for(tmp_path: Path, sources: int, workers: int) -> Daemon:
     cfg = load_config(None, {
         "device_id": "workers", "voice.enabled": False, "web.enabled": False, "metrics.enabled": False,
         "event_log.path": str(tmp_path / "events.jsonl"), "event_log.stdout": False,
         "analysis.workers": workers,
         "sources": [{"name": f"cam{k}", "url": "sample"} for k in range(sources)],
-    } | settings)
+    })
     return Daemon(cfg)
 
 
@@ -150,39 +149,3 @@ def test_a_bad_workers_value_is_one_line_naming_the_key_and_exit_2(tmp_path, val
     assert done.returncode == 2, done.stderr
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and "analysis.workers" in lines[0] and "Traceback" not in lines[0], lines
-
-
-def cpu_of(thread: threading.Thread) -> set[int]:
-    return os.sched_getaffinity(thread.native_id)
-
-
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs two CPUs; on one it is a no-op")
-def test_each_worker_and_the_captures_of_its_sources_keep_to_one_cpu(tmp_path):
-    """analysis.pin_cpus (the default): worker k and its sources' captures on the k-th usable CPU."""
-    daemon = daemon_for(tmp_path, sources=4, workers=2)
-    pipeline = daemon.pipeline
-    seen = Seen(pipeline)
-    daemon.start()
-    try:
-        seen.wait_for([f"cam{k}" for k in range(4)], 5)  # every thread has started and pinned itself
-        cpus = sorted(os.sched_getaffinity(0))
-        assert [cpu_of(stage) for stage in pipeline.stages] == [{cpus[0]}, {cpus[1]}]
-        for capture in pipeline.captures:
-            assert cpu_of(capture) == cpu_of(pipeline.stages[pipeline.owner[capture.cfg.name]]), capture.name
-        assert cpu_of(threading.main_thread()) == set(cpus)  # the rest of the daemon is left to the OS
-    finally:
-        daemon.pipeline.stop()
-        assert daemon.shutdown() == 0
-
-
-def test_with_pin_cpus_off_the_os_places_every_thread(tmp_path):
-    daemon = daemon_for(tmp_path, sources=2, workers=2, **{"analysis.pin_cpus": False})
-    seen = Seen(daemon.pipeline)
-    daemon.start()
-    try:
-        seen.wait_for(["cam0", "cam1"], 5)
-        for thread in [*daemon.pipeline.stages, *daemon.pipeline.captures]:
-            assert cpu_of(thread) == os.sched_getaffinity(0), thread.name
-    finally:
-        daemon.pipeline.stop()
-        assert daemon.shutdown() == 0

@@ -105,10 +105,6 @@ class AnalysisConfig(Section):
         "Threads that analyse the video sources' frames; each source is analysed, in order, by one of "
         "them, the sources shared out round-robin. null: one per CPU this process may use (its CPU "
         "affinity), at most one per video source."))
-    pin_cpus: bool = Field(True, description=(
-        "Keep each worker, with the capture threads of its sources, on one CPU (worker k on the k-th "
-        "CPU this process may use), so that a frame is decoded and analysed in the same CPU's caches, "
-        "which costs less CPU per frame (BENCHMARKS.md, cameras). false: the OS places every thread."))
 
 
 class TrackerConfig(Section):

@@ -16,7 +16,6 @@ import logging
 import threading
 import time
 
-from edgeemo.core.cpus import pin_this_thread
 from edgeemo.core.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -52,7 +51,6 @@ class Supervised(threading.Thread):
 
     give_up_after: int | None = None  # crashes in a row before the worker ends as failed; None: never
     where: str = "pipeline"           # the edgeemo_errors_total{where} a crash counts under
-    cpu: int | None = None            # the CPU the thread keeps to (set before start); None: the OS places it
 
     def __init__(self, name: str, stop: threading.Event, metrics: Metrics | None) -> None:
         super().__init__(name=name, daemon=True)
@@ -71,8 +69,6 @@ class Supervised(threading.Thread):
         """Runs once when the thread ends, however it ends."""
 
     def run(self) -> None:
-        if self.cpu is not None:
-            pin_this_thread(self.cpu)
         crashes = 0
         try:
             while True:

@@ -2,7 +2,7 @@
 
 A capture thread per source; live, the sources are shared out among `analysis.workers` worker
 threads (one per usable CPU by default), each running the four steps on its own sources' frames,
-in order, and each kept with its sources' captures on one CPU (analysis.pin_cpus); a lossless file run (--once) gives the steps three threads joined by small bounded
+in order; a lossless file run (--once) gives the steps three threads joined by small bounded
 queues (see Pipeline._build_stages). The capture side never blocks (see sources.mailbox): a worker
 that cannot keep up gets its sources' newest frames, the others counted as dropped; behind it each
 stage blocks when the next one is busy, so memory stays bounded whatever the load.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
@@ -31,7 +32,6 @@ from edgeemo.sources.mailbox import Mailbox
 from edgeemo.sources.reader import FrameReader, live_pts
 from edgeemo.sources.spec import SourceSpec, parse_source
 from edgeemo.config.schema import Config
-from edgeemo.core.cpus import usable_cpus
 from edgeemo.tracking.fusion import Fuser
 from edgeemo.core.metrics import Metrics
 from edgeemo.journal.writer import EventWriter
@@ -177,8 +177,6 @@ class Pipeline:
             self._build_voice(lossless)
         self.queues: dict[str, queue.Queue] = {}
         self.stages = self._build_stages(lossless)
-        if cfg.analysis.pin_cpus and not lossless:
-            self._keep_workers_on_cpus(usable_cpus())
         self.frames_by_source = {s.name: 0 for s in video}  # each written by its source's worker only
         self.source_metrics = {s.name: metrics.source(s.name) for s in cfg.sources}
         self.frame_observers: list[Callable[[np.ndarray, list[dict]], None]] = []
@@ -199,7 +197,7 @@ class Pipeline:
         Lossless (a file with --once) on more than one CPU: three threads, so detection of one
         frame overlaps the classification of the one before; throughput is the aim."""
         track = [("track", self.track), ("publish", self.publish)]
-        if not lossless or len(usable_cpus()) < 2:
+        if not lossless or usable_cpus() < 2:
             ends = Countdown(len(self.mailboxes), self.fuser.video_done)
             return [Stage([("detect", self.detect), ("classify", self.classify), *track], MailboxInbox(mailbox),
                           None, self.metrics, self.abort, on_end=ends.one_done,
@@ -215,17 +213,6 @@ class Pipeline:
                   self.metrics, self.abort),
             Stage(track, QueueInbox(self.queues["track"]), None, self.metrics, self.abort, **last),
         ]
-
-    def _keep_workers_on_cpus(self, cpus: list[int]) -> None:
-        """Worker k, and the captures of its sources, on the k-th CPU (analysis.pin_cpus): a frame is
-        decoded and analysed in one CPU's caches instead of crossing to another's. The voice, the
-        journal and the web threads are left to the OS, which fits them around the workers."""
-        if len(cpus) < 2:
-            return
-        for k, stage in enumerate(self.stages):
-            stage.cpu = cpus[k % len(cpus)]
-        for capture in self.captures:
-            capture.cpu = cpus[self.owner[capture.cfg.name] % len(cpus)]
 
     def _build_voice(self, lossless: bool) -> None:
         """An audio capture and a voice stage for every source with sound; one classifier for all.
@@ -407,7 +394,7 @@ class Countdown:
 
 def worker_count(cfg: Config, sources: int) -> int:
     """analysis.workers, by default one per usable CPU; never more than the video sources (at least one)."""
-    return max(1, min(cfg.analysis.workers or len(usable_cpus()), sources))
+    return max(1, min(cfg.analysis.workers or usable_cpus(), sources))
 
 
 def share_out(sources: list[str], workers: int) -> list[list[str]]:
@@ -415,4 +402,7 @@ def share_out(sources: list[str], workers: int) -> list[list[str]]:
     return [sources[k::workers] for k in range(workers)]
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS has one, else all)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 

@@ -2,7 +2,6 @@
 
     python -m tools.bench.cameras [--cameras 1 2 4 8 12 16 24] [--cpus all 1] [--repeat 3]
                                   [--warmup-s 3] [--seconds 10] [--workers N] [--daemons K]
-                                  [--pin-cpus on off]
                                   [--json bench/results/cameras.json]
 
 Each run starts the real daemon (`python -m edgeemo run`, faces only: voice, dashboard and MQTT
@@ -20,11 +19,7 @@ over the settings, `repeat` rounds, so a change of the machine's load hits every
 the figures are medians over the rounds, every single run kept.
 
 `--daemons K` deals the cameras to K daemons of one worker each instead: what worker processes
-could at best do on the same CPUs, with no interpreter lock shared between workers. Daemon k runs
-on CPU k (`taskset`), as README tells a user running several daemons on one device.
-
-`--pin-cpus on off` runs every setting with `analysis.pin_cpus` on (the default: each worker and
-its cameras' captures kept on one CPU) and off (the OS places every thread), side by side.
+could at best do on the same CPUs, with no interpreter lock shared between workers.
 """
 
 from __future__ import annotations
@@ -55,7 +50,7 @@ START_TIMEOUT_S = 120.0        # 24 cameras on one CPU start slowly
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def daemon_config(cameras: int, folder: Path, port: int, workers: int | None, pin: str = "on") -> dict:
+def daemon_config(cameras: int, folder: Path, port: int, workers: int | None) -> dict:
     """The default config, faces only, `cameras` copies of the sample, metrics on `port`."""
     cfg: dict = {
         "device_id": "bench", "log_level": "WARNING",
@@ -64,10 +59,9 @@ def daemon_config(cameras: int, folder: Path, port: int, workers: int | None, pi
         "metrics": {"enabled": True, "host": "127.0.0.1", "port": port},
         "event_log": {"path": str(folder / "events.jsonl"), "stdout": False},
         "journal": {"path": str(folder / "journal.db")},
-        "analysis": {"pin_cpus": pin == "on"},
     }
     if workers is not None:
-        cfg["analysis"]["workers"] = workers
+        cfg["analysis"] = {"workers": workers}
     return cfg
 
 
@@ -112,18 +106,15 @@ def wait_analysing(proc: subprocess.Popen, port: int, cameras: int) -> None:
     raise SystemExit(f"the daemon did not analyse every camera within {START_TIMEOUT_S:.0f} s")
 
 
-def start_daemon(names: list[str], folder: Path, cpus: str, workers: int | None, pin: str = "on",
-                 only_cpu: int | None = None) -> tuple[subprocess.Popen, int]:
-    """`python -m edgeemo run` with the sample as each of `names`, on all CPUs, one (`cpus` "1": CPU 0)
-    or `only_cpu`; `pin`: analysis.pin_cpus on or off. (process, metrics port)."""
+def start_daemon(names: list[str], folder: Path, cpus: str, workers: int | None) -> tuple[subprocess.Popen, int]:
+    """`python -m edgeemo run` with the sample as each of `names`, on all CPUs or one; (process, metrics port)."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    cfg = daemon_config(len(names), folder, port, workers, pin)
+    cfg = daemon_config(len(names), folder, port, workers)
     cfg["sources"] = [{"name": name, "url": "sample"} for name in names]
     config = folder / "edgeemo.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    cpu = 0 if cpus == "1" else only_cpu
-    pin = [] if cpu is None else ["taskset", "-c", str(cpu)]
+    pin = ["taskset", "-c", "0"] if cpus == "1" else []
     env = os.environ | {"PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([*pin, sys.executable, "-m", "edgeemo", "run", "--config", str(config)],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -140,19 +131,16 @@ def stop_daemon(proc: subprocess.Popen) -> None:
 
 
 def run_once(cameras: int, cpus: str, warmup_s: float, seconds: float, workers: int | None,
-             daemons: int = 1, pin: str = "on") -> dict:
+             daemons: int = 1) -> dict:
     """`cameras` cameras on all CPUs or one (`cpus`), measured over `seconds`: one daemon, or the
-    cameras dealt round-robin to `daemons` daemons with one worker each (processes, no shared GIL),
-    daemon k on the k-th usable CPU."""
-    usable = sorted(os.sched_getaffinity(0))
+    cameras dealt round-robin to `daemons` daemons with one worker each (processes, no shared GIL)."""
     names = [f"cam{k:02d}" for k in range(cameras)]
     shares = [names[k::daemons] for k in range(daemons)]
     with tempfile.TemporaryDirectory() as tmp:
         procs: list[tuple[subprocess.Popen, int]] = []
         try:
             for k, share in enumerate(shares):  # started inside the try: one that fails stops the others
-                procs.append(start_daemon(share, Path(tmp) / f"d{k}", cpus, 1 if daemons > 1 else workers, pin,
-                                          usable[k % len(usable)] if daemons > 1 else None))
+                procs.append(start_daemon(share, Path(tmp) / f"d{k}", cpus, 1 if daemons > 1 else workers))
             for (proc, port), share in zip(procs, shares):
                 wait_analysing(proc, port, len(share))
             time.sleep(warmup_s)
@@ -166,7 +154,7 @@ def run_once(cameras: int, cpus: str, warmup_s: float, seconds: float, workers: 
     per_daemon = [int(a["analysed"] - b["analysed"]) for a, b in zip(after, before)]
     delta = {key: sum(a[key] - b[key] for a, b in zip(after, before))
              for key in ("offered", "analysed", "dropped", "idle")}
-    return {"cameras": cameras, "cpus": cpus, "daemons": daemons, "pin_cpus": pin, "analysed_per_daemon": per_daemon,
+    return {"cameras": cameras, "cpus": cpus, "daemons": daemons, "analysed_per_daemon": per_daemon,
             "wall_s": round(wall, 3), "cpu_s": round(cpu1 - cpu0, 3), "cores": round((cpu1 - cpu0) / wall, 3),
             **{k: int(v) for k, v in delta.items()},
             "analysed_share": round(delta["analysed"] / delta["offered"], 4) if delta["offered"] else 0.0,
@@ -190,16 +178,13 @@ def medians(runs: list[dict]) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    """Markdown, a row per setting; a daemons column where some setting split the cameras, a
-    pin_cpus column where both were run."""
+    """Markdown, a row per setting; a daemons column where some setting split the cameras."""
     split = any(r.get("daemons", 1) > 1 for r in results)
-    pins = len({r.get("pin_cpus", "on") for r in results}) > 1
-    extra = (" daemons |" if split else "") + (" pin_cpus |" if pins else "")
-    lines = [f"| CPUs | cameras |{extra} offered frames/s per camera | analysed / offered "
-             "| dropped | cores | cores per camera |", "|---|---|---|---|---|---|---|" + "---|" * (split + pins)]
+    lines = [f"| CPUs | cameras |{' daemons |' if split else ''} offered frames/s per camera | analysed / offered "
+             "| dropped | cores | cores per camera |", "|---|---|---|---|---|---|---|" + ("---|" if split else "")]
     for r in results:
-        cells = (f" {r.get('daemons', 1)} |" if split else "") + (f" {r.get('pin_cpus', 'on')} |" if pins else "")
-        lines.append(f"| {r['cpus']} | {r['cameras']} |{cells} {r['offered_fps_per_camera']:.2f} "
+        daemons = f" {r.get('daemons', 1)} |" if split else ""
+        lines.append(f"| {r['cpus']} | {r['cameras']} |{daemons} {r['offered_fps_per_camera']:.2f} "
                      f"| {100 * r['analysed_share']:.2f} % ({r['analysed']}/{r['offered']}) | {r['dropped']} "
                      f"| {r['cores']:.3f} | {r['cores'] / r['cameras']:.3f} |")
     return "\n".join(lines)
@@ -214,8 +199,7 @@ def plot(results: list[dict], path: Path) -> None:
 
     fig, (share, cores) = plt.subplots(1, 2, figsize=(10, 4))
     for cpus, style in (("all", "o-"), ("1", "s--")):
-        rows = sorted((r for r in results if r["cpus"] == cpus and r.get("pin_cpus", "on") == "on"),
-                      key=lambda r: r["cameras"])
+        rows = sorted((r for r in results if r["cpus"] == cpus), key=lambda r: r["cameras"])
         if not rows:
             continue
         label = "all CPUs" if cpus == "all" else "one CPU (taskset -c 0)"
@@ -247,8 +231,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--daemons", nargs="+", type=int, default=[1],
                    help="deal the cameras to this many daemons of one worker each: the ceiling of worker "
                         "processes, with no GIL shared between workers (default: one daemon)")
-    p.add_argument("--pin-cpus", nargs="+", choices=["on", "off"], default=["on"],
-                   help="analysis.pin_cpus; both: each setting with and without, side by side (default: on)")
     p.add_argument("--json", type=Path, metavar="OUT", help="write every figure as JSON here")
     return p.parse_args(argv)
 
@@ -259,22 +241,20 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--daemons must be 1 to {min(args.cameras)} (each daemon needs a camera)")
     if args.workers is not None and max(args.daemons) > 1:
         raise SystemExit("--workers applies to one daemon; split over several, each has one worker")
-    settings = [(cpus, n, k, pin) for cpus in args.cpus for n in args.cameras for k in args.daemons
-                for pin in args.pin_cpus]
+    settings = [(cpus, n, k) for cpus in args.cpus for n in args.cameras for k in args.daemons]
     machine = machine_info()
-    runs: dict[tuple[str, int, int, str], list[dict]] = {s: [] for s in settings}
+    runs: dict[tuple[str, int, int], list[dict]] = {s: [] for s in settings}
     for round_ in range(1, args.repeat + 1):
-        for k, (cpus, n, daemons, pin) in enumerate(settings, 1):
-            print(f"[round {round_}/{args.repeat}, {k}/{len(settings)}] {n} cameras, CPUs: {cpus}, daemons: {daemons}, "
-                  f"pin_cpus: {pin}", file=sys.stderr, flush=True)
-            runs[(cpus, n, daemons, pin)].append(run_once(n, cpus, args.warmup_s, args.seconds, args.workers,
-                                                          daemons, pin))
+        for k, (cpus, n, daemons) in enumerate(settings, 1):
+            print(f"[round {round_}/{args.repeat}, {k}/{len(settings)}] {n} cameras, CPUs: {cpus}, daemons: {daemons}",
+                  file=sys.stderr, flush=True)
+            runs[(cpus, n, daemons)].append(run_once(n, cpus, args.warmup_s, args.seconds, args.workers, daemons))
     results = [medians(r) | {"repeat": args.repeat, "runs": r} for r in runs.values()]
     print(table(results))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         settings_used = {"warmup_s": args.warmup_s, "seconds": args.seconds, "workers": args.workers,
-                         "daemons": args.daemons, "pin_cpus": args.pin_cpus,
+                         "daemons": args.daemons,
                          "nominal_fps": NOMINAL_FPS}
         args.json.write_text(json.dumps({"machine": machine, "settings": settings_used, "results": results},
                                         indent=1) + "\n")

@@ -26,8 +26,8 @@ run of this tool; the report states each file's date, machine and load average. 
 * face_model: file and live mode on the sample with the shipped face model and the one before it
   (issue 20), side by side in one run;
 * cameras: tools/bench/cameras.py, frames offered vs analysed and CPU for 1 to 24 cameras, on all
-  CPUs and on one (taskset -c 0), with bench/cameras.png drawn from it; cameras_pin: 1 and 16 cameras
-  with analysis.pin_cpus on and off; cameras_split: 16 cameras in one daemon and in two;
+  CPUs and on one (taskset -c 0), with bench/cameras.png drawn from it; cameras_split: 16 cameras in
+  one daemon and in two;
 * voice_cost: tools/bench/voice_cost.py, one voice window's cost now and as it was.
 """
 
@@ -113,8 +113,6 @@ def suite(repeat: int) -> dict[str, list[str]]:
         "cameras_split": [*tool("bench.cameras"), "--cameras", "16", "--cpus", "all", "--daemons", "1", "2",
                           *r, *out("cameras_split")],
         "voice_cost": [*tool("bench.voice_cost"), *r, *out("voice_cost")],
-        "cameras_pin": [*tool("bench.cameras"), "--cameras", "1", "16", "--cpus", "all", "--pin-cpus", "on", "off",
-                        *r, *out("cameras_pin")],
     }
 
 
@@ -516,9 +514,8 @@ def cameras_section(data: dict | None) -> list[str]:
     from tools.bench.cameras import table
 
     results = data["results"]
-    default = [r for r in results if r["cpus"] == "all" and r.get("pin_cpus", "on") == "on"]
-    one = next((r for r in default if r["cameras"] == 1), None)
-    sixteen = next((r for r in default if r["cameras"] == 16), None)
+    one = next((r for r in results if r["cpus"] == "all" and r["cameras"] == 1), None)
+    sixteen = next((r for r in results if r["cpus"] == "all" and r["cameras"] == 16), None)
     rows = ["| target | measured (medians) | verdict |", "|---|---|---|"]
     if sixteen:
         rows.append(f"| 16 cameras at 30 frames/s, faces only: >= 99 % of offered frames analysed "
@@ -560,30 +557,6 @@ def split_section(data: dict | None) -> list[str]:
     return lines
 
 
-PIN_NOTE = """`analysis.pin_cpus` on (the default) keeps each worker, with the capture threads of its
-cameras, on one CPU; off, the OS places every thread. On, a frame is decoded and analysed in one
-CPU's caches; off, the OS tends to wake a camera's worker on the CPU its capture does not use, and
-the frame crosses between them. Both settings in one run, round-robin; medians of the rounds."""
-
-
-def pin_section(data: dict | None) -> list[str]:
-    """Issue 25: what keeping each worker and its captures on one CPU saves."""
-    if data is None:
-        return []
-    from tools.bench.cameras import table
-
-    lines = ["### Each worker on one CPU, with its cameras' captures", "", f"Source: {source('cameras_pin', data)}.",
-             "", PIN_NOTE, "", table(data["results"]), ""]
-    by = {(r["cameras"], r["pin_cpus"]): r for r in data["results"]}
-    for cameras in sorted({r["cameras"] for r in data["results"]}):
-        on, off = by.get((cameras, "on")), by.get((cameras, "off"))
-        if on and off:
-            lines.append(f"- {cameras} camera{'s' if cameras > 1 else ''}: {on['cores']:.3f} cores pinned against "
-                         f"{off['cores']:.3f} ({on['cores'] / off['cores']:.2f}x), "
-                         f"{100 * on['analysed_share']:.2f} % against {100 * off['analysed_share']:.2f} % analysed.")
-    return lines
-
-
 VOICE_COST_NOTE = """One 3 s window as the voice stage pays for it, on one CPU: speech detection, log-mel
 features and the int8 model, windows following on through a stream of noise as a microphone's do
 (`tools.eval.voice.cost_ms`). Each variant in a fresh interpreter, round-robin; medians of the rounds.
@@ -610,7 +583,7 @@ def report() -> str:
     names = ("vs_fer_sample", "vs_fer_busy", "file", "file_every_frame", "live", "cadence_k", "cadence_m", "cadence_l",
              "regions", "guard", "guard_l1", "file_l1", "live_l1", "vs_fer_sample_l1", "vs_fer_busy_l1",
              "journal_cost", "journal_outage_30s", "journal_outage_300s", "dashboard_latency", "dashboard_feed_cpu",
-             "analyze", "analyze_flood", "face_model", "cameras", "cameras_split", "cameras_pin", "voice_cost")
+             "analyze", "analyze_flood", "face_model", "cameras", "cameras_split", "voice_cost")
     d = {name: load(name) for name in names}
     out = [HEAD, "## Machine", "", *machine_section(d), "", "## Against the targets of issue 15", "", *targets(d), "",
            "### The same targets with every followed face located on every frame", "", *strict_section(d), "",
@@ -644,8 +617,8 @@ def report() -> str:
            "## 9. The distilled face model (issue 20) against the one before it", "",
            *face_model_section(d["face_model"]), "",
            "## 10. Cameras per device (issue 25): frames analysed and CPU against cameras", "",
-           *cameras_section(d["cameras"]), "", *pin_section(d["cameras_pin"]), "", *split_section(d["cameras_split"]),
-           "", "## 11. The voice stage's cost per window (issue 24)", "", *voice_cost_section(d["voice_cost"]), ""]
+           *cameras_section(d["cameras"]), "", *split_section(d["cameras_split"]), "",
+           "## 11. The voice stage's cost per window (issue 24)", "", *voice_cost_section(d["voice_cost"]), ""]
     return "\n".join(out)
 
 
