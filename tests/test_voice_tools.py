@@ -118,3 +118,26 @@ def test_voice_calibration_names_a_missing_fold(tmp_path):
 
     with pytest.raises(SystemExit, match="fold0/result.json: missing"):
         voice_calibration.main([str(tmp_path)])
+
+
+def test_vad_cut_training_sees_the_speech_as_detect_cuts_it_unpadded():
+    """--vad-cut: every copy of a clip cut to its speech (the buzz between 0.5 s and 2.5 s, padded by
+    the VAD's 0.1 s), and crops no longer than the batch's shortest speech, so nothing is padded."""
+    import torch
+
+    from edgeemo.voice.features import AudioFrontEnd
+    from tools.train.voice import speech_cut, training_batch
+
+    rng = np.random.default_rng(3)
+    clips = [voice_like(rng, 2.0) + (1e-4 * rng.standard_normal(3 * SR)).astype(np.float32),
+             voice_like(rng, 1.0) + (1e-4 * rng.standard_normal(2 * SR)).astype(np.float32)]
+    front = AudioFrontEnd()
+    data = {"audio": np.concatenate([(c * 32767).astype(np.int16) for c in clips]),
+            "offsets": np.cumsum([0, *map(len, clips)])}
+    feats = [[torch.from_numpy(front.raw_features(c)) for c in clips]] * 2  # clean and one "room copy"
+    cut = speech_cut(data, front, feats)
+    assert [len(f) * front.hop_s for f in cut[0]] == pytest.approx([2.2, 1.2], abs=0.1)
+    assert all(torch.equal(a, b) for a, b in zip(cut[0], cut[1]))  # one cut for every copy
+    batch = training_batch(cut, np.array([0, 1]), 299, torch.Generator().manual_seed(0), front, 0.5,
+                           fit_shortest=True)
+    assert batch.shape[1] <= len(cut[0][1]) / 1.1 and batch.shape[2] == front.n_filters

@@ -74,6 +74,15 @@ def calibrate(folds: list[tuple[np.ndarray, np.ndarray]]) -> dict:
             "reliability8": reliability(crossed_probs if keep else softmax(logits), labels)}
 
 
+def cv_figures(folds: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """calibrate()'s temperature, whether it is kept, and the ECE without it and cross-fitted with it, as the
+    flat keys of a CV report (tools.train.voice) and of the export (tools.export.voice)."""
+    cal = calibrate(folds)
+    return {"temperature": cal["temperature"], "temperature_kept": cal["kept"],
+            "ece8_raw": cal["raw"]["ece8"], "ece7_raw": cal["raw"]["ece7"],
+            "ece8_calibrated": cal["cross_fitted"]["ece8"], "ece7_calibrated": cal["cross_fitted"]["ece7"]}
+
+
 def write_cards(cards: list[Path], result: dict) -> None:
     """The kept temperature (or none) and the ECE figures into each card, its other keys as they were.
 

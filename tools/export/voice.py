@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tools.common.datasets import REPO, data_root, load_ravdess
 from tools.common.machine import cpu_name
-from tools.eval.voice_calibration import calibrate, held_out
+from tools.eval.voice_calibration import cv_figures, held_out
 from tools.train.voice import (FOLD_TO_FACE, LABELS8, SHIPPED_EXCLUDED, build_model, count_macs,
                          metrics)
 
@@ -303,10 +303,7 @@ def features_note(front: AudioFrontEnd, lat: dict) -> str:
 
 def cv_calibration(cv_dir: Path, data: str | None) -> dict:
     """The CV folds' temperature and whether it is kept, with the ECE without it and cross-fitted with it."""
-    cal = calibrate(held_out(cv_dir, data))
-    return {"temperature": cal["temperature"], "temperature_kept": cal["kept"],
-            "ece8_raw": cal["raw"]["ece8"], "ece7_raw": cal["raw"]["ece7"],
-            "ece8_calibrated": cal["cross_fitted"]["ece8"], "ece7_calibrated": cal["cross_fitted"]["ece7"]}
+    return cv_figures(held_out(cv_dir, data))
 
 
 def markdown(args: argparse.Namespace, cv: dict | None, cv_md: str, onnx_cv_: dict | None, lat: dict,

@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tools.common.datasets import REPO, data_root, load_ravdess
-from tools.common.calibration import ece, fit_temperature, softmax
 from tools.common.noise import room_copy
 
 from edgeemo.voice.features import AudioFrontEnd, normalise
@@ -147,6 +146,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--norm", choices=("utterance-cmvn", "utterance-cmn", "none"), default="utterance-cmvn")
     p.add_argument("--eval-every", type=int, default=5, help="test (and plot) every N epochs and at the end")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vad-cut", action="store_true",
+                   help="train and test on each clip's speech as `edgeemo detect` cuts it (its longest speech "
+                        "segment at voice.vad_threshold_db), crops as long as the batch's shortest speech allows")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (small net: 1 is near best)")
     return p.parse_args(argv)
 
@@ -207,6 +209,26 @@ def feature_cache(data: dict, front: AudioFrontEnd, copies: int, folder: Path, s
         print(f"features: {len(parts)} clips x copies in {time.time() - t0:.1f} s -> {path}", flush=True)
     return [[torch.from_numpy(flat[starts[c * n + i]:starts[c * n + i + 1]].astype(np.float32)) for i in range(n)]
             for c in range(copies + 1)]
+
+
+def speech_cut(data: dict, front: AudioFrontEnd, feats: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:
+    """Every copy of every clip cut to the clean clip's longest speech segment, found as `edgeemo detect`
+    finds it (edgeemo.voice.features.speech_segments at the default voice.vad_threshold_db). The room
+    copies are sample-aligned with the clean clip, so one cut serves all of them."""
+    from edgeemo.config.schema import VoiceConfig
+    from edgeemo.voice.features import speech_segments
+
+    offsets, sr = data["offsets"], front.sample_rate
+    cuts = []
+    for i in range(len(offsets) - 1):
+        clip = data["audio"][offsets[i]:offsets[i + 1]].astype(np.float32) / 32768.0
+        segments = speech_segments(clip, sr, threshold_db=VoiceConfig().vad_threshold_db)
+        start, end = max(segments, key=lambda s: s[1] - s[0]) if segments else (0.0, len(clip) / sr)
+        cuts.append(slice(int(start / front.hop_s), max(int(start / front.hop_s) + 1, round(end / front.hop_s))))
+    lengths = np.array([c.stop - c.start for c in cuts]) * front.hop_s
+    print(f"speech cut: {len(cuts)} clips, {lengths.mean():.2f} s on average ({lengths.min():.2f}-{lengths.max():.2f})",
+          flush=True)
+    return [[f[cut] for f, cut in zip(copy, cuts)] for copy in feats]
 
 
 def split(speakers: np.ndarray, fold: str) -> tuple[np.ndarray, np.ndarray]:
@@ -287,7 +309,13 @@ def spec_augment(x: torch.Tensor, gen: torch.Generator, time_masks: int = 2, max
 
 
 def training_batch(feats: list[list[torch.Tensor]], idx: np.ndarray, frames: int, gen: torch.Generator,
-                   front: AudioFrontEnd, p_clean: float, speed: float = 0.1, vtlp: float = 0.1) -> torch.Tensor:
+                   front: AudioFrontEnd, p_clean: float, speed: float = 0.1, vtlp: float = 0.1,
+                   fit_shortest: bool = False) -> torch.Tensor:
+    """Augmented, normalised crops [N, frames, F]; ``fit_shortest``: no longer than the batch's shortest
+    clip allows (no padding), so speech cut from its silence is not padded back out."""
+    if fit_shortest:
+        shortest = min(len(feats[0][i]) for i in idx)
+        frames = max(16, min(frames, int(shortest / (1 + speed)) - 1))
     x = crop_batch(feats, idx, math.ceil(frames * (1 + speed)) + 1, gen, p_clean)
     x = warp(x, frames, gen, speed, vtlp, warp_freq=front.kind == "logmel")
     return spec_augment(torch_normalise(x, front.normalisation), gen)
@@ -426,7 +454,7 @@ def train_fold(args: argparse.Namespace, fold: str, data: dict, feats: list[list
             for group in opt.param_groups:
                 group["lr"] = lr_at(epoch * steps + i, total, warmup, args.lr)
             idx = order[i * args.batch:(i + 1) * args.batch]
-            x = training_batch(feats, idx, frames, gen, front, args.p_clean)
+            x = training_batch(feats, idx, frames, gen, front, args.p_clean, fit_shortest=args.vad_cut)
             target = y[idx]
             logits = model(x)
             loss = F.cross_entropy(logits, target, label_smoothing=args.label_smoothing)
@@ -511,17 +539,17 @@ def plot_mean_curve(results: list[dict], path: Path) -> dict[int, float]:
 
 
 def calibration_report(results: list[dict]) -> dict:
-    """Temperature fitted on every fold's held-out logits together, and ECE before / after (8 and 7 classes)."""
-    logits = np.concatenate([np.array(r["test"]["logits"]) for r in results])
-    labels = np.concatenate([np.array(r["test"]["labels"]) for r in results])
-    temperature = fit_temperature(logits, labels)
-    out = {"temperature": round(temperature, 4)}
-    for name, t in (("raw", 1.0), ("calibrated", temperature)):
-        probs = softmax(logits, t)
-        out[f"ece8_{name}"] = ece(probs, labels)
-        out[f"ece7_{name}"] = ece(probs @ FOLD_MATRIX, fold7(labels))
-    print(f"temperature {temperature:.3f}: ECE 8 classes {out['ece8_raw']:.3f} -> {out['ece8_calibrated']:.3f}, "
-          f"7 folded {out['ece7_raw']:.3f} -> {out['ece7_calibrated']:.3f}", flush=True)
+    """The folds' temperature, kept only where it lowers the ECE cross-fitted (each fold scored with a T
+    fitted on the others), as tools.eval.voice_calibration decides it; nothing for a single fold."""
+    from tools.eval.voice_calibration import cv_figures  # imported here: that module imports this one
+
+    if len(results) < 2:
+        return {}
+    out = cv_figures([(np.array(r["test"]["logits"], np.float64), np.array(r["test"]["labels"], np.int64))
+                      for r in results])
+    print(f"temperature {out['temperature']:.3f} ({'kept' if out['temperature_kept'] else 'not kept'}): ECE 8 classes "
+          f"{out['ece8_raw']:.3f} -> {out['ece8_calibrated']:.3f} cross-fitted, 7 folded {out['ece7_raw']:.3f} -> "
+          f"{out['ece7_calibrated']:.3f}", flush=True)
     return out
 
 
@@ -578,6 +606,8 @@ def main(argv: list[str] | None = None) -> None:
     data = load_ravdess(data_root(args.data))
     front = front_end(args)
     feats = feature_cache(data, front, args.noise_copies, args.out / "cache")
+    if args.vad_cut:
+        feats = speech_cut(data, front, feats)
     results = [train_fold(args, fold, data, feats) for fold in folds]
     if args.folds:
         cv_report(args, results)
