@@ -130,23 +130,35 @@ def hops(vad: SpeechDetector, sound: np.ndarray, window_s: float = 3.0, hop_s: f
 
 def test_overlapping_windows_are_filtered_as_one_stream(sample_sound):
     """Each window's new samples only are band-passed, the filter carrying on from the last window:
-    the levels are those of the whole sound filtered at once, and a window that does not follow on
-    is filtered afresh."""
+    the levels are those of the whole sound filtered at once, for the growing first windows, the
+    full ones, a window after one skipped (a stage restarted past a window that failed) and the
+    short last hop. A window that does not overlap is filtered afresh, and so is the one after a
+    sample that is not a number."""
     from scipy.signal import sosfilt
 
     from edgeemo.voice.features import frame_levels_db, speech_band
 
     whole = sosfilt(speech_band(SR), sample_sound).astype(np.float32)
     window, hop = 3 * SR, SR
+    ends = [SR + SR // 2, 2 * SR + SR // 2, *range(3 * SR + SR // 2, 9 * SR, hop), 10 * SR + SR // 2,
+            11 * SR + SR // 2, len(sample_sound)]  # min_window 1.5 s, growing; 9.5 s skipped; a short tail
     vad = SpeechDetector(SR, 12.0)
-    for end in range(window, len(sample_sound) + 1, hop):
-        vad.speech(sample_sound[end - window:end], end)
-        np.testing.assert_allclose(frame_levels_db(vad._band, SR), frame_levels_db(whole[end - window:end], SR),
+    for end in ends:
+        vad.speech(sample_sound[max(0, end - window):end], end)
+        np.testing.assert_allclose(frame_levels_db(vad._band, SR), frame_levels_db(whole[max(0, end - window):end], SR),
                                    atol=0.01)
-    jump = 2 * window  # a window after a gap (a stage restarted past a window that failed)
-    vad.speech(sample_sound[jump - window:jump], jump + 5 * hop)
-    fresh = sosfilt(speech_band(SR), sample_sound[jump - window:jump]).astype(np.float32)
-    np.testing.assert_allclose(vad._band, fresh, atol=1e-6)
+
+    def fresh(sound: np.ndarray) -> np.ndarray:
+        return sosfilt(speech_band(SR), sound).astype(np.float32)
+
+    later = len(sample_sound) + 2 * window  # no overlap with the last window
+    vad.speech(sample_sound[:window], later)
+    np.testing.assert_allclose(vad._band, fresh(sample_sound[:window]), atol=1e-6)
+    broken = sample_sound[hop:hop + window].copy()
+    broken[-10] = np.nan
+    vad.speech(broken, later + hop)
+    vad.speech(sample_sound[2 * hop:2 * hop + window], later + 2 * hop)  # overlapping: its new second is heard
+    assert np.isfinite(vad._band[-hop:]).all()
 
 
 def test_music_alone_is_not_speech_but_a_voice_over_steady_noise_is():

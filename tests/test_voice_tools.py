@@ -134,10 +134,12 @@ def test_vad_cut_training_sees_the_speech_as_detect_cuts_it_unpadded():
     front = AudioFrontEnd()
     data = {"audio": np.concatenate([(c * 32767).astype(np.int16) for c in clips]),
             "offsets": np.cumsum([0, *map(len, clips)])}
-    feats = [[torch.from_numpy(front.raw_features(c)) for c in clips]] * 2  # clean and one "room copy"
+    loud = [np.clip(c + 0.05 * rng.standard_normal(len(c)).astype(np.float32), -1, 1) for c in clips]
+    feats = [[torch.from_numpy(front.raw_features(c)) for c in copy] for copy in (clips, loud)]  # clean, noisy
     cut = speech_cut(data, front, feats)
     assert [len(f) * front.hop_s for f in cut[0]] == pytest.approx([2.2, 1.2], abs=0.1)
-    assert all(torch.equal(a, b) for a, b in zip(cut[0], cut[1]))  # one cut for every copy
+    assert [len(f) for f in cut[1]] == [len(f) for f in cut[0]]  # the noisy copy cut where the clean one is
+    assert not torch.equal(cut[0][0], cut[1][0])
     batch = training_batch(cut, np.array([0, 1]), 299, torch.Generator().manual_seed(0), front, 0.5,
                            fit_shortest=True)
     assert batch.shape[1] <= len(cut[0][1]) / 1.1 and batch.shape[2] == front.n_filters

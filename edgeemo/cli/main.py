@@ -147,7 +147,7 @@ def command(args: argparse.Namespace) -> int:
     """The command `args` names, run; a user error raises one of USER_ERRORS."""
     cfg = config_from(args)
     setup_logging(cfg.log_level)
-    if args.command in ("run", "detect"):
+    if args.command == "detect":
         keep_freed_memory()  # the analysis frees and allocates the same arrays on every frame and window
     if args.command == "run":
         from edgeemo.sources.spec import for_the_daemon

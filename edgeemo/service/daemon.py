@@ -18,6 +18,7 @@ import time
 
 from edgeemo.config.redact import redact
 from edgeemo.config.schema import Config
+from edgeemo.core.memory import keep_freed_memory
 from edgeemo.core.metrics import Metrics
 from edgeemo.pipeline.pipeline import Pipeline
 from edgeemo.service.event_path import open_event_path
@@ -32,6 +33,7 @@ PIPELINE_DRAIN_S = 5.0  # plus the MQTT drain (service.event_path): inside the u
 
 class Daemon:
     def __init__(self, cfg: Config, lossless: bool = False) -> None:
+        keep_freed_memory()  # the analysis frees and makes the same arrays on every frame and voice window
         self.cfg = cfg
         self.lossless = lossless  # a batch run (--once): no metrics endpoint, no dashboard
         self.metrics = Metrics([s.name for s in cfg.sources], cfg.detector.backend)

@@ -67,17 +67,19 @@ class SpeechDetector:
         """Band-pass the window into ``_band``; the number of its samples new since the last call.
 
         Windows overlap (a 3 s window every second): only the new samples are filtered, the filter
-        carrying its state over from the last call, and the rest are kept from it. A window that
-        does not follow on from the last one is filtered whole, from rest.
+        carrying its state over from the last call, and the rest are kept from it. A window that does
+        not overlap the last one (or ends before it) is filtered whole, from rest. After a sample that
+        is not a number the filter starts again from rest: carried over, it would stay NaN for good.
         """
         new = end - self._end if self._end is not None else len(window)
         kept = len(window) - new
+        state = self._state
         if not 0 <= kept <= len(self._band) or new <= 0:
-            self._state[:] = 0.0
-            new, kept = len(window), 0
-        fresh, self._state = self._sosfilt(self._sos, window[kept:], zi=self._state)
-        self._band = np.concatenate([self._band[len(self._band) - kept:], fresh.astype(np.float32)])
-        self._end = end
+            state, new, kept = np.zeros_like(self._state), len(window), 0
+        fresh, state = self._sosfilt(self._sos, window[kept:], zi=state)
+        band = np.concatenate([self._band[len(self._band) - kept:], fresh.astype(np.float32)])
+        self._band, self._end = band, end
+        self._state = state if np.isfinite(state).all() else np.zeros_like(state)
         return new
 
     def _remember(self, levels: np.ndarray) -> None:

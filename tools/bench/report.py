@@ -563,7 +563,10 @@ features and the int8 model, windows following on through a stream of noise as a
 **now**: the VAD band-passes only each window's new second, its filter carried over, and freed memory
 stays in the process (`edgeemo.core.memory`, as `edgeemo run` sets it); **whole-window VAD**: the
 VAD filters all 3 s each time; **glibc defaults**: freed arrays go back to the OS and every window
-faults their pages in again; **as before**: both, the voice stage before issue 24's change."""
+faults their pages in again; **as before**: both, the voice stage before issue 24's change. Under
+glibc's defaults, which freed blocks go back to the OS depends on the process's earlier allocations
+(its threshold follows the largest block freed so far), so the two rows with the defaults need not
+add up the way the work they do would suggest."""
 
 
 def voice_cost_section(data: dict | None) -> list[str]:

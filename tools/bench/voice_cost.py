@@ -34,16 +34,21 @@ def measure(card: Path, runs: int, follow_on: bool, keep_memory: bool, cpu: int)
     """tools.eval.voice.cost_ms in a fresh interpreter on `cpu`."""
     code = ("import json, sys; from pathlib import Path; from tools.eval.voice import cost_ms; "
             f"print(json.dumps(cost_ms(Path({str(card)!r}), {runs}, {follow_on}, {keep_memory})))")
-    done = subprocess.run(["taskset", "-c", str(cpu), sys.executable, "-c", code], cwd=REPO, check=True,
+    done = subprocess.run(["taskset", "-c", str(cpu), sys.executable, "-c", code], cwd=REPO,
                           capture_output=True, text=True, env=os.environ | {"PYTHONPATH": str(REPO)})
+    if done.returncode != 0:
+        raise SystemExit(f"timing {card} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def table(results: dict) -> str:
+    """Markdown, a row per variant: medians, each round's median, and each against now."""
     now = results["now"]["median_ms"]
-    lines = ["| voice stage | ms per 3 s window, median | min | VAD alone, median | against now |", "|---|---|---|---|---|"]
+    lines = ["| voice stage | ms per 3 s window, median | rounds | min | VAD alone, median | against now |",
+             "|---|---|---|---|---|---|"]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['median_ms']:.2f} | {r['min_ms']:.2f} | {r['vad_median_ms']:.2f} "
+        rounds = " / ".join(f"{x['median_ms']:.2f}" for x in r["rounds"])
+        lines.append(f"| {name} | {r['median_ms']:.2f} | {rounds} | {r['min_ms']:.2f} | {r['vad_median_ms']:.2f} "
                      f"| {r['median_ms'] / now:.2f}x |")
     return "\n".join(lines)
 

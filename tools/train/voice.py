@@ -147,8 +147,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=5, help="test (and plot) every N epochs and at the end")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vad-cut", action="store_true",
-                   help="train and test on each clip's speech as `edgeemo detect` cuts it (its longest speech "
-                        "segment at voice.vad_threshold_db), crops as long as the batch's shortest speech allows")
+                   help="train and test on each clip's longest speech segment, found as `edgeemo detect` finds "
+                        "them (at voice.vad_threshold_db), crops as long as the batch's shortest speech allows")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (small net: 1 is near best)")
     return p.parse_args(argv)
 
