@@ -39,10 +39,11 @@ def held_out(cv_dir: Path, data: str | None) -> list[tuple[np.ndarray, np.ndarra
         path = cv_dir / f"fold{k}" / "result.json"
         if not path.exists():
             raise SystemExit(f"{path}: missing (run python -m tools.train.voice --folds 0-5 --out {cv_dir} first)")
-        test = json.loads(path.read_text())["test"]
+        result = json.loads(path.read_text())
+        test = result["test"]
         if "labels" not in test:
             ravdess = ravdess or load_ravdess(data_root(data))
-            clips = json.loads(path.read_text()).get("test_clips") or split(ravdess["speakers"], str(k))[1]
+            clips = result.get("test_clips") or split(ravdess["speakers"], str(k))[1]
             test["labels"] = ravdess["labels"][np.asarray(clips)]
         if len(test["labels"]) != len(test["logits"]):
             raise SystemExit(f"{path}: {len(test['logits'])} logits but {len(test['labels'])} labels")

@@ -301,11 +301,6 @@ def features_note(front: AudioFrontEnd, lat: dict) -> str:
                "log-mel 0.654 vs 13 MFCC + deltas + delta-deltas 0.554)." if front.kind == "logmel" else ""))
 
 
-def cv_calibration(cv_dir: Path, data: str | None) -> dict:
-    """The CV folds' temperature and whether it is kept, with the ECE without it and cross-fitted with it."""
-    return cv_figures(held_out(cv_dir, data))
-
-
 def markdown(args: argparse.Namespace, cv: dict | None, cv_md: str, onnx_cv_: dict | None, lat: dict,
              heldout: dict, info: dict, int8_kept: bool, compare: list[tuple[str, dict]]) -> str:
     def r(v: float) -> str:
@@ -500,7 +495,8 @@ def main(argv: list[str] | None = None) -> None:
 
     cv = cv_md = onnx_cv_ = None
     if args.cv:
-        cv = json.loads((args.cv / "cv_report.json").read_text()) | cv_calibration(args.cv, args.data)
+        # the calibration from the folds' held-out logits: an older cv_report.json has only in-sample figures
+        cv = json.loads((args.cv / "cv_report.json").read_text()) | cv_figures(held_out(args.cv, args.data))
         cv_md = (args.cv / "cv_report.md").read_text()
         shutil.copyfile(args.cv / "cv_confusion8.png", args.out / f"{args.name}-confusion.png")
         if not args.no_onnx_cv:
