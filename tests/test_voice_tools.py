@@ -8,7 +8,7 @@ import pytest
 
 from tools.common.calibration import ece, fit_temperature, softmax
 from tools.common.noise import SR, babble, coloured_noise, mix, room_copy, speech_power, tones
-from tools.train.voice import FOLDS, SHIPPED_EXCLUDED, babble_pools
+from tools.train.voice import FOLDS, LABELS8, SHIPPED_EXCLUDED, babble_pools
 
 
 def voice_like(rng: np.random.Generator, seconds: float = 2.0) -> np.ndarray:
@@ -143,3 +143,45 @@ def test_vad_cut_training_sees_the_speech_as_detect_cuts_it_unpadded():
     batch = training_batch(cut, np.array([0, 1]), 299, torch.Generator().manual_seed(0), front, 0.5,
                            fit_shortest=True)
     assert batch.shape[1] <= len(cut[0][1]) / 1.1 and batch.shape[2] == front.n_filters
+
+
+def tiny_ravdess(root, rng: np.random.Generator) -> None:
+    """A RAVDESS-shaped npz (two buzzing clips per actor, silence around them) under ``root``."""
+    clips = [voice_like(rng, 1.0 + 0.1 * (k % 3)) for k in range(48)]
+    clips = [c + (1e-4 * rng.standard_normal(len(c))).astype(np.float32) for c in clips]
+    (root / "ravdess").mkdir(parents=True)
+    np.savez(root / "ravdess" / "ravdess.npz", audio=np.concatenate([(c * 32767).astype(np.int16) for c in clips]),
+             offsets=np.cumsum([0, *map(len, clips)]), labels=np.arange(48) % 8,
+             speakers=np.repeat(np.arange(1, 25), 2), label_names=np.array(LABELS8), sr=SR)
+
+
+@pytest.mark.parametrize("p_cut", [0.0, 0.5])
+def test_p_cut_mixes_speech_cut_batches_with_whole_clip_crops(tmp_path, monkeypatch, p_cut):
+    """--p-cut: about that share of the batches is cut to the speech (shorter than the 3 s crops), the
+    rest whole-clip crops; the test clips are still read whole, their cut speech reported beside."""
+    import json
+
+    from tools.train import voice
+
+    tiny_ravdess(tmp_path / "data", np.random.default_rng(4))
+    lengths: list[int] = []  # frames of each training batch
+    real_batch = voice.training_batch
+
+    def batch_seen(*args, **kwargs):
+        batch = real_batch(*args, **kwargs)
+        lengths.append(batch.shape[1])
+        return batch
+
+    monkeypatch.setattr(voice, "training_batch", batch_seen)
+    voice.main(["--fold", "0", "--epochs", "4", "--batch", "4", "--noise-copies", "1", "--p-cut", str(p_cut),
+                "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run")])
+    whole = voice.AudioFrontEnd().frames(3 * SR)
+    cut = sum(n < whole for n in lengths)
+    assert len(lengths) == 40  # 4 epochs of 10 batches (40 training clips, 4 a batch)
+    result = json.loads((tmp_path / "run" / "fold0" / "result.json").read_text())
+    assert len(result["test"]["labels"]) == 8
+    if p_cut:
+        assert 10 <= cut <= 30 and "test_cut_speech" in result
+    else:
+        assert cut == 0 and "test_cut_speech" not in result
+
