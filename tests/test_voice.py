@@ -85,6 +85,27 @@ def test_the_cards_temperature_divides_the_logits_before_the_softmax(tmp_path, s
             load_voice_card(path)
 
 
+def test_the_cards_context_widens_what_the_model_hears_within_the_sound(tmp_path, sample_sound):
+    """``context_s``: the speech and that much sound on either side, cut short where the sound ends;
+    a card without it hears the speech alone, and a bad value is named."""
+    card = json.loads((models_dir() / "edgeemo-voice-int8.json").read_text())
+    path = tmp_path / "voice.json"
+    path.write_text(json.dumps(card | {"context_s": 0.5, "file": str(models_dir() / card["file"])}))
+    wide = VoiceClassifier(load_voice_card(path))
+    tight = VoiceClassifier(load_voice_card(models_dir() / "edgeemo-voice-int8.json"))
+    assert tight.card.context_s == 0.0 and wide.card.context_s == 0.5
+    sound, speech = seconds(sample_sound, 3.0, 7.0), slice(SR, 3 * SR + SR // 2)  # the angry utterance
+    assert tight.classify_speech(sound, speech) == pytest.approx(tight.classify(sound[speech]))
+    assert wide.classify_speech(sound, speech) == pytest.approx(wide.classify(sound[SR // 2:4 * SR]))
+    assert not np.allclose(wide.classify_speech(sound, speech), tight.classify_speech(sound, speech))
+    edge = slice(SR // 4, 4 * SR - SR // 4)  # less than the context left on either side
+    assert wide.classify_speech(sound, edge) == pytest.approx(wide.classify(sound))
+    for bad in (-0.1, 2.0, "wide", True):
+        path.write_text(json.dumps(card | {"context_s": bad, "file": str(models_dir() / card["file"])}))
+        with pytest.raises(ModelCardError, match="context_s must be seconds from 0 to 1.5"):
+            load_voice_card(path)
+
+
 def test_the_shipped_voice_model_reads_the_samples_angry_and_fearful_utterances(sample_sound, classifier):
     # Actors 01 and 04 were left out of the shipped model's training, so this is unseen speech.
     for (start, end), label in (((4.0, 6.6), "angry"), ((8.2, 10.2), "fear")):

@@ -185,3 +185,75 @@ def test_p_cut_mixes_speech_cut_batches_with_whole_clip_crops(tmp_path, monkeypa
     else:
         assert cut == 0 and "test_cut_speech" not in result
 
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """Two short runs of tools.train.voice (six CV folds and 'all', other seeds) on a tiny RAVDESS."""
+    from tools.train import voice
+
+    root = tmp_path_factory.mktemp("voice-runs")
+    tiny_ravdess(root / "data", np.random.default_rng(5))
+    for seed in (0, 1):
+        for which in (["--folds", "0-5"], ["--fold", "all"]):
+            voice.main([*which, "--epochs", "2", "--batch", "4", "--noise-copies", "1", "--eval-every", "2",
+                        "--seed", str(seed), "--data", str(root / "data"), "--out", str(root / f"run{seed}")])
+    return root
+
+
+def test_voice_context_is_chosen_on_the_folds_and_reaches_the_cards_of_that_cv_only(tiny_runs, tmp_path):
+    """tools.eval.voice_context reads every fold's held-out clips as detect does at each context, picks
+    the best 8-class reading (the smaller on a tie), fits the temperature on the speech segments; the
+    export takes both into the cards only for the CV folder they were measured on."""
+    import json
+
+    from tools.eval import voice_context
+    from tools.export.voice import speech_context
+
+    cv, out = tiny_runs / "run0", tmp_path / "context.json"
+    assert voice_context.main([str(cv), "--json", str(out), "--data", str(tiny_runs / "data")]) == 0
+    result = json.loads(out.read_text())
+    accuracy = {float(c): s["acc8"] for c, s in result["contexts"].items()}
+    assert sorted(accuracy) == list(voice_context.CONTEXTS_S) and result["clips"] == 48
+    best = max(accuracy.values())
+    assert result["chosen_s"] == min(c for c, a in accuracy.items() if a == best)
+    assert result["calibration"]["utterances"] >= 40  # a reading per speech segment, nearly a segment a clip
+    assert out.with_suffix(".png").stat().st_size > 0
+
+    keys = speech_context(out, cv)
+    assert keys["context_s"] == result["chosen_s"] and keys["temperature"] == result["calibration"]["temperature"]
+    assert keys["ece8_calibrated"] == result["calibration"]["cross_fitted"]["ece8"]
+    assert speech_context(out, tiny_runs / "run1") == {} and speech_context(tmp_path / "none.json", cv) == {}
+
+
+def test_an_ensemble_averages_its_members_logits_in_one_net_and_in_every_fold(tiny_runs, tmp_path):
+    import json
+
+    import torch
+
+    from tools.train import voice_ensemble
+    from tools.train.voice import build_model, metrics
+
+    runs = [tiny_runs / "run0", tiny_runs / "run1"]
+    assert voice_ensemble.main([*map(str, runs), "--out", str(tmp_path / "ens")]) == 0
+    x = torch.randn(3, 120, 40)
+    for fold in voice_ensemble.FOLD_DIRS:
+        ckpt = torch.load(tmp_path / "ens" / fold / "final.pt", weights_only=False)
+        joined = build_model(ckpt["config"]).eval()
+        joined.load_state_dict(ckpt["model"])
+        members = []
+        for run in runs:
+            member = torch.load(run / fold / "final.pt", weights_only=False)
+            net = build_model(member["config"]).eval()
+            net.load_state_dict(member["model"])
+            members.append(net)
+        with torch.no_grad():
+            assert torch.allclose(joined(x), (members[0](x) + members[1](x)) / 2, atol=1e-5)
+        tested = [json.loads((r / fold / "result.json").read_text())["test"] for r in [*runs, tmp_path / "ens"]]
+        mean = (np.array(tested[0]["logits"]) + np.array(tested[1]["logits"])) / 2
+        assert np.allclose(tested[2]["logits"], mean, atol=1e-3)
+        assert tested[2]["acc8"] == metrics(mean, np.array(tested[2]["labels"]))["acc8"]
+    report = json.loads((tmp_path / "ens" / "cv_report.json").read_text())
+    assert len(report["folds"]) == 6 and "tools.train.voice_ensemble" in report["command"]
+    with pytest.raises(SystemExit, match="missing"):
+        voice_ensemble.main([str(runs[0]), str(tmp_path / "nothing"), "--out", str(tmp_path / "bad")])

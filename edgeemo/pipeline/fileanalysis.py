@@ -86,7 +86,7 @@ class VoiceAnalyzer:
         out = []
         for start, end in speech_segments(samples, sr, threshold_db=self.threshold_db):
             if end - start >= self.min_speech_s:
-                probs = self.classifier.classify(samples[round(start * sr):round(end * sr)])
+                probs = self.classifier.classify_speech(samples, slice(round(start * sr), round(end * sr)))
                 out.append((origin + start, origin + end, probs))
         return out
 

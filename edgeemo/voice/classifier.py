@@ -25,6 +25,7 @@ class VoiceCard:
     output: str                # logits | probs
     temperature: np.ndarray    # logits / temperature + logit_bias before the softmax, as on a face card
     logit_bias: np.ndarray     # (edgeemo.core.modelcard.calibration; fitted on held-out speakers)
+    context_s: float = 0.0     # sound the model hears before and after the speech found (tools.eval.voice_context)
 
 
 def load_voice_card(path: Path) -> VoiceCard:
@@ -41,8 +42,11 @@ def parse_voice_card(raw: dict, folder: Path) -> VoiceCard:
     temperature, logit_bias = calibration(raw, len(fold))
     if raw["output"] != "logits" and ("temperature" in raw or "logit_bias" in raw):
         raise ValueError("temperature and logit_bias need output 'logits'")
+    context_s = raw.get("context_s", 0.0)
+    if not isinstance(context_s, (int, float)) or isinstance(context_s, bool) or not 0 <= context_s <= 1.5:
+        raise ValueError(f"context_s must be seconds from 0 to 1.5, got {context_s!r}")
     return VoiceCard(raw["name"], folder / raw["file"], AudioFrontEnd.from_card(raw["audio"]), fold, raw["output"],
-                     temperature, logit_bias)
+                     temperature, logit_bias, float(context_s))
 
 
 def fold_matrix(labels: list[str], fold: dict[str, str]) -> np.ndarray:
@@ -76,6 +80,13 @@ class VoiceClassifier:
         """The classifier of ``voice.model`` (a name in models_dir, or a path) on ``voice.backend``."""
         card = load_voice_card(resolve_model(cfg.voice.model, cfg.models_dir or models_dir()))
         return cls(card, cfg.voice.backend, cfg.voice.threads)
+
+    def classify_speech(self, sound: np.ndarray, speech: slice) -> np.ndarray:
+        """The reading of the speech ``sound[speech]``, heard with the card's ``context_s`` of the sound
+        around it where there is some: a net trained on whole clips, silence included, reads speech
+        cut tight worse than speech with its edges."""
+        context = round(self.card.context_s * self.front_end.sample_rate)
+        return self.classify(sound[max(0, speech.start - context):speech.stop + context])
 
     def classify(self, samples: np.ndarray) -> np.ndarray:
         features = self.front_end.features(samples)[None]

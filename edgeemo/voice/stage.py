@@ -4,9 +4,10 @@ While speech lasts, a window of ``window_s`` seconds ending at the newest sample
 ``hop_s`` seconds (overlapping windows: a reading every second that uses 3 s of context). A window
 is classified only if it holds speech: the VAD compares each 30 ms frame's level with the
 source's noise floor, tracked over the last 30 s, so silence and steady noise are never classified.
-Only the window's last utterance goes to the model (at least ``min_speech_s`` of it): whole
-utterances read better than windows that hold silence too (while an utterance is still being
-spoken, its first readings see only part of it).
+Only the window's last utterance goes to the model (at least ``min_speech_s`` of it), with the
+model card's ``context_s`` of sound around it: a reading never mixes two utterances, and the
+model hears the edges of the speech as it heard them in training (while an utterance is still
+being spoken, its first readings see only part of it).
 Readings go to the fuser, which turns them into `voice` and `fused` events.
 """
 
@@ -79,9 +80,9 @@ class VoiceStage(Supervised):
         ratio, span = self.vad.speech(samples, end)
         reading = None
         if span.stop - span.start >= self.min_speech:
-            # The last utterance only: the model was trained on single utterances, and silence or
-            # the end of the previous utterance dilutes the reading.
-            probs = self.classifier.classify(samples[span])
+            # The last utterance only (and the card's context around it): the end of the previous
+            # utterance would dilute the reading.
+            probs = self.classifier.classify_speech(samples, span)
             reading = VoiceWindow(self.source, self.ring.pts_at(start + span.start),
                                   self.ring.pts_at(start + span.stop), probs, ratio, self.ring.captured_at())
         if self.metrics:

@@ -271,6 +271,11 @@ def card_metrics(cv: dict | None, lat: dict, engine: str, heldout: dict, onnx_cv
                   "ravdess_cv_macro_f1_mean": cv["f1_8_mean"], "ravdess_cv_macro_f1_std": cv["f1_8_std"]}
         if "temperature" in cv:
             m |= {f"ravdess_cv_{k}": cv[k] for k in ("ece7_raw", "ece7_calibrated", "ece8_raw", "ece8_calibrated")}
+        if cv.get("context_s"):  # read as `edgeemo detect` reads a file, with the card's context_s
+            read = cv["context"]["contexts"][f"{cv['context_s']:g}"]
+            m |= {"ravdess_cv8_detect_acc": read["acc8"], "ravdess_cv7_detect_acc": read["acc7"],
+                  "ravdess_cv_calibration_note": "ECE over the held-out speech segments read with context_s, "
+                                                 "raw and cross-fitted (tools.eval.voice_context); 15 bins, top class"}
         m["ravdess_cv_note"] = (f"{len(cv['folds'])} speaker-independent folds (4 held-out actors each), last epoch, "
                                 f"{'int8 onnxruntime' if source else 'fp32'}; std over folds (ddof=1); "
                                 "macro-F1 over the 8 classes")
@@ -301,13 +306,46 @@ def features_note(front: AudioFrontEnd, lat: dict) -> str:
                "log-mel 0.654 vs 13 MFCC + deltas + delta-deltas 0.554)." if front.kind == "logmel" else ""))
 
 
+def speech_context(path: Path, cv_dir: Path) -> dict:
+    """The context and the per-segment calibration of tools.eval.voice_context, as CV report keys, where
+    ``path`` was measured on ``cv_dir``'s folds (else nothing: the whole-clip calibration stands)."""
+    if not path.is_file():
+        return {}
+    result = json.loads(path.read_text())
+    if (REPO / result["cv"]).resolve() != cv_dir.resolve():
+        print(f"   {path.name} was measured on {result['cv']}, not {cv_dir}: no context in the cards", flush=True)
+        return {}
+    cal = result["calibration"]
+    return {"context_s": result["chosen_s"], "context": result, "temperature": cal["temperature"],
+            "temperature_kept": cal["kept"], "ece8_raw": cal["raw"]["ece8"], "ece7_raw": cal["raw"]["ece7"],
+            "ece8_calibrated": cal["cross_fitted"]["ece8"], "ece7_calibrated": cal["cross_fitted"]["ece7"]}
+
+
+def context_section(cv: dict, path: Path, md_dir: Path) -> list[str]:
+    """How much sound around the speech the model hears, and why (tools.eval.voice_context)."""
+    ctx = cv["context"]
+    best, whole, cut = ctx["contexts"][f"{cv['context_s']:g}"], ctx["whole_clip"], ctx["contexts"]["0"]
+    return ["## What the model hears: the speech and its edges", "",
+            f"The net learnt from 3 s crops of whole clips, silence included, and reads speech cut tight by the VAD "
+            f"worse than whole clips. So the daemon and `edgeemo detect` give it each speech segment with "
+            f"`context_s` = {cv['context_s']:g} s of the sound on either side (the card's key), chosen on the CV "
+            f"folds' {ctx['clips']} held-out clips read as `edgeemo detect` reads a file: 8 classes "
+            f"{100 * best['acc8']:.1f} % at {cv['context_s']:g} s against {100 * cut['acc8']:.1f} % with the VAD's cut "
+            f"alone and {100 * whole['acc8']:.1f} % for whole clips. The temperature below is fitted on the speech "
+            f"segments read that way, one reading each as `detect` prints them: `{ctx['command']}` -> "
+            f"`{os.path.relpath(path, REPO)}`.", "",
+            f"![context]({os.path.relpath(path.with_suffix('.png'), md_dir)})", ""]
+
+
 def markdown(args: argparse.Namespace, cv: dict | None, cv_md: str, onnx_cv_: dict | None, lat: dict,
              heldout: dict, info: dict, int8_kept: bool, compare: list[tuple[str, dict]]) -> str:
     def r(v: float) -> str:
         return f"{100 * v:.1f} %"
 
     lines = [f"# {args.name}: voice emotion from 3 s of speech", "",
-             "Small 1-D CNN over log-mel features; 8 RAVDESS classes (neutral, calm, happy, sad, angry, fearful, "
+             ("Small 1-D CNN" if info["members"] == 1 else
+              f"{info['members']} small 1-D CNNs trained apart (tools.train.voice_ensemble), their logits averaged in "
+              "one graph,") + " over log-mel features; 8 RAVDESS classes (neutral, calm, happy, sad, angry, fearful, "
              "disgust, surprised), folded to edgeemo's 7 labels by the card's `fold_to_face_labels` "
              "(calm -> neutral, fearful -> fear, surprised -> surprise).", "",
              f"- Files: `{args.name}.onnx` (fp32)" + (f", `{args.name}-int8.onnx` (static int8, QDQ)" if int8_kept else "")
@@ -315,43 +353,62 @@ def markdown(args: argparse.Namespace, cv: dict | None, cv_md: str, onnx_cv_: di
              f"- Net: {info['params'] / 1e3:.0f} k parameters, {info['macs'] / 1e6:.1f} M MACs per 3 s window "
              f"(299 frames x {info['features']} features), input `features` [batch, frames, {info['features']}], "
              "output 8 logits.",
-             f"- Licence: {LICENCE}.", ""]
+             f"- Licence: {LICENCE}.", "",
+             "## In the daemon", "",
+             "`voice.model` in the config. Every `voice.hop_s` (1 s) while speech lasts, the voice stage takes the "
+             "last `voice.window_s` (3 s) of the source's sound, finds the speech frames against the noise floor of "
+             "the last 30 s, and gives the model only the last utterance in the window (at least "
+             "`voice.min_speech_s`); `edgeemo detect` gives it each speech segment of a file. The model pools over "
+             "time, so any length works. The daemon's per-clip readings and the fusion with faces: "
+             "[fusion.md](fusion.md).", ""]
+    history = args.out / f"{args.name}-history.md"
+    if history.is_file():
+        lines += [f"How this recipe was reached, with the runs that were not shipped and why: [{history.name}]"
+                  f"({history.name}).", ""]
     lines += [] if not info["room_copies"] else ["## Training for rooms", "",
               f"Every clip is also heard as {info['room_copies']} room copies, made once and cached (tools.common.noise.room_copy): "
               "half of them reverberated by a synthetic room (RT60 0.2-0.8 s), each with one noise at 0-20 dB SNR "
               "against the speech's active power: coloured noise (white, pink or brown), babble of 3-6 talkers "
               "from the other actors of the same 4-actor group (so, whichever fold is trained, only training "
               "actors babble; 01 and 04 never do), or music-like tones; then a gain of -12..+12 dB. A training "
-              "crop is the clean clip with probability 0.3, else a random room copy; speed (±10 %) and "
-              "vocal-tract-length (mel axis ±10 %, a small pitch/formant change) are stretched per crop, then "
-              "SpecAugment masks.", ""]
+              f"crop is the clean clip with probability {info['p_clean']:g}, else a random room copy"
+              + (f"; {100 * info['p_cut']:g} % of the batches are cut to the clip's speech as `edgeemo detect` "
+                 "and the daemon cut it (the VAD's longest segment, crops as long as the batch's shortest), the "
+                 "rest are 3 s crops of the whole clip, silence included" if info["p_cut"] else "")
+              + "; speed (±10 %) and vocal-tract-length (mel axis ±10 %, a small pitch/formant change) are "
+              "stretched per crop, then SpecAugment masks.", ""]
     if cv is not None:
         folds_done = len(cv["folds"])
         lines += ["## Speaker-independent cross-validation on RAVDESS", "",
                   f"{len(cv['folds'])} folds, each holding out 4 actors (01-04, 05-08, ..., 21-24) and training on "
                   "the other 20; "
                   f"{cv['epochs']} epochs, numbers of the last epoch (no checkpoint picked on test actors). "
-                  "Whole clips, PyTorch fp32. Mean ± sample std over the folds.", "", cv_md.strip(), "",
-                  "Mean test accuracy over the folds by epoch: " + ", ".join(
-                      f"{e}: {100 * a:.1f} %" for e, a in cv["mean_curve_acc8"].items())
+                  "Whole clips, PyTorch fp32. Mean ± sample std over the folds.", "", cv_md.strip(), ""]
+        curve = cv["mean_curve_acc8"]
+        lines += [] if not curve else [
+                  "Mean test accuracy over the folds by epoch: " + ", ".join(f"{e}: {100 * a:.1f} %" for e, a in curve.items())
                   + (" (still rising at the last epoch: a longer schedule is the obvious next step)."
-                     if max(cv["mean_curve_acc8"].values()) == list(cv["mean_curve_acc8"].values())[-1] else "."),
-                  "",
+                     if max(curve.values()) == list(curve.values())[-1] else "."), ""]
+        lines += [
                   f"Acceptance of issue 24 (mean 8-class CV accuracy >= 66 %): "
                   f"{'met' if cv['acc8_mean'] >= 0.66 else 'NOT met'} ({r(cv['acc8_mean'])}, {folds_done} of 6 folds).",
                   "",
                   f"Chance: 12.5 % (8 classes). Confusion matrix summed over the {len(cv['folds'])} folds "
                   f"(`{args.name}-confusion.png`):", "", f"![confusion]({args.name}-confusion.png)", ""]
+    if cv is not None and cv.get("context_s"):
+        lines += context_section(cv, args.context, args.out)
     if cv is not None:
         kept = ("kept: the card's `temperature`, logits divided by it before the softmax" if cv["temperature_kept"]
                 else "not kept (the card has none): it did not lower the error on folds it was not fitted to")
         lines += ["## Calibration", "",
                   f"Temperature {cv['temperature']:.3f}, fitted by negative log-likelihood on the held-out actors' "
-                  f"logits of every fold together, never on a model's own training actors; {kept}. Expected "
+                  + ("speech segments (read with the context above)" if cv.get("context_s") else "logits")
+                  + f" of every fold together, never on a model's own training actors; {kept}. Expected "
                   f"calibration error (15 bins, top class) without it and cross-fitted with it (each fold scored "
                   f"with a temperature fitted on the other five): 8 classes {r(cv['ece8_raw'])} -> "
                   f"{r(cv['ece8_calibrated'])}, folded to the published 7 {r(cv['ece7_raw'])} -> "
-                  f"{r(cv['ece7_calibrated'])} (`python -m tools.eval.voice_calibration`).", ""]
+                  f"{r(cv['ece7_calibrated'])} (`python -m tools.eval."
+                  + ("voice_context" if cv.get("context_s") else "voice_calibration") + "`).", ""]
     lines += rooms_section(args.rooms, args.vad)
     if onnx_cv_ is not None:
         lines += ["The same folds through onnxruntime (each fold's model exported; int8 calibrated on that fold's "
@@ -452,6 +509,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tools.eval.voice result shown in the .md")
     p.add_argument("--vad", type=Path, default=REPO / "bench" / "results" / "vad_noise.json",
                    help="tools.eval.vad result shown in the .md")
+    p.add_argument("--context", type=Path, default=REPO / "bench" / "results" / "voice_context.json",
+                   help="tools.eval.voice_context result: its context and per-segment temperature go into the "
+                        "cards when it was measured on the --cv folder")
     p.add_argument("--no-onnx-cv", action="store_true", help="skip re-running the CV folds in onnxruntime")
     return p.parse_args(argv)
 
@@ -497,6 +557,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.cv:
         # the calibration from the folds' held-out logits: an older cv_report.json has only in-sample figures
         cv = json.loads((args.cv / "cv_report.json").read_text()) | cv_figures(held_out(args.cv, args.data))
+        cv |= speech_context(args.context, args.cv)
         cv_md = (args.cv / "cv_report.md").read_text()
         shutil.copyfile(args.cv / "cv_confusion8.png", args.out / f"{args.name}-confusion.png")
         if not args.no_onnx_cv:
@@ -527,13 +588,18 @@ def main(argv: list[str] | None = None) -> None:
         extra = {"export": export_cmd, "training": dict(training)} | ({"quantization": quant} if kind == "int8" else {})
         if cv and cv["temperature_kept"]:  # fitted on the CV folds' held-out actors (tools.eval.voice_calibration)
             extra["temperature"] = cv["temperature"]
+        if cv and cv.get("context_s"):
+            extra["context_s"] = cv["context_s"]
         write_json(card_path, make_card(card_path.stem, path.name, front, card_metrics_, command, extra))
     evals = [json.loads(path.read_text())["command"] for path in (args.rooms, args.vad) if path.is_file()]
     commands = [*([cv["command"]] if cv else []), *(rep["command"] for _, rep in compare), command, export_cmd,
                 *evals, "python -m pytest tests/test_voice_features.py tests/test_voice.py tests/test_microphone.py"]
     info = {"params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model, frames),
+            "members": len(getattr(model, "members", [model])),
             "features": front.n_features, "max_diff": float(max_diff), "commands": commands,
             "room_copies": int(ckpt.get("args", {}).get("noise_copies", 0)),  # 0: trained before issue 24
+            "p_clean": float(ckpt.get("args", {}).get("p_clean", 0.3)),
+            "p_cut": float(ckpt.get("args", {}).get("p_cut", 0.0)),
             "features_note": features_note(front, lat),
             "features_short": f"{front.n_features} {front.kind}{' + deltas' if front.use_deltas else ''}, "
                               f"{front.normalisation}"}

@@ -97,12 +97,27 @@ class VoiceNet(nn.Module):
         return self.head(self.dropout(torch.cat([mean, std], dim=1)))
 
 
-def build_model(config: dict) -> VoiceNet:
+class Ensemble(nn.Module):
+    """Several nets trained apart, their logits averaged: one graph for the daemon, one front end."""
+
+    def __init__(self, members: list[VoiceNet]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(dim=0)
+
+
+def build_model(config: dict) -> VoiceNet | Ensemble:
+    if "members" in config:  # tools.train.voice_ensemble
+        return Ensemble([build_model(member) for member in config["members"]])
     return VoiceNet(config["n_features"], len(config["labels"]), tuple(config["widths"]), config["dropout"])
 
 
-def count_macs(model: VoiceNet, frames: int) -> int:
+def count_macs(model: VoiceNet | Ensemble, frames: int) -> int:
     """Multiply-accumulates of the convolutions and the head for one window of ``frames`` frames."""
+    if isinstance(model, Ensemble):
+        return sum(count_macs(m, frames) for m in model.members)
     macs, hooks = [0], []
 
     def conv_hook(module: nn.Conv1d, _inp: tuple, out: torch.Tensor) -> None:
@@ -539,6 +554,8 @@ def plot_mean_curve(results: list[dict], path: Path) -> dict[int, float]:
     curves = [{h["epoch"]: h["test_acc8"] for h in r["history"] if was_tested(h)} for r in results]
     common = sorted(set.intersection(*(set(c) for c in curves)))
     mean = {e: float(np.mean([c[e] for c in curves])) for e in common}
+    if not mean:
+        return mean
     fig, ax = plt.subplots(figsize=(6, 4))
     for r, c in zip(results, curves):
         ax.plot(list(c), list(c.values()), alpha=0.35, label=f"fold {r['fold']}")
@@ -565,7 +582,7 @@ def calibration_report(results: list[dict]) -> dict:
     return out
 
 
-def cv_report(args: argparse.Namespace, results: list[dict]) -> dict:
+def cv_report(out: Path, results: list[dict], epochs: int | str, command: str, audio: dict, config: dict) -> dict:
     """Mean and spread (sample std over folds) of the last-epoch numbers, summed confusion, curves."""
     keys = ("acc8", "acc7", "f1_8", "f1_7")
     table = [{"fold": r["fold"], "test_actors": r["test_actors"], **{k: r["test"][k] for k in keys}} for r in results]
@@ -573,7 +590,6 @@ def cv_report(args: argparse.Namespace, results: list[dict]) -> dict:
                for s, f in (("mean", np.mean), ("std", lambda a: a.std(ddof=1) if len(a) > 1 else 0.0))}
     cm8 = np.sum([r["test"]["confusion8"] for r in results], axis=0)
     cm7 = np.sum([r["test"]["confusion7"] for r in results], axis=0)
-    out = args.out
     plot_confusion(cm8, LABELS8, out / "cv_confusion8.png",
                    f"RAVDESS speaker-independent {len(results)}-fold CV, 8 classes: acc "
                    f"{summary['acc8_mean']:.3f} ± {summary['acc8_std']:.3f}")
@@ -581,11 +597,10 @@ def cv_report(args: argparse.Namespace, results: list[dict]) -> dict:
                    f"RAVDESS CV folded to edgeemo labels: acc {summary['acc7_mean']:.3f} ± {summary['acc7_std']:.3f}")
     mean_curve = plot_mean_curve(results, out / "cv_curves.png")
     summary |= calibration_report(results)
-    report = {"folds": table, **summary, "epochs": args.epochs, "mean_curve_acc8": mean_curve,
+    report = {"folds": table, **summary, "epochs": epochs, "mean_curve_acc8": mean_curve,
               "confusion8": cm8.tolist(), "confusion7": cm7.tolist(), "labels8": list(LABELS8), "labels7": list(LABELS7),
               "std": "sample standard deviation over folds (ddof=1)", "selection": "last epoch, fixed schedule",
-              "command": "python -m tools.train.voice " + " ".join(sys.argv[1:]),
-              "audio": front_end(args).to_card(), "config": model_config(args, front_end(args))}
+              "command": command, "audio": audio, "config": config}
     (out / "cv_report.json").write_text(json.dumps(report, indent=1))
     lines = ["| fold | test actors | acc 8 | acc 7 folded | macro-F1 8 | macro-F1 7 |", "|---|---|---|---|---|---|"]
     lines += [f"| {t['fold']} | {', '.join(f'{a:02d}' for a in t['test_actors'])} | {t['acc8']:.3f} | {t['acc7']:.3f} | "
@@ -594,6 +609,8 @@ def cv_report(args: argparse.Namespace, results: list[dict]) -> dict:
                                                      for k in keys) + " |")
     (out / "cv_report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
+    if not mean_curve:  # an ensemble's folds: no curve of their own
+        return report
     best = max(mean_curve, key=mean_curve.get)
     print(f"mean test curve: last epoch {mean_curve[max(mean_curve)]:.3f}, highest {mean_curve[best]:.3f} at epoch "
           f"{best} (for choosing --epochs of later runs; the report uses the last epoch)", flush=True)
@@ -623,7 +640,8 @@ def main(argv: list[str] | None = None) -> None:
         feats = cut
     results = [train_fold(args, fold, data, feats, cut) for fold in folds]
     if args.folds:
-        cv_report(args, results)
+        cv_report(args.out, results, args.epochs, "python -m tools.train.voice " + " ".join(sys.argv[1:]),
+                  front.to_card(), model_config(args, front))
 
 
 if __name__ == "__main__":
