@@ -86,9 +86,13 @@ def test_voice_calibration_fits_on_held_out_folds_and_writes_the_cards(tmp_path)
         (folder / "result.json").write_text(json.dumps({"test": {"logits": (3 * true).tolist(),
                                                                   "labels": labels.tolist()}}))
     card = tmp_path / "edgeemo-voice-int8.json"
-    shutil.copy(models_dir() / "edgeemo-voice-int8.json", card)
+    shipped = json.loads((models_dir() / "edgeemo-voice-int8.json").read_text())
     shutil.copy(models_dir() / "edgeemo-voice-int8.onnx", tmp_path / "edgeemo-voice-int8.onnx")
     out = tmp_path / "calibration.json"
+    card.write_text(json.dumps(shipped | {"context_s": 0.5}))
+    with pytest.raises(SystemExit, match="calibrated on speech read with context_s"):  # a whole-clip T would not fit
+        voice_calibration.main([str(tmp_path / "cv"), "--card", str(card)])
+    card.write_text(json.dumps({k: v for k, v in shipped.items() if k != "context_s"}))
     assert voice_calibration.main([str(tmp_path / "cv"), "--card", str(card), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["temperature"] > 1.3  # logits three times too sharp: spread out again
@@ -186,7 +190,6 @@ def test_p_cut_mixes_speech_cut_batches_with_whole_clip_crops(tmp_path, monkeypa
         assert cut == 0 and "test_cut_speech" not in result
 
 
-
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     """Two short runs of tools.train.voice (six CV folds and 'all', other seeds) on a tiny RAVDESS."""
@@ -224,6 +227,17 @@ def test_voice_context_is_chosen_on_the_folds_and_reaches_the_cards_of_that_cv_o
     assert keys["context_s"] == result["chosen_s"] and keys["temperature"] == result["calibration"]["temperature"]
     assert keys["ece8_calibrated"] == result["calibration"]["cross_fitted"]["ece8"]
     assert speech_context(out, tiny_runs / "run1") == {} and speech_context(tmp_path / "none.json", cv) == {}
+    with pytest.raises(SystemExit, match="measured on .*run0, not"):  # asked for by name: an error, not a shrug
+        speech_context(out, tiny_runs / "run1", strict=True)
+    retrained = json.loads(out.read_text())
+    retrained["folds_acc8"][0] += 0.01  # the folds' models are not those it read any more
+    out.write_text(json.dumps(retrained))
+    assert speech_context(out, cv) == {}
+    with pytest.raises(SystemExit, match="other models"):
+        speech_context(out, cv, strict=True)
+    out.write_text("{}")
+    with pytest.raises(SystemExit, match="not a tools.eval.voice_context result"):
+        speech_context(out, cv, strict=True)
 
 
 def test_an_ensemble_averages_its_members_logits_in_one_net_and_in_every_fold(tiny_runs, tmp_path):

@@ -42,11 +42,18 @@ def parse_voice_card(raw: dict, folder: Path) -> VoiceCard:
     temperature, logit_bias = calibration(raw, len(fold))
     if raw["output"] != "logits" and ("temperature" in raw or "logit_bias" in raw):
         raise ValueError("temperature and logit_bias need output 'logits'")
-    context_s = raw.get("context_s", 0.0)
+    context_s = raw.get("context_s", 0.0)  # at most half the 3 s window the model was trained on
     if not isinstance(context_s, (int, float)) or isinstance(context_s, bool) or not 0 <= context_s <= 1.5:
         raise ValueError(f"context_s must be seconds from 0 to 1.5, got {context_s!r}")
     return VoiceCard(raw["name"], folder / raw["file"], AudioFrontEnd.from_card(raw["audio"]), fold, raw["output"],
                      temperature, logit_bias, float(context_s))
+
+
+def heard(speech: slice, context: int) -> slice:
+    """The samples a model hears of ``speech``: ``context`` more on either side (cut short by the sound's
+    own ends when the slice is applied). The context may reach into a neighbouring utterance closer
+    than that."""
+    return slice(max(0, speech.start - context), speech.stop + context)
 
 
 def fold_matrix(labels: list[str], fold: dict[str, str]) -> np.ndarray:
@@ -85,8 +92,7 @@ class VoiceClassifier:
         """The reading of the speech ``sound[speech]``, heard with the card's ``context_s`` of the sound
         around it where there is some: a net trained on whole clips, silence included, reads speech
         cut tight worse than speech with its edges."""
-        context = round(self.card.context_s * self.front_end.sample_rate)
-        return self.classify(sound[max(0, speech.start - context):speech.stop + context])
+        return self.classify(sound[heard(speech, round(self.card.context_s * self.front_end.sample_rate))])
 
     def classify(self, samples: np.ndarray) -> np.ndarray:
         features = self.front_end.features(samples)[None]

@@ -5,9 +5,9 @@ While speech lasts, a window of ``window_s`` seconds ending at the newest sample
 is classified only if it holds speech: the VAD compares each 30 ms frame's level with the
 source's noise floor, tracked over the last 30 s, so silence and steady noise are never classified.
 Only the window's last utterance goes to the model (at least ``min_speech_s`` of it), with the
-model card's ``context_s`` of sound around it: a reading never mixes two utterances, and the
-model hears the edges of the speech as it heard them in training (while an utterance is still
-being spoken, its first readings see only part of it).
+model card's ``context_s`` of sound around it, so the model hears the edges of the speech as it
+heard them in training; that context can take in the end of an utterance closer than it (while an
+utterance is still being spoken, its first readings see only part of it).
 Readings go to the fuser, which turns them into `voice` and `fused` events.
 """
 
@@ -80,8 +80,7 @@ class VoiceStage(Supervised):
         ratio, span = self.vad.speech(samples, end)
         reading = None
         if span.stop - span.start >= self.min_speech:
-            # The last utterance only (and the card's context around it): the end of the previous
-            # utterance would dilute the reading.
+            # The last utterance (and the card's context around it), not the whole window.
             probs = self.classifier.classify_speech(samples, span)
             reading = VoiceWindow(self.source, self.ring.pts_at(start + span.start),
                                   self.ring.pts_at(start + span.stop), probs, ratio, self.ring.captured_at())

@@ -51,6 +51,11 @@ def held_out(cv_dir: Path, data: str | None) -> list[tuple[np.ndarray, np.ndarra
     return folds
 
 
+def folds_acc8(cv_dir: Path) -> list[float]:
+    """Each fold's held-out accuracy as its result.json has it: which models a figure was measured on."""
+    return [round(json.loads((cv_dir / f"fold{k}" / "result.json").read_text())["test"]["acc8"], 4) for k in range(6)]
+
+
 def scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {"ece8": round(ece(probs, labels), 4), "ece7": round(ece(probs @ FOLD_MATRIX, fold7(labels)), 4)}
 
@@ -78,7 +83,11 @@ def calibrate(folds: list[tuple[np.ndarray, np.ndarray]]) -> dict:
 def cv_figures(folds: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     """calibrate()'s temperature, whether it is kept, and the ECE without it and cross-fitted with it, as the
     flat keys of a CV report (tools.train.voice) and of the export (tools.export.voice)."""
-    cal = calibrate(folds)
+    return cv_calibration_keys(calibrate(folds))
+
+
+def cv_calibration_keys(cal: dict) -> dict:
+    """A calibrate() result as the flat keys of a CV report."""
     return {"temperature": cal["temperature"], "temperature_kept": cal["kept"],
             "ece8_raw": cal["raw"]["ece8"], "ece7_raw": cal["raw"]["ece7"],
             "ece8_calibrated": cal["cross_fitted"]["ece8"], "ece7_calibrated": cal["cross_fitted"]["ece7"]}
@@ -95,6 +104,9 @@ def write_cards(cards: list[Path], result: dict) -> None:
             "15 bins, top class")
     for path in cards:
         card = json.loads(path.read_text())
+        if "context_s" in card:  # its temperature belongs to the readings with context (tools.eval.voice_context)
+            raise SystemExit(f"{path}: calibrated on speech read with context_s by tools.eval.voice_context; "
+                             "re-export it (tools.export.voice --cv) instead of writing a whole-clip temperature")
         card.pop("temperature", None)
         if result["kept"]:
             card["temperature"] = result["temperature"]

@@ -1,8 +1,8 @@
 """How much sound around the speech should the voice model hear? Chosen on the CV folds' held-out actors.
 
-    python -m tools.eval.voice_context runs/voice-r300 [--json bench/results/voice_context.json]
+    python -m tools.eval.voice_context runs/voice-ens [--json bench/results/voice_context.json]
 
-`runs/voice-r300` is the folder of `python -m tools.train.voice --folds 0-5`. Each fold's model reads
+`runs/voice-ens` is the folder of `python -m tools.train.voice --folds 0-5`. Each fold's model reads
 its 4 held-out actors' clips the way `edgeemo detect` reads a file: the speech segments its VAD finds
 (edgeemo.voice.features.speech_segments at the default voice.vad_threshold_db, segments shorter than
 voice.min_speech_s dropped), each segment widened by the candidate context on both sides within the
@@ -29,10 +29,11 @@ import numpy as np
 import torch
 
 from edgeemo.config.schema import VoiceConfig
+from edgeemo.voice.classifier import heard
 from edgeemo.voice.features import speech_segments
 from tools.common.calibration import softmax
 from tools.common.datasets import REPO, data_root, load_ravdess
-from tools.eval.voice_calibration import calibrate
+from tools.eval.voice_calibration import calibrate, folds_acc8
 from tools.export.voice import clip_audio, load_checkpoint
 from tools.train.voice import FOLD_MATRIX, fold7, split
 
@@ -49,19 +50,21 @@ class Clip:
     durations: np.ndarray             # [segments] seconds of speech each (what detect weights by)
 
     def reading(self, k: int, temperature: float = 1.0) -> np.ndarray:
-        """Context k's probabilities [8]: the segments' weighted by duration; zeros without speech."""
+        """Context k's probabilities [8]: the segments' weighted by duration; zeros (scored wrong) without
+        speech."""
         if not len(self.durations):
             return np.zeros(8)
         return self.durations @ softmax(self.segments[k], temperature) / self.durations.sum()
 
 
 def read_clip(logits_of, audio: np.ndarray, sr: int, fold: int, label: int) -> Clip:
+    """One clip's speech segments, as `edgeemo detect` finds them, read at every context."""
     cfg = VoiceConfig()
-    spans = [(round(s * sr), round(e * sr)) for s, e in speech_segments(audio, sr, threshold_db=cfg.vad_threshold_db)
-             if e - s >= cfg.min_speech_s]
-    segments = [np.array([logits_of(audio[max(0, a - round(c * sr)):b + round(c * sr)]) for a, b in spans]).reshape(-1, 8)
+    spans = [slice(round(s * sr), round(e * sr)) for s, e in
+             speech_segments(audio, sr, threshold_db=cfg.vad_threshold_db) if e - s >= cfg.min_speech_s]
+    segments = [np.array([logits_of(audio[heard(span, round(c * sr))]) for span in spans]).reshape(-1, 8)
                 for c in CONTEXTS_S]
-    return Clip(fold, label, logits_of(audio), segments, np.array([(b - a) / sr for a, b in spans]))
+    return Clip(fold, label, logits_of(audio), segments, np.array([(span.stop - span.start) / sr for span in spans]))
 
 
 def read_folds(cv_dir: Path, data: dict) -> list[Clip]:
@@ -82,19 +85,22 @@ def read_folds(cv_dir: Path, data: dict) -> list[Clip]:
 
 
 def scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    return {"acc8": round(float(np.mean(probs.argmax(1) == labels)), 4),
-            "acc7": round(float(np.mean((probs @ FOLD_MATRIX).argmax(1) == fold7(labels))), 4)}
+    """Accuracy over 8 classes and folded to 7; a clip without speech (no probabilities) is wrong."""
+    heard_speech = probs.sum(1) > 0
+    return {"acc8": round(float(np.mean((probs.argmax(1) == labels) & heard_speech)), 4),
+            "acc7": round(float(np.mean(((probs @ FOLD_MATRIX).argmax(1) == fold7(labels)) & heard_speech)), 4)}
 
 
 def segment_folds(clips: list[Clip], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(logits, labels) of every speech segment at context k, per fold: each segment is one reading
-    `edgeemo detect` prints (and the daemon's readings are such segments too), so it is what calibrates."""
+    `edgeemo detect` prints, so it is what calibrates."""
     return [(np.concatenate([c.segments[k] for c in clips if c.fold == f]),
              np.concatenate([np.full(len(c.durations), c.label) for c in clips if c.fold == f]))
             for f in range(6)]
 
 
 def plot(result: dict, path: Path) -> None:
+    """Held-out accuracy against the context, whole clips as a line, the chosen context marked."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -116,6 +122,7 @@ def plot(result: dict, path: Path) -> None:
 
 
 def relative(path: Path) -> str:
+    """``path`` as the result file records it: relative to the repository where it lies inside."""
     path = path.resolve()
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
@@ -138,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     t = calibration["temperature"] if calibration["kept"] else 1.0
     result = {"cv": relative(args.cv), "clips": len(clips), "contexts": contexts,
               "whole_clip": scores(np.array([softmax(c.whole[None])[0] for c in clips]), labels),
+              "no_speech_clips": int(sum(not len(c.durations) for c in clips)), "folds_acc8": folds_acc8(args.cv),
               "chosen_s": chosen, "rule": "highest 8-class accuracy over all folds' held-out clips, the smaller "
                                           "context on a tie",
               "calibration": calibration,

@@ -36,13 +36,14 @@ import numpy as np
 import torch
 from tools.common.datasets import REPO, data_root, load_ravdess
 from tools.common.machine import cpu_name
-from tools.eval.voice_calibration import cv_figures, held_out
+from tools.eval.voice_calibration import cv_calibration_keys, cv_figures, folds_acc8, held_out
 from tools.train.voice import (FOLD_TO_FACE, LABELS8, SHIPPED_EXCLUDED, build_model, count_macs,
                          metrics)
 
 from edgeemo.voice.features import AudioFrontEnd
 
 OPSET = 17
+DEFAULT_CONTEXT = REPO / "bench" / "results" / "voice_context.json"
 INPUT = "features"
 LICENCE = "weights trained by edgeemo on RAVDESS (CC BY-NC-SA 4.0): non-commercial"
 DATA_NOTE = ("RAVDESS speech, audio-only (Livingstone & Russo 2018, Zenodo 1188976, CC BY-NC-SA 4.0), 16 kHz "
@@ -271,11 +272,12 @@ def card_metrics(cv: dict | None, lat: dict, engine: str, heldout: dict, onnx_cv
                   "ravdess_cv_macro_f1_mean": cv["f1_8_mean"], "ravdess_cv_macro_f1_std": cv["f1_8_std"]}
         if "temperature" in cv:
             m |= {f"ravdess_cv_{k}": cv[k] for k in ("ece7_raw", "ece7_calibrated", "ece8_raw", "ece8_calibrated")}
-        if cv.get("context_s"):  # read as `edgeemo detect` reads a file, with the card's context_s
-            read = context_read(cv)
+        if "context" in cv:  # read as `edgeemo detect` reads a file, with the card's context_s
+            read = cv["context"]["reading_at_chosen"]  # with the card's temperature, as people see it
             m |= {"ravdess_cv8_detect_acc": read["acc8"], "ravdess_cv7_detect_acc": read["acc7"],
-                  "ravdess_cv_calibration_note": "ECE over the held-out speech segments read with context_s, "
-                                                 "raw and cross-fitted (tools.eval.voice_context); 15 bins, top class"}
+                  "ravdess_cv_calibration_note": "ECE over the held-out speech segments read with context_s by the "
+                                                 "fp32 fold models, raw and cross-fitted (tools.eval.voice_context); "
+                                                 "15 bins, top class; detect_acc: fp32 fold models"}
         m["ravdess_cv_note"] = (f"{len(cv['folds'])} speaker-independent folds (4 held-out actors each), last epoch, "
                                 f"{'int8 onnxruntime' if source else 'fp32'}; std over folds (ddof=1); "
                                 "macro-F1 over the 8 classes")
@@ -306,19 +308,28 @@ def features_note(front: AudioFrontEnd, lat: dict) -> str:
                "log-mel 0.654 vs 13 MFCC + deltas + delta-deltas 0.554)." if front.kind == "logmel" else ""))
 
 
-def speech_context(path: Path, cv_dir: Path) -> dict:
+def speech_context(path: Path, cv_dir: Path, strict: bool = False) -> dict:
     """The context and the per-segment calibration of tools.eval.voice_context, as CV report keys, where
-    ``path`` was measured on ``cv_dir``'s folds (else nothing: the whole-clip calibration stands)."""
+    ``path`` was measured on ``cv_dir``'s folds as they are now (else nothing: the whole-clip calibration
+    stands; with ``strict``, a result that does not fit them is an error)."""
+    def skip(why: str) -> dict:
+        if strict:
+            raise SystemExit(f"--context {path}: {why}")
+        print(f"   {path.name}: {why}; no context in the cards", flush=True)
+        return {}
+
     if not path.is_file():
-        return {}
-    result = json.loads(path.read_text())
-    if (REPO / result["cv"]).resolve() != cv_dir.resolve():
-        print(f"   {path.name} was measured on {result['cv']}, not {cv_dir}: no context in the cards", flush=True)
-        return {}
-    cal = result["calibration"]
-    return {"context_s": result["chosen_s"], "context": result, "temperature": cal["temperature"],
-            "temperature_kept": cal["kept"], "ece8_raw": cal["raw"]["ece8"], "ece7_raw": cal["raw"]["ece7"],
-            "ece8_calibrated": cal["cross_fitted"]["ece8"], "ece7_calibrated": cal["cross_fitted"]["ece7"]}
+        return skip("not found") if strict else {}
+    try:
+        result = json.loads(path.read_text())
+        measured_on, chosen, cal, fingerprint = result["cv"], result["chosen_s"], result["calibration"], result["folds_acc8"]
+    except (ValueError, KeyError) as exc:
+        return skip(f"not a tools.eval.voice_context result ({exc})")
+    if (REPO / measured_on).resolve() != cv_dir.resolve():
+        return skip(f"measured on {measured_on}, not {cv_dir}")
+    if fingerprint != folds_acc8(cv_dir):
+        return skip(f"measured on other models than {cv_dir}'s folds now (retrained since?)")
+    return {"context_s": chosen, "context": result} | cv_calibration_keys(cal)
 
 
 def context_read(cv: dict) -> dict:
@@ -337,7 +348,8 @@ def context_section(cv: dict, path: Path, md_dir: Path) -> list[str]:
             f"folds' {ctx['clips']} held-out clips read as `edgeemo detect` reads a file: 8 classes "
             f"{100 * best['acc8']:.1f} % at {cv['context_s']:g} s against {100 * cut['acc8']:.1f} % with the VAD's cut "
             f"alone and {100 * whole['acc8']:.1f} % for whole clips (the best of {len(ctx['contexts'])} contexts on "
-            f"these clips, so a little optimistic). The temperature below is fitted on the speech "
+            f"these clips, so a little optimistic; the {ctx.get('no_speech_clips', 0)} clips where the VAD finds no "
+            "speech as long as `voice.min_speech_s` count as wrong). The temperature below is fitted on the speech "
             f"segments read that way, one reading each as `detect` prints them: `{ctx['command']}` -> "
             f"`{os.path.relpath(path, REPO)}`.", "",
             f"![context]({os.path.relpath(path.with_suffix('.png'), md_dir)})", ""]
@@ -388,7 +400,9 @@ def markdown(args: argparse.Namespace, cv: dict | None, cv_md: str, onnx_cv_: di
         lines += ["## Speaker-independent cross-validation on RAVDESS", "",
                   f"{len(cv['folds'])} folds, each holding out 4 actors (01-04, 05-08, ..., 21-24) and training on "
                   "the other 20; "
-                  f"{cv['epochs']} epochs, numbers of the last epoch (no checkpoint picked on test actors). "
+                  + (f"{cv['epochs']} epochs" if "+" not in str(cv["epochs"]) else
+                     " + ".join(f"a net of {e} epochs" for e in str(cv["epochs"]).split("+")))
+                  + ", numbers of the last epoch (no checkpoint picked on test actors). "
                   "Whole clips, PyTorch fp32. Mean ± sample std over the folds.", "", cv_md.strip(), ""]
         curve = cv["mean_curve_acc8"]
         lines += [] if not curve else [
@@ -399,24 +413,24 @@ def markdown(args: argparse.Namespace, cv: dict | None, cv_md: str, onnx_cv_: di
                   f"Acceptance of issue 24 (mean 8-class CV accuracy >= 66 %): "
                   f"{'met' if cv['acc8_mean'] >= 0.66 else 'NOT met'} ({100 * cv['acc8_mean']:.2f} %, {folds_done} of 6 "
                   "folds, whole clips)" + (f"; read as `edgeemo detect` reads them, with the card's context (below): "
-                                           f"{r(context_read(cv)['acc8'])}." if cv.get("context_s") else "."),
+                                           f"{r(context_read(cv)['acc8'])}." if "context" in cv else "."),
                   "",
                   f"Chance: 12.5 % (8 classes). Confusion matrix summed over the {len(cv['folds'])} folds "
                   f"(`{args.name}-confusion.png`):", "", f"![confusion]({args.name}-confusion.png)", ""]
-    if cv is not None and cv.get("context_s"):
-        lines += context_section(cv, args.context, args.out)
+    if cv is not None and "context" in cv:
+        lines += context_section(cv, args.context or DEFAULT_CONTEXT, args.out)
     if cv is not None:
         kept = ("kept: the card's `temperature`, logits divided by it before the softmax" if cv["temperature_kept"]
                 else "not kept (the card has none): it did not lower the error on folds it was not fitted to")
         lines += ["## Calibration", "",
                   f"Temperature {cv['temperature']:.3f}, fitted by negative log-likelihood on the held-out actors' "
-                  + ("speech segments (read with the context above)" if cv.get("context_s") else "logits")
+                  + ("speech segments (read with the context above)" if "context" in cv else "logits")
                   + f" of every fold together, never on a model's own training actors; {kept}. Expected "
                   f"calibration error (15 bins, top class) without it and cross-fitted with it (each fold scored "
                   f"with a temperature fitted on the other five): 8 classes {r(cv['ece8_raw'])} -> "
                   f"{r(cv['ece8_calibrated'])}, folded to the published 7 {r(cv['ece7_raw'])} -> "
                   f"{r(cv['ece7_calibrated'])} (`python -m tools.eval."
-                  + ("voice_context" if cv.get("context_s") else "voice_calibration") + "`).", ""]
+                  + ("voice_context" if "context" in cv else "voice_calibration") + "`).", ""]
     lines += rooms_section(args.rooms, args.vad)
     if onnx_cv_ is not None:
         lines += ["The same folds through onnxruntime (each fold's model exported; int8 calibrated on that fold's "
@@ -486,6 +500,11 @@ def rooms_section(rooms_path: Path, vad_path: Path) -> list[str]:
                          + f" | {cost.get('median_ms', float('nan')):.2f} / {cost.get('min_ms', float('nan')):.2f} |")
         lines.append("| acceptance | " + " | ".join(f">= {100 * rooms['acceptance'][k]:.0f} %" for k in kinds)
                      + " | <= 2 |")
+        for label, res in rooms["models"].items():
+            cost = res.get("window_cost", {}).get("median_ms", float("nan"))
+            lines.append(f"| {label}: met? | " + " | ".join("met" if res[k]["acc7"] >= rooms["acceptance"][k] else
+                                                           "**NOT met**" for k in kinds)
+                         + f" | {'met' if cost <= 2 else '**NOT met**'} |")
         lines.append("")
     if vad_path.is_file():
         vad = json.loads(vad_path.read_text())
@@ -517,9 +536,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="tools.eval.voice result shown in the .md")
     p.add_argument("--vad", type=Path, default=REPO / "bench" / "results" / "vad_noise.json",
                    help="tools.eval.vad result shown in the .md")
-    p.add_argument("--context", type=Path, default=REPO / "bench" / "results" / "voice_context.json",
-                   help="tools.eval.voice_context result: its context and per-segment temperature go into the "
-                        "cards when it was measured on the --cv folder")
+    p.add_argument("--context", type=Path,
+                   help="tools.eval.voice_context result: its context and per-segment temperature go into the cards "
+                        "(default: bench/results/voice_context.json where it was measured on the --cv folds)")
     p.add_argument("--no-onnx-cv", action="store_true", help="skip re-running the CV folds in onnxruntime")
     return p.parse_args(argv)
 
@@ -565,7 +584,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.cv:
         # the calibration from the folds' held-out logits: an older cv_report.json has only in-sample figures
         cv = json.loads((args.cv / "cv_report.json").read_text()) | cv_figures(held_out(args.cv, args.data))
-        cv |= speech_context(args.context, args.cv)
+        cv |= speech_context(args.context or DEFAULT_CONTEXT, args.cv, strict=args.context is not None)
         cv_md = (args.cv / "cv_report.md").read_text()
         shutil.copyfile(args.cv / "cv_confusion8.png", args.out / f"{args.name}-confusion.png")
         if not args.no_onnx_cv:
@@ -594,14 +613,17 @@ def main(argv: list[str] | None = None) -> None:
             continue
         card_metrics_ = card_metrics(cv, lat, f"onnxruntime_{kind}", heldout, onnx_cv_, kind, args.runs)
         extra = {"export": export_cmd, "training": dict(training)} | ({"quantization": quant} if kind == "int8" else {})
-        if cv and cv["temperature_kept"]:  # fitted on the CV folds' held-out actors (tools.eval.voice_calibration)
+        if cv and cv["temperature_kept"]:  # fitted on the CV folds' held-out actors (voice_calibration or voice_context)
             extra["temperature"] = cv["temperature"]
-        if cv and cv.get("context_s"):
+        if cv and "context" in cv:
             extra["context_s"] = cv["context_s"]
         write_json(card_path, make_card(card_path.stem, path.name, front, card_metrics_, command, extra))
     evals = [json.loads(path.read_text())["command"] for path in (args.rooms, args.vad) if path.is_file()]
-    commands = [*([cv["command"]] if cv else []), *(rep["command"] for _, rep in compare), command, export_cmd,
+    commands = [*(cv["command"].split("\n") if cv else []), *(rep["command"] for _, rep in compare),
+                *ckpt.get("commands", [command]),  # an ensemble's: its members', already in its CV command
+                *([cv["context"]["command"]] if cv and "context" in cv else []), export_cmd,
                 *evals, "python -m pytest tests/test_voice_features.py tests/test_voice.py tests/test_microphone.py"]
+    commands = list(dict.fromkeys(commands))
     info = {"params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model, frames),
             "members": len(getattr(model, "members", [model])),
             "features": front.n_features, "max_diff": float(max_diff), "commands": commands,

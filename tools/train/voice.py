@@ -109,6 +109,7 @@ class Ensemble(nn.Module):
 
 
 def build_model(config: dict) -> VoiceNet | Ensemble:
+    """The net a checkpoint's config describes: one VoiceNet, or an Ensemble of them ("members")."""
     if "members" in config:  # tools.train.voice_ensemble
         return Ensemble([build_model(member) for member in config["members"]])
     return VoiceNet(config["n_features"], len(config["labels"]), tuple(config["widths"]), config["dropout"])
@@ -626,6 +627,8 @@ def parse_folds(spec: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if not 0 <= args.p_cut <= 1 or not 0 <= args.p_clean <= 1:
+        raise SystemExit(f"--p-cut and --p-clean are shares from 0 to 1, got {args.p_cut:g} and {args.p_clean:g}")
     torch.set_num_threads(args.threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     folds = parse_folds(args.folds) if args.folds else [args.fold]

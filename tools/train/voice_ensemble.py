@@ -41,7 +41,7 @@ def join_checkpoints(paths: list[Path]) -> dict:
         member.load_state_dict(ckpt["model"])
     return {"config": config, "audio": first["audio"], "fold": first["fold"], "train_actors": first["train_actors"],
             "model": model.state_dict(), "epoch": "+".join(str(c["epoch"]) for c in ckpts),
-            "args": first["args"], "members": [str(p) for p in paths],
+            "args": first["args"], "members": [str(p) for p in paths], "commands": [c["command"] for c in ckpts],
             "command": "; ".join(c["command"] for c in ckpts)}
 
 
@@ -69,19 +69,19 @@ def main(argv: list[str] | None = None) -> int:
         missing = [str(r / fold / "final.pt") for r in args.runs if not (r / fold / "final.pt").is_file()]
         if missing:
             raise SystemExit(f"missing: {', '.join(missing)} (train it first)")
+    joined = {fold: (join_checkpoints([r / fold / "final.pt" for r in args.runs]),
+                     join_results([r / fold / "result.json" for r in args.runs])) for fold in FOLD_DIRS}
     results = []
-    for fold in FOLD_DIRS:
+    for fold, (ckpt, result) in joined.items():  # written only once every fold has joined
         (args.out / fold).mkdir(parents=True, exist_ok=True)
-        torch.save(join_checkpoints([r / fold / "final.pt" for r in args.runs]), args.out / fold / "final.pt")
-        result = join_results([r / fold / "result.json" for r in args.runs])
+        torch.save(ckpt, args.out / fold / "final.pt")
         (args.out / fold / "result.json").write_text(json.dumps(result))
         print(f"{fold}: members acc8 {', '.join(f'{a:.3f}' for a in result['members'])} -> ensemble "
               f"{result['test']['acc8']:.3f}", flush=True)
         results += [result] if fold != "all" else []
-    ckpt = torch.load(args.out / "all" / "final.pt", map_location="cpu", weights_only=False)
-    trained = dict.fromkeys(torch.load(r / fold / "final.pt", map_location="cpu", weights_only=False)["command"]
-                            for r in args.runs for fold in FOLD_DIRS[:-1])  # the members' CV commands, once each
+    trained = dict.fromkeys(c for ckpt, _ in joined.values() for c in ckpt["commands"])  # the members', once each
     command = "\n".join([*trained, "python -m tools.train.voice_ensemble " + " ".join(sys.argv[1:] if argv is None else argv)])
+    ckpt = joined["all"][0]
     cv_report(args.out, results, results[0]["epochs"], command, ckpt["audio"], ckpt["config"])
     return 0
 
