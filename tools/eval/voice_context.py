@@ -2,7 +2,8 @@
 
     python -m tools.eval.voice_context runs/voice-ens [--json bench/results/voice_context.json]
 
-`runs/voice-ens` is the folder of `python -m tools.train.voice --folds 0-5`. Each fold's model reads
+`runs/voice-ens` is the folder of `python -m tools.train.voice --folds 0-5` (or of
+`tools.train.voice_ensemble`, which writes the same folds). Each fold's model reads
 its 4 held-out actors' clips the way `edgeemo detect` reads a file: the speech segments its VAD finds
 (edgeemo.voice.features.speech_segments at the default voice.vad_threshold_db, segments shorter than
 voice.min_speech_s dropped), each segment widened by the candidate context on both sides within the
