@@ -400,8 +400,7 @@ def markdown(args: argparse.Namespace, cv: dict | None, cv_md: str, onnx_cv_: di
         lines += ["## Speaker-independent cross-validation on RAVDESS", "",
                   f"{len(cv['folds'])} folds, each holding out 4 actors (01-04, 05-08, ..., 21-24) and training on "
                   "the other 20; "
-                  + (f"{cv['epochs']} epochs" if "+" not in str(cv["epochs"]) else
-                     " + ".join(f"a net of {e} epochs" for e in str(cv["epochs"]).split("+")))
+                  + epochs_text(str(cv["epochs"]))
                   + ", numbers of the last epoch (no checkpoint picked on test actors). "
                   "Whole clips, PyTorch fp32. Mean ± sample std over the folds.", "", cv_md.strip(), ""]
         curve = cv["mean_curve_acc8"]
@@ -481,22 +480,34 @@ def markdown(args: argparse.Namespace, cv: dict | None, cv_md: str, onnx_cv_: di
     return "\n".join(lines)
 
 
+def epochs_text(epochs: str) -> str:
+    """'200' -> '200 epochs'; an ensemble's '200+200+200' -> '3 nets of 200 epochs each'."""
+    members = epochs.split("+")
+    if len(members) == 1:
+        return f"{epochs} epochs"
+    if len(set(members)) == 1:
+        return f"{len(members)} nets of {members[0]} epochs each"
+    return " + ".join(f"a net of {e} epochs" for e in members)
+
+
 def rooms_section(rooms_path: Path, vad_path: Path) -> list[str]:
     """The in-room figures from their result files (tools.eval.voice, tools.eval.vad), if they are there."""
     lines: list[str] = []
     if rooms_path.is_file():
         rooms = json.loads(rooms_path.read_text())
         kinds = ("clean", "pink10", "babble10")
+        together = "Both" if len(rooms["models"]) == 2 else f"All {len(rooms['models'])}"
         lines += ["## In rooms: actors 01 + 04 through `edgeemo detect`", "",
                   "The 120 utterances of the two actors no model here trained on, as WAV files clean, with pink "
                   "noise at 10 dB SNR and with babble of 4 other actors at 10 dB SNR (tools.clips.noisy_speech), "
-                  "each read by `edgeemo detect --json` with the model's card; 7 published labels. Both models in "
-                  f"one run: `{rooms['command']}` -> `{rooms_path.relative_to(REPO)}`.", "",
+                  "each read by `edgeemo detect --json` with the model's card; 7 published labels. "
+                  f"{together} models in one run: `{rooms['command']}` -> `{rooms_path.relative_to(REPO)}`.", "",
                   "| model | clean | pink noise 10 dB | babble 10 dB | ms per 3 s window (VAD + features + model), "
                   "median / min |", "|---|---|---|---|---|"]
         for label, res in rooms["models"].items():
             cost = res.get("window_cost", {})
-            lines.append(f"| {label} | " + " | ".join(f"{100 * res[k]['acc7']:.1f} %" for k in kinds)
+            lines.append(f"| {label} | " + " | ".join(f"{100 * res[k]['acc7']:.1f} % ({res[k]['correct']})"
+                                                              for k in kinds)
                          + f" | {cost.get('median_ms', float('nan')):.2f} / {cost.get('min_ms', float('nan')):.2f} |")
         lines.append("| acceptance | " + " | ".join(f">= {100 * rooms['acceptance'][k]:.0f} %" for k in kinds)
                      + " | <= 2 |")
