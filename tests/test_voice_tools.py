@@ -3,6 +3,8 @@ and the temperature that calibrates held-out logits. Synthetic and small: no ../
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -271,3 +273,34 @@ def test_an_ensemble_averages_its_members_logits_in_one_net_and_in_every_fold(ti
     assert len(report["folds"]) == 6 and "tools.train.voice_ensemble" in report["command"]
     with pytest.raises(SystemExit, match="missing"):
         voice_ensemble.main([str(runs[0]), str(tmp_path / "nothing"), "--out", str(tmp_path / "bad")])
+
+
+def test_the_cards_rooms_table_names_every_model_and_counts_only_what_the_result_file_has(tmp_path):
+    """tools.export.voice's rooms table: one, two or three models in a tools.eval.voice result, with
+    the counts right where the file has them (older result files do not)."""
+    from tools.common.datasets import REPO
+    from tools.export.voice import epochs_text, rooms_section
+
+    def model(acc7: float, correct: int | None) -> dict:
+        score = {"acc7": acc7, "files": 120} | ({} if correct is None else {"correct": correct})
+        return {kind: score for kind in ("clean", "pink10", "babble10")} | {"window_cost": {"median_ms": 1.9,
+                                                                                            "min_ms": 1.8}}
+
+    rooms = tmp_path / "rooms.json"
+    for models, together in (({"a": model(0.5, 60)}, "The model in one run"),
+                             ({"a": model(0.5, 60), "b": model(0.7, None)}, "Both models in one run"),
+                             ({"a": model(0.5, 60), "b": model(0.7, None), "c": model(0.6, 72)}, "All 3 models")):
+        rooms.write_text(json.dumps({"models": models, "command": "python -m tools.eval.voice",
+                                     "acceptance": {"clean": 0.67, "pink10": 0.6, "babble10": 0.55}}))
+        with pytest.MonkeyPatch.context() as patch:  # the section names its file relative to the repository
+            patch.setattr("tools.export.voice.REPO", tmp_path)
+            text = "\n".join(rooms_section(rooms, REPO / "no-such-file.json"))
+        assert together in text
+        assert "| a | 50.0 % (60) | 50.0 % (60) | 50.0 % (60) | 1.90 / 1.80 |" in text
+        if "b" in models:
+            assert "| b | 70.0 % | 70.0 % | 70.0 % |" in text
+            assert "| b: met? | met | met | met | met |" in text
+        assert "| a: met? | **NOT met** | **NOT met** | **NOT met** | met |" in text
+    assert epochs_text("200") == "200 epochs"
+    assert epochs_text("200+200+200") == "3 nets of 200 epochs each"
+    assert epochs_text("120+200") == "a net of 120 epochs + a net of 200 epochs"

@@ -8,14 +8,16 @@ tools.clips.noisy_speech: clean, with pink noise at 10 dB SNR, with babble of 4 
 10 dB SNR. Each file goes through `edgeemo detect --json` with the model's card as ``voice.model``,
 exactly as a user would run it; a file's reading is the duration-weighted mean of its speech
 segments' probabilities (a file where no speech was found counts as wrong). Scored on the seven
-published labels (RAVDESS labels folded: calm -> neutral, ...). Both models in one run, one process
-each, on the same files; and what one 3 s window costs each (VAD + features + model, 1 thread, on
-this machine as it is: a shared machine makes these upper bounds).
+published labels (RAVDESS labels folded: calm -> neutral, ...). The models side by side in one run,
+one process each, on the same files, each recorded with its ONNX file's sha256; and what one 3 s
+window costs each (VAD + features + model, 1 thread, on this machine as it is: a shared machine
+makes these upper bounds).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -109,6 +111,11 @@ def cost_ms(card: Path, runs: int = 200, follow_on: bool = True, keep_memory: bo
             "vad_median_ms": round(float(np.median(vad_ms)), 3), "runs": runs}
 
 
+def onnx_sha256(card: Path) -> str:
+    """The sha256 of the model file a card names, so a result says which weights it measured."""
+    return hashlib.sha256((card.parent / json.loads(card.read_text())["file"]).read_bytes()).hexdigest()
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", required=True, metavar="LABEL=CARD", help="a voice model card")
@@ -120,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     clips = held_out_clips(load_ravdess(data_root(args.data)), args.clips, KINDS)
     result: dict = {"actors": [1, 4], "labels": "7 (RAVDESS folded)", "models": {}}
     for label, card in models.items():
-        result["models"][label] = {"card": card}
+        result["models"][label] = {"card": card, "onnx_sha256": onnx_sha256(Path(card))}
         for kind in KINDS:
             result["models"][label][kind] = score(Path(card), clips[kind])
             print(f"{label} {kind}: {result['models'][label][kind]['acc7']:.3f}", flush=True)

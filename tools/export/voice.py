@@ -490,24 +490,31 @@ def epochs_text(epochs: str) -> str:
     return " + ".join(f"a net of {e} epochs" for e in members)
 
 
+def rooms_cell(score: dict) -> str:
+    """'69.2 % (83)': the share and, where the result file has it, the count of utterances right."""
+    return f"{100 * score['acc7']:.1f} %" + (f" ({score['correct']})" if "correct" in score else "")
+
+
 def rooms_section(rooms_path: Path, vad_path: Path) -> list[str]:
     """The in-room figures from their result files (tools.eval.voice, tools.eval.vad), if they are there."""
     lines: list[str] = []
     if rooms_path.is_file():
         rooms = json.loads(rooms_path.read_text())
         kinds = ("clean", "pink10", "babble10")
-        together = "Both" if len(rooms["models"]) == 2 else f"All {len(rooms['models'])}"
+        count = len(rooms["models"])
+        together = {1: "The model", 2: "Both models"}.get(count, f"All {count} models")
         lines += ["## In rooms: actors 01 + 04 through `edgeemo detect`", "",
                   "The 120 utterances of the two actors no model here trained on, as WAV files clean, with pink "
                   "noise at 10 dB SNR and with babble of 4 other actors at 10 dB SNR (tools.clips.noisy_speech), "
                   "each read by `edgeemo detect --json` with the model's card; 7 published labels. "
-                  f"{together} models in one run: `{rooms['command']}` -> `{rooms_path.relative_to(REPO)}`.", "",
+                  f"{together} in one run: `{rooms['command']}` -> `{rooms_path.relative_to(REPO)}`. "
+                  "Cards outside `models/` are earlier models: edgeemo-voice-history.md says how to take them "
+                  "from git.", "",
                   "| model | clean | pink noise 10 dB | babble 10 dB | ms per 3 s window (VAD + features + model), "
                   "median / min |", "|---|---|---|---|---|"]
         for label, res in rooms["models"].items():
             cost = res.get("window_cost", {})
-            lines.append(f"| {label} | " + " | ".join(f"{100 * res[k]['acc7']:.1f} % ({res[k]['correct']})"
-                                                              for k in kinds)
+            lines.append(f"| {label} | " + " | ".join(rooms_cell(res[k]) for k in kinds)
                          + f" | {cost.get('median_ms', float('nan')):.2f} / {cost.get('min_ms', float('nan')):.2f} |")
         lines.append("| acceptance | " + " | ".join(f">= {100 * rooms['acceptance'][k]:.0f} %" for k in kinds)
                      + " | <= 2 |")
@@ -633,7 +640,9 @@ def main(argv: list[str] | None = None) -> None:
     commands = [*(cv["command"].split("\n") if cv else []), *(rep["command"] for _, rep in compare),
                 *ckpt.get("commands", [command]),  # an ensemble's: its members', already in its CV command
                 *([cv["context"]["command"]] if cv and "context" in cv else []), export_cmd,
-                *evals, "python -m pytest tests/test_voice_features.py tests/test_voice.py tests/test_microphone.py"]
+                *evals, *([export_cmd + "   # again: the card's rooms table reads tools.eval.voice's result"]
+                          if evals else []),
+                "python -m pytest tests/test_voice_features.py tests/test_voice.py tests/test_microphone.py"]
     commands = list(dict.fromkeys(commands))
     info = {"params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model, frames),
             "members": len(getattr(model, "members", [model])),
