@@ -25,7 +25,7 @@ import numpy as np
 
 from tools.common.calibration import ece, fit_temperature, plot_reliability, reliability, softmax
 from tools.common.datasets import data_root, load_ravdess
-from tools.train.voice import FOLD_MATRIX, fold7, split
+from tools.train.voice import FOLD_MATRIX, FOLDS, fold7, split
 
 
 
@@ -35,7 +35,7 @@ def held_out(cv_dir: Path, data: str | None) -> list[tuple[np.ndarray, np.ndarra
     A result written before tools.train.voice kept the labels (the shipped model's CV) has them
     taken from RAVDESS: its logits are in the order of the fold's held-out clips."""
     folds, ravdess = [], None
-    for k in range(6):
+    for k in range(len(FOLDS)):
         path = cv_dir / f"fold{k}" / "result.json"
         if not path.exists():
             raise SystemExit(f"{path}: missing (run python -m tools.train.voice --folds 0-5 --out {cv_dir} first)")
@@ -53,7 +53,8 @@ def held_out(cv_dir: Path, data: str | None) -> list[tuple[np.ndarray, np.ndarra
 
 def folds_acc8(cv_dir: Path) -> list[float]:
     """Each fold's held-out accuracy as its result.json has it: which models a figure was measured on."""
-    return [round(json.loads((cv_dir / f"fold{k}" / "result.json").read_text())["test"]["acc8"], 4) for k in range(6)]
+    return [round(json.loads((cv_dir / f"fold{k}" / "result.json").read_text())["test"]["acc8"], 4)
+            for k in range(len(FOLDS))]
 
 
 def scores(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -36,7 +36,7 @@ from tools.common.calibration import softmax
 from tools.common.datasets import REPO, data_root, load_ravdess
 from tools.eval.voice_calibration import calibrate, folds_acc8
 from tools.export.voice import clip_audio, load_checkpoint
-from tools.train.voice import FOLD_MATRIX, fold7, split
+from tools.train.voice import FOLD_MATRIX, FOLDS, fold7, split
 
 CONTEXTS_S = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 
@@ -71,7 +71,7 @@ def read_clip(logits_of, audio: np.ndarray, sr: int, fold: int, label: int) -> C
 def read_folds(cv_dir: Path, data: dict) -> list[Clip]:
     """Every fold's held-out clips, read by that fold's model (PyTorch fp32, as the CV report)."""
     clips = []
-    for fold in range(6):
+    for fold in range(len(FOLDS)):
         model, _, front = load_checkpoint(cv_dir / f"fold{fold}" / "final.pt")
 
         @torch.no_grad()
@@ -97,7 +97,7 @@ def segment_folds(clips: list[Clip], k: int) -> list[tuple[np.ndarray, np.ndarra
     `edgeemo detect` prints, so it is what calibrates."""
     return [(np.concatenate([c.segments[k] for c in clips if c.fold == f]),
              np.concatenate([np.full(len(c.durations), c.label) for c in clips if c.fold == f]))
-            for f in range(6)]
+            for f in range(len(FOLDS))]
 
 
 def plot(result: dict, path: Path) -> None:

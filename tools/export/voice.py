@@ -600,9 +600,10 @@ def main(argv: list[str] | None = None) -> None:
 
     cv = cv_md = onnx_cv_ = None
     if args.cv:
-        # the calibration from the folds' held-out logits: an older cv_report.json has only in-sample figures
-        cv = json.loads((args.cv / "cv_report.json").read_text()) | cv_figures(held_out(args.cv, args.data))
-        cv |= speech_context(args.context or DEFAULT_CONTEXT, args.cv, strict=args.context is not None)
+        # the calibration of the readings with context (tools.eval.voice_context) where it was measured on these
+        # folds, else of the folds' whole-clip logits: an older cv_report.json has only in-sample figures
+        context = speech_context(args.context or DEFAULT_CONTEXT, args.cv, strict=args.context is not None)
+        cv = json.loads((args.cv / "cv_report.json").read_text()) | (context or cv_figures(held_out(args.cv, args.data)))
         cv_md = (args.cv / "cv_report.md").read_text()
         shutil.copyfile(args.cv / "cv_confusion8.png", args.out / f"{args.name}-confusion.png")
         if not args.no_onnx_cv:

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tools.train.voice import build_model, cv_report, metrics
+from tools.train.voice import FOLDS, build_model, cv_report, metrics
 
-FOLD_DIRS = [f"fold{k}" for k in range(6)] + ["all"]
+FOLD_DIRS = [f"fold{k}" for k in range(len(FOLDS))] + ["all"]
 
 
 def join_checkpoints(paths: list[Path]) -> dict:
